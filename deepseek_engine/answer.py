@@ -1,0 +1,60 @@
+"""A stream of ``ChatDelta`` turned into what Dify shows: text pieces, whole tool calls, usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol import ChatDelta
+from .reasoning import ReasoningFormatter
+from .toolcalls import ToolCallAccumulator
+
+__all__ = ["Piece", "AnswerAssembler"]
+
+
+@dataclass(slots=True)
+class Piece:
+    text: str = ""
+    tool_calls: list = field(default_factory=list)
+
+
+class AnswerAssembler:
+    """Feed deltas, get pieces; ``finish()`` gives the last piece. Keeps usage, finish reason and
+    everything the model produced (for offline token counting when the server sends no usage)."""
+
+    def __init__(self, expect_reasoning: bool) -> None:
+        self._fmt = ReasoningFormatter(expect_reasoning)
+        self._tools = ToolCallAccumulator()
+        self.usage: dict | None = None
+        self.finish_reason: str | None = None
+        self.produced: list[str] = []  # raw model output, for counting completion tokens
+
+    def feed(self, d: ChatDelta) -> Piece | None:
+        if d.usage:
+            self.usage = d.usage
+        if d.finish_reason:
+            self.finish_reason = d.finish_reason
+        text = ""
+        if d.reasoning or d.content:
+            if d.reasoning:
+                self.produced.append(d.reasoning)
+            if d.content:
+                self.produced.append(d.content)
+            text = self._fmt.feed(d.reasoning, d.content)
+        calls: list = []
+        if d.tool_calls:
+            text += self._fmt.close_block()
+            calls = self._tools.feed(d.tool_calls)
+            for c in calls:
+                self.produced.append(c["function"]["name"] + c["function"]["arguments"])
+        if text or calls:
+            return Piece(text, calls)
+        return None
+
+    def finish(self) -> Piece:
+        text = self._fmt.finish()
+        calls = self._tools.finish()
+        for c in calls:
+            self.produced.append(c["function"]["name"] + c["function"]["arguments"])
+        if calls and self.finish_reason in (None, "stop"):
+            self.finish_reason = "tool_calls"
+        return Piece(text, calls)

@@ -1,0 +1,258 @@
+"""Chat completions over a set of endpoints: one pooled client, typed errors, bounded waits.
+
+``ChatClient.stream`` always streams (blocking callers aggregate), so the idle deadline protects
+every call. A request is retried only while it has produced no output: the attempt that opens a
+stream reads up to the first token before the caller sees anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from .errors import (ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
+                     IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
+                     error_from_response, server_message)
+from .health import HEALTH, HealthBook
+from .protocol import ChatDelta, parse_chunk, parse_completion
+from .retry import RetryPolicy
+from .settings import Endpoint, Settings
+from .sse import SSEDecoder
+from .transport import CLIENTS, ClientRegistry, set_read_budget
+
+__all__ = ["ChatClient", "DEFAULT_POLICY"]
+
+DEFAULT_POLICY = RetryPolicy()
+_DONE = object()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    for needle, short in (("refused", "connection refused"), ("reset", "connection reset"),
+                          ("name or service", "host name not found"),
+                          ("nodename nor servname", "host name not found"),
+                          ("temporary failure in name", "host name not found"),
+                          ("no route", "no route to host"), ("unreachable", "network unreachable"),
+                          ("certificate", "TLS certificate rejected")):
+        if needle in low:
+            return short
+    return text[:200]
+
+
+class ChatClient:
+    def __init__(self, settings: Settings, *, registry: ClientRegistry = CLIENTS,
+                 health: HealthBook = HEALTH, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.health = health
+        self.policy = policy
+        self._client = registry.get(tuple(sorted({e.root for e in settings.endpoints})))
+        self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        if settings.api_key:
+            self._headers["Authorization"] = f"Bearer {settings.api_key}"
+
+    # -- small JSON GETs (/models, /health, ...) -------------------------------------------
+    def get_json(self, endpoint: Endpoint, url: str, timeout: float = 10.0) -> object:
+        t = self.settings.timeouts
+        try:
+            resp = self._client.get(url, headers=self._headers,
+                                    timeout=httpx.Timeout(timeout, connect=t.connect))
+        except httpx.TimeoutException as e:
+            raise ConnectError(f"no answer within {timeout:g}s ({_reason(e)})",
+                               endpoint=endpoint.name) from None
+        except httpx.HTTPError as e:
+            raise ConnectError(f"could not connect: {_reason(e)}", endpoint=endpoint.name) from None
+        if resp.status_code != 200:
+            raise error_from_response(resp.status_code, resp.text, endpoint.name,
+                                      resp.headers.get("retry-after"))
+        try:
+            return resp.json()
+        except ValueError:
+            raise StreamBrokenError(f"{url.rsplit('/', 1)[-1]} did not answer JSON: "
+                                    f"{server_message(resp.text)[:120]}",
+                                    endpoint=endpoint.name) from None
+
+    def list_models(self) -> tuple[Endpoint, list[dict]]:
+        """``/v1/models`` of the first endpoint that answers."""
+        errors: list[EngineError] = []
+        for ep in self.health.order(self.settings.endpoints):
+            try:
+                data = self.get_json(ep, ep.url + "/models", timeout=min(30.0, self.settings.timeouts.first_token))
+            except EngineError as e:
+                errors.append(e)
+                if not e.retryable:
+                    raise
+                continue
+            models = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(models, list):
+                raise StreamBrokenError("/models did not return an OpenAI model list; is this "
+                                        "a vLLM or SGLang endpoint?", endpoint=ep.name)
+            return ep, [m for m in models if isinstance(m, dict)]
+        raise self._all_failed(errors)
+
+    # -- streamed chat -------------------------------------------------------------------
+    def stream(self, body: dict) -> Iterator[ChatDelta]:
+        settings = self.settings
+        endpoints = settings.endpoints
+        if self.health.all_down(endpoints):
+            raise EndpointsDownError(self._down_message(endpoints))
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        deadline = time.monotonic() + settings.timeouts.total
+        order = self.health.order(endpoints)
+        self.policy.budget.record_request()
+        errors: list[EngineError] = []
+        opened = None
+        try:
+            for attempt in self.policy.retrying(len(order), deadline):
+                with attempt:
+                    ep = order[(attempt.retry_state.attempt_number - 1) % len(order)]
+                    try:
+                        opened = self._open(ep, payload, deadline)
+                    except EngineError as e:
+                        errors.append(e)
+                        if e.retryable:
+                            self.health.failure(ep.url, str(e.message)[:200])
+                        raise
+        except EngineError as e:
+            if e.retryable and len({x.endpoint for x in errors}) > 1:
+                raise self._all_failed(errors) from None
+            raise
+        assert opened is not None
+        yield from self._relay(*opened, deadline)
+
+    def _open(self, ep: Endpoint, payload: bytes, deadline: float):
+        t = self.settings.timeouts
+        first = min(time.monotonic() + t.first_token, deadline)
+        request = self._client.build_request(
+            "POST", ep.url + "/chat/completions", content=payload, headers=self._headers,
+            timeout=httpx.Timeout(t.first_token, connect=t.connect, write=t.connect, pool=t.connect))
+        set_read_budget((None, first))
+        try:
+            try:
+                resp = self._client.send(request, stream=True)
+            except httpx.ConnectTimeout:
+                raise ConnectError(f"could not connect within {t.connect:g}s",
+                                   endpoint=ep.name) from None
+            except httpx.ReadTimeout:
+                raise self._timeout(first, deadline, ep, started=False) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                raise ConnectError("the connection closed before the server answered "
+                                   "(reset or restarting)", endpoint=ep.name) from None
+            except httpx.HTTPError as e:
+                raise ConnectError(f"could not connect: {_reason(e)}", endpoint=ep.name) from None
+            try:
+                if resp.status_code != 200:
+                    body = resp.read().decode("utf-8", "replace")
+                    raise error_from_response(resp.status_code, body, ep.name,
+                                              resp.headers.get("retry-after"))
+                ctype = resp.headers.get("content-type", "")
+                if "text/event-stream" not in ctype:
+                    # a server or gateway that ignored "stream": take the whole answer
+                    text = resp.read().decode("utf-8", "replace")
+                    try:
+                        delta = parse_completion(json.loads(text), ep.name)
+                    except ValueError:
+                        raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
+                                                f"{server_message(text)[:120]}", endpoint=ep.name) from None
+                    resp.close()
+                    self.health.success(ep.url)
+                    return ep, None, iter(()), [delta, _DONE]
+                events = self._events(resp, ep)
+                pre: list = []
+                for item in events:
+                    pre.append(item)
+                    if item is _DONE or item.has_output:
+                        break
+                self.health.success(ep.url)
+                return ep, resp, events, pre
+            except httpx.ReadTimeout:
+                resp.close()
+                raise self._timeout(first, deadline, ep, started=False) from None
+            except BaseException:
+                resp.close()
+                raise
+        finally:
+            set_read_budget(None)
+
+    def _relay(self, ep: Endpoint, resp, events, pre: list, deadline: float) -> Iterator[ChatDelta]:
+        idle = self.settings.timeouts.idle
+        finished = False
+        try:
+            for item in pre:
+                if item is _DONE:
+                    return
+                finished = finished or item.finish_reason is not None
+                yield item
+            while True:
+                set_read_budget((idle, deadline))
+                try:
+                    item = next(events, None)
+                except httpx.ReadTimeout:
+                    raise self._timeout(None, deadline, ep, started=True) from None
+                finally:
+                    set_read_budget(None)
+                if item is None:
+                    if finished:
+                        return  # no [DONE] (transformers serve), but the answer was complete
+                    raise StreamBrokenError("the stream ended before the answer was complete "
+                                            "(the server closed it without a finish reason)",
+                                            endpoint=ep.name)
+                if item is _DONE:
+                    return
+                finished = finished or item.finish_reason is not None
+                yield item
+        finally:
+            if resp is not None:
+                resp.close()  # also when the caller stops early: the server stops generating
+
+    def _events(self, resp: httpx.Response, ep: Endpoint) -> Iterator:
+        decoder = SSEDecoder()
+        try:
+            for raw in resp.iter_raw():
+                for data in decoder.feed(raw):
+                    if data == "[DONE]":
+                        yield _DONE
+                        return
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        raise StreamBrokenError(f"the server sent a malformed chunk: {data[:80]!r}",
+                                                endpoint=ep.name) from None
+                    yield parse_chunk(obj, ep.name)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            raise StreamBrokenError("the connection was cut off mid-stream (server restarted "
+                                    "or a proxy dropped it)", endpoint=ep.name) from None
+
+    def _timeout(self, first: float | None, deadline: float, ep: Endpoint, *,
+                 started: bool) -> TimeoutError_:
+        t = self.settings.timeouts
+        if time.monotonic() >= deadline - 0.01:
+            return TotalTimeout(f"the answer took longer than the total timeout ({t.total:g}s)",
+                                endpoint=ep.name)
+        if not started:
+            return FirstTokenTimeout(f"no first token within {t.first_token:g}s (queueing + "
+                                     "prefill); the server is overloaded or stuck",
+                                     endpoint=ep.name)
+        return IdleTimeout(f"the stream stalled: nothing for {t.idle:g}s", endpoint=ep.name)
+
+    def _down_message(self, endpoints) -> str:
+        parts = []
+        for e in endpoints:
+            h = self.health.state(e.url)
+            wait = max(0.0, h.ejected_until - time.monotonic())
+            parts.append(f"{e.name} ({h.last_error or 'failing'}; retried in {wait:.0f}s)")
+        return "all endpoints are down: " + "; ".join(parts)
+
+    def _all_failed(self, errors: list[EngineError]) -> EngineError:
+        if not errors:
+            return EndpointsDownError("no endpoint answered")
+        if len(errors) == 1:
+            return errors[0]
+        seen: dict[str, str] = {}
+        for e in errors:
+            seen[e.endpoint or "?"] = e.message
+        return EndpointsDownError("every endpoint failed: " + "; ".join(f"{k}: {v}" for k, v in seen.items()))

@@ -1,0 +1,92 @@
+"""Which model id the server serves, and its context size, read from ``/v1/models``.
+
+Operators often leave ``served_model_name`` blank; vLLM then serves the HF repo id
+(``deepseek-ai/DeepSeek-R1-Distill-Qwen-32B``) and lists ``max_model_len`` beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import ModelNotFoundError
+from .settings import Endpoint
+
+__all__ = ["ServedModel", "normalise", "pick_served_model", "context_size_of", "ModelDirectory",
+           "DIRECTORY"]
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    id: str
+    context_size: int | None
+
+
+def normalise(name: str) -> str:
+    """``deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B`` and ``deepseek-r1-distill-qwen-1.5b`` agree."""
+    return _NON_ALNUM.sub("", name.rsplit("/", 1)[-1].lower())
+
+
+def context_size_of(entry: dict) -> int | None:
+    for key in ("max_model_len", "context_length", "max_context_length"):
+        v = entry.get(key)
+        if isinstance(v, int) and v > 0:
+            return v
+    meta = entry.get("meta")  # llama.cpp
+    if isinstance(meta, dict) and isinstance(meta.get("n_ctx_train"), int):
+        return meta.get("n_ctx") or meta["n_ctx_train"]
+    return None
+
+
+def pick_served_model(served: list[dict], *, wanted: str | None, catalogue: str | None,
+                      endpoint: str) -> ServedModel:
+    """The served entry for ``wanted`` (exact id), else the one matching the catalogue model's
+    name, else the only one served; otherwise a clear error listing what is served."""
+    ids = [str(m.get("id")) for m in served if m.get("id")]
+    listing = ", ".join(ids[:20]) or "nothing"
+    by_id = {str(m.get("id")): m for m in served}
+    if wanted:
+        if wanted in by_id:
+            return ServedModel(wanted, context_size_of(by_id[wanted]))
+        raise ModelNotFoundError(f"the server does not serve {wanted!r}; it serves: {listing}. "
+                                 "Fix the served model name or leave it blank.", endpoint=endpoint)
+    if catalogue:
+        key = normalise(catalogue)
+        for m in served:
+            if normalise(str(m.get("id", ""))) == key:
+                return ServedModel(str(m["id"]), context_size_of(m))
+    if len(ids) == 1:
+        return ServedModel(ids[0], context_size_of(by_id[ids[0]]))
+    raise ModelNotFoundError(f"cannot tell which served model is {catalogue or 'wanted'}: the "
+                             f"server serves {listing}. Set served_model_name to one of them.",
+                             endpoint=endpoint)
+
+
+class ModelDirectory:
+    """``/v1/models`` answers cached per endpoint set for ``ttl`` seconds (process-wide)."""
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._cache: dict[tuple, tuple[float, Endpoint, list[dict]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]]:  # noqa: ANN001
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.ttl:
+            return hit[1], hit[2]
+        ep, models = fetch()
+        with self._lock:
+            self._cache[key] = (now, ep, models)
+        return ep, models
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+DIRECTORY = ModelDirectory()

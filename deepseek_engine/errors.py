@@ -1,0 +1,165 @@
+"""Typed failures, each naming the endpoint and saying what to do; never carrying a secret.
+
+The Dify edge maps each class to one Dify error (see models/llm/llm.py). ``retryable`` says whether
+another attempt (on another endpoint) may succeed, as long as nothing was shown to the user yet.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+__all__ = [
+    "EngineError", "ConfigError", "ConnectError", "EndpointsDownError", "TimeoutError_",
+    "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
+    "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError",
+    "error_from_response", "server_message",
+]
+
+
+class EngineError(Exception):
+    retryable = False
+
+    def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"[{self.endpoint}] {self.message}" if self.endpoint else self.message
+
+
+class ConfigError(EngineError):
+    """A credential value is invalid; the message says which field and how to fix it."""
+
+
+class ConnectError(EngineError):
+    """Refused, reset, unresolvable or too slow to connect."""
+    retryable = True
+
+
+class EndpointsDownError(ConnectError):
+    """Every endpoint failed; the message lists each one and why."""
+    retryable = False
+
+
+class TimeoutError_(EngineError):
+    retryable = True
+
+
+class FirstTokenTimeout(TimeoutError_):
+    """Queueing + prefill took longer than the first-token budget."""
+
+
+class IdleTimeout(TimeoutError_):
+    """The stream stalled: no bytes for longer than the idle budget."""
+
+
+class TotalTimeout(TimeoutError_):
+    retryable = False
+
+
+class StreamBrokenError(EngineError):
+    """The stream ended early or carried something that is not the protocol."""
+    retryable = True
+
+
+class AuthError(EngineError):
+    """401/403."""
+
+
+class RateLimitError(EngineError):
+    retryable = True
+
+
+class BadRequestError(EngineError):
+    """400/404/413/422: the same request fails anywhere."""
+
+
+class ModelNotFoundError(BadRequestError):
+    pass
+
+
+class ServerError(EngineError):
+    retryable = True
+
+
+_MAX_MESSAGE = 400
+_TAG = re.compile(r"<[^>]+>")
+_TITLE = re.compile(r"<title>(.*?)</title>|<h1>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
+
+
+def server_message(body: str) -> str:
+    """The human part of an error body: OpenAI/vLLM/SGLang/FastAPI JSON, an HTML page, or text."""
+    text = body.strip()
+    if not text:
+        return ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("msg") or err.get("detail")
+        else:
+            msg = err
+        if msg is None:
+            msg = data.get("message") or data.get("detail")
+        if isinstance(msg, list):  # FastAPI validation errors
+            msg = "; ".join(str(m.get("msg", m)) if isinstance(m, dict) else str(m) for m in msg)
+        if msg:
+            return _clip(str(msg))
+    if "<" in text and ">" in text:
+        m = _TITLE.search(text)
+        found = (m.group(1) or m.group(2)) if m else _TAG.sub(" ", text)
+        return _clip(html.unescape(" ".join(found.split())))
+    return _clip(" ".join(text.split()))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from inference servers; fall back to backoff
+
+
+def error_from_response(status: int, body: str, endpoint: str,
+                        retry_after: str | None = None) -> EngineError:
+    """The typed error for a non-2xx answer (pure: unit-testable without a server)."""
+    msg = server_message(body) or f"HTTP {status}"
+    said = f"(HTTP {status}): {msg}"
+    if status in (401, 403):
+        return AuthError(f"the server refused the credentials {said}. Check the API key "
+                         "(vLLM/SGLang --api-key, or the gateway's token).",
+                         endpoint=endpoint, status=status)
+    if status == 429:
+        return RateLimitError(f"the server is overloaded or rate limiting {said}. "
+                              "Retry later or add replicas.", endpoint=endpoint, status=status,
+                              retry_after=_retry_after(retry_after))
+    if status == 404 and ("model" in msg.lower()):
+        return ModelNotFoundError(f"{msg} Check the served model name (vLLM --served-model-name), "
+                                  "or leave it blank to use what the server serves.",
+                                  endpoint=endpoint, status=status)
+    if status in (400, 404, 405, 413, 422):
+        hint = ""
+        low = msg.lower()
+        if "context" in low and ("length" in low or "size" in low) or "too long" in low:
+            hint = " Shorten the conversation or lower max_tokens."
+        return BadRequestError(f"the server rejected the request {said}{hint}",
+                               endpoint=endpoint, status=status)
+    if status >= 500:
+        return ServerError(f"server error {said}. The GPU server or its gateway is failing or "
+                           "restarting; check its logs.", endpoint=endpoint, status=status,
+                           retry_after=_retry_after(retry_after))
+    return BadRequestError(f"unexpected answer {said}", endpoint=endpoint, status=status)

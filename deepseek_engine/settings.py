@@ -1,0 +1,143 @@
+"""Credentials from the Dify console, validated into one immutable ``Settings``.
+
+Every field gets a message an operator can act on; values that are secrets never appear in one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+__all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url"]
+
+MAX_ENDPOINTS = 64
+_SPLIT = re.compile(r"[\s,;]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    url: str  # OpenAI base URL, e.g. http://gpu-1:8000/v1 (no trailing slash)
+    root: str  # scheme://host:port: where /health, /metrics and /tokenize live
+    name: str  # for messages and logs: host:port/path, never credentials
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. Defaults suit R1: long queueing + prefill, long reasoning, but a stall ends fast."""
+
+    connect: float = 10.0
+    first_token: float = 300.0
+    idle: float = 60.0
+    total: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    endpoints: tuple[Endpoint, ...]
+    api_key: str | None = field(default=None, repr=False)
+    served_model_name: str | None = None
+    timeouts: Timeouts = Timeouts()
+    context_size: int | None = None  # customizable models only
+    max_tokens_to_sample: int | None = None
+    tool_calling: bool = False
+    reasoning: bool = True
+
+
+def display_url(url: str) -> str:
+    """``host:port/path`` without user:password, query or scheme noise."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
+
+
+def parse_endpoints(raw: object) -> tuple[Endpoint, ...]:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError("endpoint_urls is empty: enter the base URL of at least one vLLM or "
+                          "SGLang server, e.g. http://gpu-1:8000/v1")
+    items = [s for s in _SPLIT.split(raw.strip()) if s]
+    if len(items) > MAX_ENDPOINTS:
+        raise ConfigError(f"endpoint_urls lists {len(items)} URLs; at most {MAX_ENDPOINTS} are supported")
+    seen: dict[str, Endpoint] = {}
+    for pos, item in enumerate(items, 1):
+        ep = _endpoint(item, pos)
+        seen.setdefault(ep.url, ep)
+    return tuple(seen.values())
+
+
+def _endpoint(item: str, pos: int) -> Endpoint:
+    where = f"endpoint_urls entry {pos} ({display_url(item) if '://' in item else item!r})"
+    if "://" not in item:
+        raise ConfigError(f"{where} has no scheme: write it as http://{item.rstrip('/')}"
+                          f"{'' if '/v1' in item else '/v1'}")
+    parts = urlsplit(item)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{where}: the scheme must be http or https, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{where} has no host name")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{where} has an invalid port; use a number from 1 to 65535") from None
+    if port == 0:
+        raise ConfigError(f"{where} has an invalid port; use a number from 1 to 65535")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where} must not carry a query string or fragment")
+    path = parts.path.rstrip("/") or "/v1"  # a bare host means the server's OpenAI routes
+    url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return Endpoint(url=url, root=f"{parts.scheme}://{netloc}", name=display_url(url))
+
+
+def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, label: str):
+    raw = creds.get(key)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        value = kind(str(raw).strip()) if kind is float else int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be a number ({label}), got {str(raw)[:40]!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must be between {low:g} and {high:g} ({label}), got {value:g}")
+    return value
+
+
+def parse_settings(creds: Mapping) -> Settings:
+    endpoints = parse_endpoints(creds.get("endpoint_urls"))
+    api_key = creds.get("api_key")
+    if api_key is not None and not isinstance(api_key, str):
+        raise ConfigError("api_key must be text")
+    api_key = (api_key or "").strip() or None
+    if api_key and any(c in api_key for c in "\r\n\x00"):
+        raise ConfigError("api_key contains a line break or NUL; paste the key alone")
+    served = (creds.get("served_model_name") or "").strip() or None
+    if served and any(c.isspace() for c in served):
+        raise ConfigError("served_model_name must not contain spaces (it is the id the server "
+                          "lists at /v1/models, e.g. deepseek-ai/DeepSeek-R1)")
+    d = Timeouts()
+    t = {k: _number(creds, f"{k}_timeout", float, low=0.1, high=86400, label="seconds")
+         for k in ("connect", "first_token", "idle", "total")}
+    timeouts = Timeouts(**{k: (v if v is not None else getattr(d, k)) for k, v in t.items()})
+    return Settings(
+        endpoints=endpoints,
+        api_key=api_key,
+        served_model_name=served,
+        timeouts=timeouts,
+        context_size=_number(creds, "context_size", int, low=1, high=10_000_000, label="tokens"),
+        max_tokens_to_sample=_number(creds, "max_tokens_to_sample", int, low=1, high=10_000_000,
+                                     label="tokens"),
+        tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
+        reasoning=(creds.get("reasoning") or "reasoning") == "reasoning",
+    )

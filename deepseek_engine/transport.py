@@ -1,0 +1,138 @@
+"""Pooled HTTP clients that live for the whole plugin process, with phase-aware read deadlines.
+
+Dify creates a model instance per request, so pools cannot live on it: one ``httpx.Client`` per
+endpoint set is kept here and reused by every invocation and session (keep-alive across calls).
+Under the SDK's gevent patching sockets and locks are cooperative, so one client serves many
+concurrent greenlets.
+
+httpx applies one read timeout to a whole response, but a streamed completion has two phases:
+waiting for the first token (queueing + prefill: may take minutes on R1) and then gaps between
+tokens (seconds). ``read_budget`` sets, for the current thread/greenlet, the timeout of the
+next socket reads and an absolute deadline; the network backend below applies it to each read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpcore
+import httpx
+
+__all__ = ["read_budget", "set_read_budget", "ClientRegistry", "CLIENTS", "DEFAULT_LIMITS"]
+
+_budget = threading.local()  # greenlet-local once gevent has patched threading
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256,
+                              keepalive_expiry=120.0)
+
+
+def set_read_budget(value: tuple[float | None, float | None] | None) -> None:
+    """Set (idle, deadline) for the reads that follow in this thread/greenlet; None restores."""
+    _budget.value = value
+
+
+@contextmanager
+def read_budget(idle: float | None, deadline: float | None) -> Iterator[None]:
+    """Reads inside the block time out after ``idle`` seconds of silence or at ``deadline``."""
+    previous = getattr(_budget, "value", None)
+    _budget.value = (idle, deadline)
+    try:
+        yield
+    finally:
+        _budget.value = previous
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        budget = getattr(_budget, "value", None)
+        if budget is not None:
+            idle, deadline = budget
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise httpcore.ReadTimeout("deadline passed")
+                idle = left if idle is None or left < idle else idle
+            timeout = idle
+        return self._stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):  # noqa: ANN201
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address,
+                                                         socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _transport(limits: httpx.Limits, verify: object = True) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(verify=verify, limits=limits)
+    # Same pool as httpx builds, plus our backend (httpx 0.28 has no parameter for it).
+    transport._pool = httpcore.ConnectionPool(  # noqa: SLF001
+        ssl_context=transport._pool._ssl_context,  # noqa: SLF001
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        network_backend=_DeadlineBackend(),
+    )
+    return transport
+
+
+class ClientRegistry:
+    """One ``httpx.Client`` per endpoint set, created on first use, kept for the process."""
+
+    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._clients: dict[tuple, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> httpx.Client:
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                # trust_env off: GPU endpoints are internal; a daemon-wide HTTP(S)_PROXY meant
+                # for the internet must not capture them.
+                client = httpx.Client(transport=_transport(self._limits), trust_env=False,
+                                      follow_redirects=False)
+                self._clients[key] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+CLIENTS = ClientRegistry()

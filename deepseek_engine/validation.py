@@ -1,0 +1,64 @@
+"""Credential validation in seconds: every endpoint reachable, auth accepted, model served,
+context size known, and the chat route answering a one-token request."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .client import ChatClient
+from .discovery import ServedModel, context_size_of, pick_served_model
+from .errors import ConfigError, EngineError, ModelNotFoundError
+from .protocol import build_body
+from .retry import RetryPolicy, RetryBudget
+from .settings import Settings
+
+__all__ = ["validate_endpoints"]
+
+# Validation must answer while the operator waits: short budgets, one attempt per endpoint.
+_QUICK = RetryPolicy(attempts=1, budget=RetryBudget())
+
+
+def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str | None,
+                       need_context: bool = False) -> list[ServedModel]:
+    t = settings.timeouts
+    quick = replace(settings, timeouts=replace(t, connect=min(t.connect, 5.0),
+                                               first_token=min(t.first_token, 30.0),
+                                               idle=min(t.idle, 30.0), total=min(t.total, 60.0)))
+    found = []
+    for ep in settings.endpoints:
+        one = replace(quick, endpoints=(ep,))
+        client = ChatClient(one, policy=_QUICK, health=_Fresh())
+        _, served = client.list_models()
+        if wanted or catalogue:
+            model = pick_served_model(served, wanted=wanted, catalogue=catalogue, endpoint=ep.name)
+        elif served:  # provider-level check: any served model proves the chat route works
+            model = ServedModel(str(served[0].get("id")), context_size_of(served[0]))
+        else:
+            raise ModelNotFoundError("the server lists no models at /v1/models", endpoint=ep.name)
+        if need_context and model.context_size is None:
+            raise ConfigError(f"[{ep.name}] the server does not report the context size of "
+                              f"{model.id!r}; enter it in context_size")
+        body = build_body(model.id, [{"role": "user", "content": "ping"}], {"max_tokens": 1})
+        for _ in client.stream(body):
+            pass
+        found.append(model)
+    return found
+
+
+class _Fresh:
+    """Validation ignores (and does not feed) the process-wide health book."""
+
+    def order(self, endpoints):  # noqa: ANN001, ANN201
+        return list(endpoints)
+
+    def all_down(self, endpoints) -> bool:  # noqa: ANN001
+        return False
+
+    def success(self, url: str) -> None:
+        pass
+
+    def failure(self, url: str, reason: str) -> None:
+        pass
+
+    def state(self, url):  # noqa: ANN001, ANN201
+        raise EngineError("no health state during validation")

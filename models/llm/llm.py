@@ -1,0 +1,257 @@
+"""Dify's LLM interface over the engine: only translation happens here.
+
+Prompt messages become OpenAI dicts, engine pieces become ``LLMResultChunk``s, engine errors
+become the Dify error whose class makes Dify's own load balancing do the right thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping
+from pathlib import Path
+
+import yaml
+from dify_plugin import LargeLanguageModel
+from dify_plugin.entities import I18nObject
+from dify_plugin.entities.model import (AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey,
+                                        ModelType, ParameterRule)
+from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
+from dify_plugin.entities.model.message import (AssistantPromptMessage, PromptMessage,
+                                                PromptMessageTool, SystemPromptMessage,
+                                                TextPromptMessageContent, ToolPromptMessage,
+                                                UserPromptMessage)
+from dify_plugin.errors.model import (CredentialsValidateFailedError, InvokeAuthorizationError,
+                                      InvokeBadRequestError, InvokeConnectionError, InvokeError,
+                                      InvokeRateLimitError, InvokeServerUnavailableError)
+
+from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatClient, ConfigError,
+                             ConnectError, EngineError, RateLimitError, ServerError, Settings,
+                             StreamBrokenError, TimeoutError_, build_body, parse_settings)
+from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
+from deepseek_engine.tokens import count_messages, count_text
+from deepseek_engine.validation import validate_endpoints
+
+logger = logging.getLogger(__name__)
+
+# engine error -> the Dify class. Connection-type failures must be InvokeConnectionError: only
+# that, auth and rate-limit errors make Dify's load balancer cool a credential down and fail over.
+_DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
+    (AuthError, InvokeAuthorizationError),
+    (RateLimitError, InvokeRateLimitError),
+    (BadRequestError, InvokeBadRequestError),
+    (ConfigError, InvokeBadRequestError),
+    (ServerError, InvokeServerUnavailableError),
+    (ConnectError, InvokeConnectionError),
+    (TimeoutError_, InvokeConnectionError),
+    (StreamBrokenError, InvokeConnectionError),
+    (EngineError, InvokeError),
+)
+
+_TEMPLATE = Path(__file__).parent / "templates" / "customizable.yaml"
+_DEFAULT_CONTEXT = 32768
+
+
+def to_dify_error(e: EngineError) -> InvokeError:
+    for engine_cls, dify_cls in _DIFY_ERRORS:
+        if isinstance(e, engine_cls):
+            return dify_cls(str(e))
+    return InvokeError(str(e))
+
+
+def _settings(credentials: Mapping) -> Settings:
+    return parse_settings(credentials)
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # DeepSeek models here are text-only: keep the text parts
+        return "".join(p.data for p in content if isinstance(p, TextPromptMessageContent))
+    return ""
+
+
+def to_openai_message(m: PromptMessage) -> dict:
+    if isinstance(m, AssistantPromptMessage):
+        out: dict = {"role": "assistant", "content": _text(m.content)}
+        if m.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.function.name,
+                                               "arguments": c.function.arguments}}
+                                 for c in m.tool_calls]
+        return out
+    if isinstance(m, ToolPromptMessage):
+        return {"role": "tool", "content": _text(m.content), "tool_call_id": m.tool_call_id}
+    if isinstance(m, UserPromptMessage):
+        return {"role": "user", "content": _text(m.content)}
+    return {"role": "system", "content": _text(m.content)}  # system and developer
+
+
+def to_openai_tool(t: PromptMessageTool) -> dict:
+    return {"type": "function", "function": {"name": t.name, "description": t.description,
+                                             "parameters": t.parameters}}
+
+
+def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
+    return [AssistantPromptMessage.ToolCall(
+        id=c["id"], type="function",
+        function=AssistantPromptMessage.ToolCall.ToolCallFunction(
+            name=c["function"]["name"], arguments=c["function"]["arguments"]))
+        for c in calls]
+
+
+class DeepSeekSelfHostedLLM(LargeLanguageModel):
+    # -- invoke --------------------------------------------------------------------------
+    def _invoke(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
+                model_parameters: dict, tools: list[PromptMessageTool] | None = None,
+                stop: list[str] | None = None, stream: bool = True, user: str | None = None,
+                ) -> LLMResult | Generator[LLMResultChunk, None, None]:
+        chunks = self._generate(model, credentials, prompt_messages, model_parameters, tools,
+                                stop, user)
+        if stream:
+            return chunks
+        return self._collect(model, chunks)
+
+    def _generate(self, model, credentials, prompt_messages, model_parameters, tools, stop, user
+                  ) -> Generator[LLMResultChunk, None, None]:
+        # Everything runs inside the generator, so every failure (also mid-stream, which the SDK
+        # does not map) reaches Dify as a typed error.
+        try:
+            settings = _settings(credentials)
+            served = self._served_model(model, settings, credentials)
+            messages = [to_openai_message(m) for m in prompt_messages]
+            wire_tools = [to_openai_tool(t) for t in tools] if tools else None
+            body = build_body(served, messages, model_parameters, tools=wire_tools, stop=stop,
+                              user=user)
+            answer = AnswerAssembler(self._reasons(model, settings, credentials))
+            index = 0
+            for delta in ChatClient(settings).stream(body):
+                piece = answer.feed(delta)
+                if piece is not None:
+                    yield self._chunk(model, index, piece.text, piece.tool_calls)
+                    index += 1
+            last = answer.finish()
+            usage = answer.usage or {}
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+            if prompt_tokens is None:
+                prompt_tokens = count_messages(body["messages"], wire_tools)
+            if completion_tokens is None:
+                completion_tokens = count_text(answer.produced)
+            yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
+                index=index,
+                message=AssistantPromptMessage(content=last.text, tool_calls=_tool_calls(last.tool_calls)),
+                usage=self._calc_response_usage(model, credentials, prompt_tokens, completion_tokens),
+                finish_reason=answer.finish_reason or "stop"))
+        except EngineError as e:
+            raise to_dify_error(e) from None
+
+    @staticmethod
+    def _chunk(model: str, index: int, text: str, calls: list[dict]) -> LLMResultChunk:
+        return LLMResultChunk(model=model, delta=LLMResultChunkDelta(
+            index=index, message=AssistantPromptMessage(content=text, tool_calls=_tool_calls(calls))))
+
+    @staticmethod
+    def _collect(model: str, chunks: Generator[LLMResultChunk, None, None]) -> LLMResult:
+        """Blocking mode: the same stream (so the idle deadline applies), gathered."""
+        text: list[str] = []
+        calls: list = []
+        usage = None
+        for c in chunks:
+            text.append(c.delta.message.content or "")
+            calls.extend(c.delta.message.tool_calls)
+            usage = c.delta.usage or usage
+        return LLMResult(model=model, message=AssistantPromptMessage(content="".join(text), tool_calls=calls),
+                         usage=usage)
+
+    # -- model resolution ----------------------------------------------------------------
+    def _is_predefined(self, model: str) -> bool:
+        return any(m.model == model for m in self.predefined_models())
+
+    def _served_model(self, model: str, settings: Settings, credentials: Mapping) -> str:
+        if settings.served_model_name:
+            return settings.served_model_name
+        if not self._is_predefined(model):
+            return model  # customizable: the operator typed the served name
+        client = ChatClient(settings)
+        ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints), client.list_models)
+        return pick_served_model(served, wanted=None, catalogue=model, endpoint=ep.name).id
+
+    def _reasons(self, model: str, settings: Settings, credentials: Mapping) -> bool:
+        if self._is_predefined(model):
+            return normalise(model).startswith("deepseekr1")
+        return settings.reasoning
+
+    # -- tokens --------------------------------------------------------------------------
+    def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
+                       tools: list[PromptMessageTool] | None = None) -> int:
+        messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
+        return count_messages(messages, [to_openai_tool(t) for t in tools] if tools else None)
+
+    # -- validation ----------------------------------------------------------------------
+    def validate_credentials(self, model: str, credentials: Mapping) -> None:
+        try:
+            settings = _settings(credentials)
+            if self._is_predefined(model):
+                validate_endpoints(settings, wanted=settings.served_model_name, catalogue=model)
+            else:
+                validate_endpoints(settings, wanted=settings.served_model_name or model,
+                                   catalogue=None, need_context=settings.context_size is None)
+        except EngineError as e:
+            raise CredentialsValidateFailedError(str(e)) from None
+
+    # -- customizable models -------------------------------------------------------------
+    def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
+        try:
+            settings = _settings(credentials)
+        except ConfigError:
+            settings = None
+        context = settings.context_size if settings else None
+        if context is None and settings is not None:
+            context = self._discovered_context(model, settings)
+        context = context or _DEFAULT_CONTEXT
+        max_out = (settings.max_tokens_to_sample if settings else None) or min(8192, context)
+        rules = []
+        for raw in yaml.safe_load(_TEMPLATE.read_text())["parameter_rules"]:
+            rule = dict(raw)
+            if rule.get("name") == "max_tokens":
+                rule["max"] = max_out
+                rule["default"] = min(int(rule.get("default") or max_out), max_out)
+            rules.append(ParameterRule(**rule))
+        features = []
+        if settings and settings.tool_calling:
+            features += [ModelFeature.TOOL_CALL, ModelFeature.MULTI_TOOL_CALL,
+                         ModelFeature.STREAM_TOOL_CALL]
+        if settings is None or settings.reasoning or settings.tool_calling:
+            features.append(ModelFeature.AGENT_THOUGHT)
+        return AIModelEntity(
+            model=model, label=I18nObject(en_US=model), model_type=ModelType.LLM,
+            features=features, fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,
+            model_properties={ModelPropertyKey.MODE: LLMMode.CHAT.value,
+                              ModelPropertyKey.CONTEXT_SIZE: context},
+            parameter_rules=rules)
+
+    @staticmethod
+    def _discovered_context(model: str, settings: Settings) -> int | None:
+        try:
+            client = ChatClient(settings)
+            ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints), client.list_models)
+            return pick_served_model(served, wanted=settings.served_model_name or model,
+                                     catalogue=None, endpoint=ep.name).context_size
+        except EngineError as e:
+            # a schema must still render when the server is down; invoke will say why
+            logger.warning("context size not discovered for %s: %s", model, e)
+            return None
+
+    # -- errors --------------------------------------------------------------------------
+    @property
+    def _invoke_error_mapping(self) -> dict[type[InvokeError], list[type[Exception]]]:
+        return {dify: [eng] for eng, dify in _DIFY_ERRORS[:-1]}
+
+    def _transform_invoke_error(self, error: Exception) -> InvokeError:
+        # Our errors already carry an endpoint-specific message; the SDK's default would replace
+        # it with a generic one prefixed "[models]".
+        if isinstance(error, InvokeError):
+            return error
+        if isinstance(error, EngineError):
+            return to_dify_error(error)
+        return super()._transform_invoke_error(error)
