@@ -1,0 +1,62 @@
+from hypothesis import given, strategies as st
+
+from deepseek_engine.reasoning import ReasoningFormatter, strip_reasoning
+
+R = "Okay, the user sent me a message. I should reply."
+A = "Hello! How can I help?"
+WANT = f"<think>\n{R}\n</think>\n\n{A}"
+
+
+def run(expect, pieces):
+    f = ReasoningFormatter(expect)
+    return "".join(f.feed(r, c) for r, c in pieces) + f.finish()
+
+
+def test_reasoning_field_then_content():  # vLLM `reasoning`, SGLang `reasoning_content`
+    pieces = [(None, ""), ("Okay, the user", None), (" sent me a message. I should reply.", None),
+              (None, ""), (None, "\n\nHello!"), (None, " How can I help?")]
+    assert run(True, pieces) == WANT
+
+
+def test_inline_think_tags():
+    assert run(True, [(None, f"<think>\n{R}\n</think>\n\n{A}")]) == WANT
+    assert run(False, [(None, f"<think>\n{R}\n</think>\n\n{A}")]) == WANT
+
+
+def test_bare_close_tag_for_a_reasoner():
+    assert run(True, [(None, f"{R}\n</think>\n\n{A}")]) == WANT
+
+
+def test_plain_answer_untouched_for_chat_models():
+    assert run(False, [(None, "  Hello"), (None, " <b>world</b> </think> x")]) == "  Hello <b>world</b> </think> x"
+
+
+def test_unclosed_reasoning_is_closed_at_the_end():
+    assert run(True, [("thinking", None)]) == "<think>\nthinking\n</think>\n\n"
+
+
+def test_partial_open_tag_that_is_not_a_tag_is_released():
+    assert run(False, [(None, "<thi"), (None, "s is html")]) == "<this is html"
+    assert run(False, [(None, "<th")]) == "<th"
+
+
+def test_tool_call_closes_the_block():
+    f = ReasoningFormatter(True)
+    out = f.feed("Need the weather.", None) + f.close_block()
+    assert out == "<think>\nNeed the weather.\n</think>\n\n"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(WANT)), max_size=10),
+       st.sampled_from(["inline", "bare"]))
+def test_tags_split_anywhere_give_one_block(cuts, shape):
+    text = f"<think>\n{R}\n</think>\n\n{A}" if shape == "inline" else f"{R}\n</think>\n\n{A}"
+    cuts = sorted({c for c in cuts if c <= len(text)})
+    pieces = [(None, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    assert run(True, pieces) == WANT
+
+
+def test_strip_reasoning_from_history():
+    assert strip_reasoning(WANT) == A
+    assert strip_reasoning(f"{R}</think>\n\n{A}") == A
+    assert strip_reasoning("no reasoning here") == "no reasoning here"
+    assert strip_reasoning("<think>a</think>x <think>b</think>y") == "x y"

@@ -1,0 +1,51 @@
+import pytest
+
+from deepseek_engine.errors import ConfigError
+from deepseek_engine.settings import parse_endpoints, parse_settings
+
+
+def test_endpoint_list_syntax():
+    eps = parse_endpoints("http://gpu-1:8000/v1, http://gpu-2:8000/v1/\nhttps://gw.example/ds/v1;http://gpu-3:8000")
+    assert [e.url for e in eps] == ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1",
+                                    "https://gw.example/ds/v1", "http://gpu-3:8000/v1"]
+    assert eps[0].root == "http://gpu-1:8000" and eps[0].name == "gpu-1:8000/v1"
+
+
+def test_duplicates_collapse():
+    assert len(parse_endpoints("http://a:1/v1 http://a:1/v1/")) == 1
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ("", "endpoint_urls is empty"),
+    ("gpu-1:8000", "has no scheme: write it as http://gpu-1:8000/v1"),
+    ("ftp://gpu-1/v1", "scheme must be http or https"),
+    ("http://gpu-1:99999/v1", "invalid port"),
+    ("http://gpu-1:8000/v1?x=1", "query string"),
+])
+def test_bad_endpoints_say_what_to_do(raw, needle):
+    with pytest.raises(ConfigError, match=needle.replace("?", r"\?")):
+        parse_endpoints(raw)
+
+
+def test_userinfo_never_in_names():
+    (ep,) = parse_endpoints("http://user:s3cret@gpu-1:8000/v1")
+    assert "s3cret" not in ep.name and "s3cret" not in ep.root
+
+
+def test_settings_fields():
+    s = parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "  k  ", "served_model_name": "",
+                        "idle_timeout": "5", "context_size": "4096"})
+    assert s.api_key == "k" and s.served_model_name is None
+    assert s.timeouts.idle == 5.0 and s.timeouts.first_token == 300.0 and s.context_size == 4096
+    assert "sekrit" not in repr(parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "sekrit"}))
+
+
+@pytest.mark.parametrize("creds,needle", [
+    ({"idle_timeout": "soon"}, "idle_timeout must be a number"),
+    ({"idle_timeout": "0"}, "idle_timeout must be between"),
+    ({"served_model_name": "a b"}, "must not contain spaces"),
+    ({"api_key": "a\nb"}, "line break"),
+])
+def test_bad_values(creds, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_settings({"endpoint_urls": "http://a:1/v1", **creds})
