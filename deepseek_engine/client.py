@@ -211,10 +211,13 @@ class ChatClient:
 
     def _events(self, resp: httpx.Response, ep: Endpoint) -> Iterator:
         decoder = SSEDecoder()
+        reads = resp.iter_raw()
         try:
-            for raw in resp.iter_raw():
+            for raw in reads:
                 for data in decoder.feed(raw):
                     if data == "[DONE]":
+                        for _ in reads:  # read to the end of the body so the connection is reused
+                            pass
                         yield _DONE
                         return
                     try:

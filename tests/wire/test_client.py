@@ -1,0 +1,181 @@
+"""The engine's chat client over real sockets: shapes, keep-alive, faults, deadlines."""
+
+import time
+
+import pytest
+
+from deepseek_engine.errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError,
+                                    FirstTokenTimeout, IdleTimeout, ModelNotFoundError,
+                                    RateLimitError, ServerError, StreamBrokenError)
+from deepseek_sim import SimConfig, Simulator
+
+from wireutil import free_port, make_client, run
+
+ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
+REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
+WANT = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
+
+
+@pytest.mark.parametrize("shape", ["reasoning", "reasoning_content", "think_inline", "think_close_only"])
+def test_every_reasoning_shape_gives_one_think_block(shape, registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", shape=shape, sse_quirks=True)) as sim:
+        text, a = run(make_client(sim.base_url, registry))
+    assert text == WANT
+    assert a.usage["completion_tokens"] > 0 and a.finish_reason == "stop"
+
+
+def test_request_asks_for_usage_and_streams(sim, registry):
+    run(make_client(sim.base_url, registry))
+    body = sim.requests[-1].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_keep_alive_reused_across_calls(sim, registry):
+    client = make_client(sim.base_url, registry)
+    for _ in range(5):
+        run(client)
+    assert sim.connections_opened == 1
+
+
+def test_stream_without_done_but_finished_is_fine(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", send_done=False, usage="always_on_finish")) as sim:
+        text, a = run(make_client(sim.base_url, registry))
+    assert text == WANT and a.usage is not None
+
+
+def test_auth_error_names_endpoint_and_hides_key(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", api_key="right-key")) as sim:
+        with pytest.raises(AuthError) as e:
+            run(make_client(sim.base_url, registry, api_key="wrong-key-123"))
+        assert "wrong-key-123" not in str(e.value)
+        assert f"127.0.0.1:{sim.port}" in str(e.value)
+        text, _ = run(make_client(sim.base_url, registry, api_key="right-key"))
+        assert text == WANT
+
+
+def test_context_overflow_is_bad_request_with_server_message(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", max_model_len=64)) as sim:
+        with pytest.raises(BadRequestError, match="maximum context length is 64 tokens"):
+            run(make_client(sim.base_url, registry), content="word " * 100)
+        assert len(sim.requests) == 1  # never retried
+
+
+def test_unknown_model_404(sim, registry):
+    client = make_client(sim.base_url, registry)
+    from deepseek_engine import build_body
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        list(client.stream(build_body("nope", [{"role": "user", "content": "hi"}], {})))
+
+
+def test_refused_is_a_connect_error_quickly(registry):
+    port = free_port()
+    t = time.monotonic()
+    with pytest.raises(ConnectError, match="connection refused"):
+        run(make_client(f"http://127.0.0.1:{port}/v1", registry))
+    assert time.monotonic() - t < 2
+
+
+@pytest.mark.parametrize("fault", [
+    dict(kind="status", status=500),
+    dict(kind="status", status=503),
+    dict(kind="html_502"),
+    dict(kind="reset_before_headers"),
+    dict(kind="status", status=429, headers={"Retry-After": "0.2"}),
+    dict(kind="drop_mid_stream", after=1),  # before any token: nothing shown, so retried
+])
+def test_transient_failures_before_output_are_retried_transparently(sim, registry, fault):
+    sim.inject(**fault)
+    text, _ = run(make_client(sim.base_url, registry))
+    assert text == WANT
+    assert len(sim.requests) == 2
+
+
+def test_retry_after_is_honoured(sim, registry):
+    sim.inject("status", status=429, headers={"Retry-After": "0.4"})
+    t = time.monotonic()
+    run(make_client(sim.base_url, registry))
+    assert time.monotonic() - t >= 0.4
+
+
+def test_persistent_429_is_a_rate_limit_error(sim, registry):
+    sim.inject("status", count=5, status=429, headers={"Retry-After": "0"})
+    with pytest.raises(RateLimitError):
+        run(make_client(sim.base_url, registry))
+    assert len(sim.requests) == 3  # at most 3 attempts
+
+
+def test_html_502_message_is_readable(sim, registry):
+    sim.inject("html_502", count=5)
+    with pytest.raises(ServerError, match="502"):
+        run(make_client(sim.base_url, registry))
+
+
+@pytest.mark.parametrize("fault,exc", [
+    (dict(kind="drop_mid_stream", after=8), StreamBrokenError),
+    (dict(kind="malformed_chunk", after=8), StreamBrokenError),
+    (dict(kind="error_event", after=8), ServerError),
+])
+def test_failures_after_output_are_typed_not_retried(sim, registry, fault, exc):
+    sim.inject(**fault)
+    with pytest.raises(exc):
+        run(make_client(sim.base_url, registry))
+    assert len(sim.requests) == 1  # tokens were shown: a retry would duplicate them
+
+
+def test_stall_ends_at_the_idle_deadline(sim, registry):
+    sim.inject("stall_mid_stream", after=8, seconds=5)
+    t = time.monotonic()
+    with pytest.raises(IdleTimeout, match="stalled"):
+        run(make_client(sim.base_url, registry, idle_timeout="0.5"))
+    assert 0.4 < time.monotonic() - t < 2.5
+
+
+def test_slow_first_token_ends_at_the_first_token_deadline(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", ttft=3)) as sim:
+        t = time.monotonic()
+        with pytest.raises(FirstTokenTimeout):
+            run(make_client(sim.base_url, registry, first_token_timeout="0.4", idle_timeout="10"))
+        elapsed = time.monotonic() - t
+    assert elapsed < 2.5  # 3 attempts x 0.4 s plus backoff, never the 3 s stall
+
+
+def test_long_prefill_is_not_mistaken_for_a_stall(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", ttft=0.8)) as sim:
+        text, _ = run(make_client(sim.base_url, registry, first_token_timeout="5", idle_timeout="0.3"))
+    assert text == WANT
+
+
+def test_one_dead_endpoint_of_two_is_invisible(sim, registry):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    client = make_client([dead, sim.base_url], registry)
+    for _ in range(6):
+        assert run(client)[0] == WANT
+
+
+def test_all_endpoints_down_answers_at_once_naming_each(registry):
+    urls = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    client = make_client(urls, registry)
+    with pytest.raises(EndpointsDownError) as e:
+        run(client)
+    assert all(u.split("//")[1] in str(e.value) for u in urls)
+    for _ in range(2):  # get both ejected
+        with pytest.raises(ConnectError):
+            run(client)
+    t = time.monotonic()
+    with pytest.raises(EndpointsDownError, match="all endpoints are down"):
+        run(client)
+    assert time.monotonic() - t < 0.05
+
+
+def test_early_close_closes_the_upstream_stream(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1", inter_token=0.02)) as sim:
+        client = make_client(sim.base_url, registry)
+        from deepseek_engine import build_body
+        gen = client.stream(build_body("deepseek-r1", [{"role": "user", "content": "[[long]]"}], {"max_tokens": 2000}))
+        for _, _d in zip(range(5), gen):
+            pass
+        gen.close()
+        deadline = time.monotonic() + 2
+        while sim.open_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sim.open_connections == 0

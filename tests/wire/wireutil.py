@@ -1,0 +1,35 @@
+"""Helpers for the wire tier."""
+
+import socket
+
+from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_settings
+from deepseek_engine.health import HealthBook
+from deepseek_engine.retry import RetryBudget, RetryPolicy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_client(urls, registry, **creds):
+    if isinstance(urls, str):
+        urls = [urls]
+    settings = parse_settings({"endpoint_urls": ",".join(urls), **creds})
+    policy = RetryPolicy(backoff_base=0.01, backoff_cap=0.05, retry_after_cap=0.5,
+                         budget=RetryBudget(cap=100))
+    return ChatClient(settings, registry=registry, health=HealthBook(), policy=policy)
+
+
+def run(client, content="hi", expect_reasoning=True, **params):
+    """(text, assembler, deltas) of one streamed chat."""
+    body = build_body("deepseek-r1", [{"role": "user", "content": content}], params)
+    a = AnswerAssembler(expect_reasoning)
+    text = ""
+    for d in client.stream(body):
+        p = a.feed(d)
+        if p:
+            text += p.text
+    text += a.finish().text
+    return text, a
