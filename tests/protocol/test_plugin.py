@@ -1,0 +1,217 @@
+"""The plugin launched as the Dify daemon launches it, driven over its JSON-lines protocol.
+
+The simulator runs in this process on loopback; the plugin runs as ``python -m main`` in the repo
+root with ``INSTALL_METHOD=local``. Every chunk is checked against the daemon's chunk rules.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import chunk_rules as cr  # noqa: E402
+from harness import PluginProcess, assistant_message, tool_message, user_message  # noqa: E402
+
+from deepseek_sim import SimConfig, Simulator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVIDER = "deepseek_selfhosted"
+REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
+ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
+WANT = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
+WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                               "required": ["location"]}}
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    p = PluginProcess(ROOT).start(ready_timeout=60)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def r1():
+    with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1", shape="reasoning")) as s:
+        yield s
+
+
+def free_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def creds(sim_or_url, **extra) -> dict:
+    url = sim_or_url if isinstance(sim_or_url, str) else sim_or_url.base_url
+    return {"endpoint_urls": url, "api_key": None, "served_model_name": None, **extra}
+
+
+def chat(plugin, credentials, model="deepseek-r1", prompt=None, params=None, **kw):
+    result = plugin.invoke_llm(PROVIDER, model, credentials, prompt or [user_message("hi")],
+                               params or {}, timeout=60, **kw)
+    assert cr.check_session(result) == []
+    return result
+
+
+def assert_clean_stream(result):
+    assert result.error is None, result.error
+    assert cr.check_llm_stream(result, require_usage=True) == []
+
+
+# -- validation ------------------------------------------------------------------------------
+def test_provider_credentials_valid(plugin, r1):
+    res = plugin.validate_provider_credentials(PROVIDER, creds(r1))
+    assert res.error is None and res.chunks[0]["result"] is True
+
+
+def test_model_credentials_for_a_catalogue_model(plugin, r1):
+    res = plugin.validate_model_credentials(PROVIDER, "deepseek-r1", creds(r1))
+    assert res.error is None, res.error
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"endpoint_urls": "gpu-1:8000"}, "write it as http://gpu-1:8000/v1"),
+    ({"served_model_name": "deepseek-v3"}, "it serves: deepseek-ai/DeepSeek-R1"),
+])
+def test_validation_messages_are_actionable(plugin, r1, bad, needle):
+    res = plugin.validate_provider_credentials(PROVIDER, {**creds(r1), **bad})
+    assert res.error["error_type"] == "CredentialsValidateFailedError"
+    assert needle in res.error["message"]
+
+
+def test_validation_of_a_dead_endpoint_is_fast_and_names_it(plugin):
+    url = free_url()
+    t = time.monotonic()
+    res = plugin.validate_provider_credentials(PROVIDER, creds(url))
+    assert time.monotonic() - t < 5
+    assert res.error["error_type"] == "CredentialsValidateFailedError"
+    assert url.split("//")[1] in res.error["message"] and "refused" in res.error["message"]
+
+
+def test_validation_wrong_key_hides_it(plugin):
+    with Simulator(SimConfig(served_model="deepseek-r1", api_key="right")) as sim:
+        res = plugin.validate_provider_credentials(PROVIDER, creds(sim, api_key="wrong-secret-42"))
+    assert res.error["error_type"] == "CredentialsValidateFailedError"
+    assert "wrong-secret-42" not in str(res.raw_lines)
+
+
+# -- streaming R1 from every server shape ----------------------------------------------------
+@pytest.mark.parametrize("shape", ["reasoning", "reasoning_content", "think_inline", "think_close_only"])
+def test_r1_stream_every_shape(plugin, shape):
+    with Simulator(SimConfig(served_model="deepseek-r1", shape=shape, sse_quirks=True)) as sim:
+        result = chat(plugin, creds(sim))
+    assert_clean_stream(result)
+    assert cr.collect_text(result) == WANT
+    usage = cr.final_usage(result)
+    assert usage["completion_tokens"] > 0 and usage["prompt_tokens"] > 0
+    assert len(result.chunks) > 5  # streamed, not gathered
+
+
+def test_served_name_discovered_by_catalogue_name(plugin):
+    with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")) as sim:
+        result = chat(plugin, creds(sim), model="deepseek-r1-distill-qwen-7b")
+        assert sim.requests[-1].body["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert cr.collect_text(result) == WANT
+
+
+def test_history_reasoning_is_stripped(plugin, r1):
+    prompt = [user_message("hi"), assistant_message(WANT), user_message("again")]
+    chat(plugin, creds(r1), prompt=prompt)
+    sent = r1.requests[-1].body["messages"]
+    assert sent[1] == {"role": "assistant", "content": ANSWER}
+
+
+def test_usage_counted_offline_when_server_sends_none(plugin):
+    with Simulator(SimConfig(served_model="deepseek-r1", usage="never")) as sim:
+        result = chat(plugin, creds(sim))
+    usage = cr.final_usage(result)
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] >= 20
+
+
+# -- V3 tools ----------------------------------------------------------------------------------
+def test_v3_tool_call_then_answer_from_result(plugin):
+    with Simulator(SimConfig(served_model="deepseek-v3", shape="plain")) as sim:
+        result = chat(plugin, creds(sim), model="deepseek-v3", prompt=[user_message("weather? [[two tools]]")],
+                      tools=[WEATHER_TOOL])
+        assert_clean_stream(result)
+        assert cr.check_tool_call_chunks(result) == []
+        calls = cr.agent_tool_calls(result)  # what Dify's agents do with each chunk
+        assert [(name, args) for _, name, args in calls] == [("get_weather", {"location": "Paris"}), ("get_weather", {"location": "London"})]
+        assert cr.finish_reason(result) == "tool_calls"
+        first = cr.tool_calls(result)[0]
+        follow = chat(plugin, creds(sim), model="deepseek-v3", tools=[WEATHER_TOOL], prompt=[
+            user_message("weather?"),
+            assistant_message("", tool_calls=[first]),
+            tool_message("sunny in Paris", first["id"]),
+        ])
+        sent = sim.requests[-1].body["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == first["id"] and sent[2]["tool_call_id"] == first["id"]
+    assert cr.collect_text(follow) == "According to the tool, sunny in Paris."
+
+
+# -- blocking, tokens, schema ----------------------------------------------------------------
+def test_blocking_invoke_keeps_reasoning(plugin, r1):
+    result = chat(plugin, creds(r1), stream=False)
+    assert result.error is None
+    assert cr.check_non_stream(result) == []
+    assert len(result.chunks) == 1 and cr.collect_text(result) == WANT
+    assert cr.final_usage(result)["total_tokens"] > 0
+
+
+def test_token_count_offline(plugin, r1):
+    res = plugin.get_llm_num_tokens(PROVIDER, "deepseek-r1", creds(r1),
+                                    [user_message("Hello world, 你好世界")])
+    assert res.error is None and 8 <= res.chunks[0]["num_tokens"] <= 16
+
+
+def test_customizable_model_reads_context_from_server(plugin):
+    with Simulator(SimConfig(served_model="my-distill", max_model_len=12345)) as sim:
+        res = plugin.get_ai_model_schemas(PROVIDER, "my-distill", creds(sim, function_calling="tool_call"))
+    schema = res.chunks[0]["model_schema"]
+    assert schema["model_properties"]["context_size"] == 12345
+    assert "tool-call" in schema["features"]
+
+
+# -- typed errors ----------------------------------------------------------------------------
+def test_401_is_authorization_error(plugin):
+    with Simulator(SimConfig(served_model="deepseek-r1", api_key="right")) as sim:
+        result = chat(plugin, creds(sim, api_key="wrong-key-77", served_model_name="deepseek-r1"))
+    assert result.error["error_type"] == "InvokeAuthorizationError"
+    assert "wrong-key-77" not in str(result.raw_lines)
+
+
+def test_429_is_rate_limit_error(plugin, r1):
+    r1.inject("status", count=10, status=429, headers={"Retry-After": "0"})
+    result = chat(plugin, creds(r1, served_model_name="deepseek-ai/DeepSeek-R1"))
+    assert result.error["error_type"] == "InvokeRateLimitError"
+
+
+def test_context_overflow_is_bad_request_with_server_message(plugin):
+    with Simulator(SimConfig(served_model="deepseek-r1", max_model_len=50)) as sim:
+        result = chat(plugin, creds(sim), prompt=[user_message("word " * 200)])
+    assert result.error["error_type"] == "InvokeBadRequestError"
+    assert "maximum context length is 50 tokens" in result.error["message"]
+
+
+def test_refused_is_connection_error(plugin):
+    result = chat(plugin, creds(free_url(), served_model_name="deepseek-r1"))
+    assert result.error["error_type"] == "InvokeConnectionError"
+    assert "refused" in result.error["message"]
+
+
+def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
+    r1.inject("drop_mid_stream", after=10)
+    result = chat(plugin, creds(r1))
+    assert result.error["error_type"] == "InvokeConnectionError"
+    assert "cut off" in result.error["message"]
+    assert cr.collect_text(result).startswith("<think>\nOkay")  # what was shown stays shown
