@@ -16,7 +16,7 @@ import httpx
 from .errors import (ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
                      error_from_response, server_message)
-from .health import HEALTH, HealthBook
+from .health import HEALTH, PROBER, HealthBook, Prober
 from .protocol import ChatDelta, parse_chunk, parse_completion
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
@@ -45,12 +45,15 @@ def _reason(exc: BaseException) -> str:
 
 class ChatClient:
     def __init__(self, settings: Settings, *, registry: ClientRegistry = CLIENTS,
-                 health: HealthBook = HEALTH, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+                 health: HealthBook = HEALTH, policy: RetryPolicy = DEFAULT_POLICY,
+                 prober: Prober | None = PROBER) -> None:
         self.settings = settings
         self.registry = registry
         self.health = health
         self.policy = policy
-        self._client = registry.get(tuple(sorted({e.root for e in settings.endpoints})))
+        self._client = registry.get(())  # one pool per process; keyed later by TLS settings
+        if prober is not None:
+            prober.watch(settings.endpoints)
         self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         if settings.api_key:
             self._headers["Authorization"] = f"Bearer {settings.api_key}"
@@ -115,7 +118,8 @@ class ChatClient:
                     except EngineError as e:
                         errors.append(e)
                         if e.retryable:
-                            self.health.failure(ep.url, str(e.message)[:200])
+                            self.health.failure(ep.url, str(e.message)[:200],
+                                                severe=isinstance(e, ConnectError))
                         raise
         except EngineError as e:
             if e.retryable and len({x.endpoint for x in errors}) > 1:

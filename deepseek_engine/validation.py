@@ -11,6 +11,7 @@ from .errors import ConfigError, EngineError, ModelNotFoundError
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
 from .settings import Settings
+from .warmup import WARMER
 
 __all__ = ["validate_endpoints"]
 
@@ -39,8 +40,9 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
             raise ConfigError(f"[{ep.name}] the server does not report the context size of "
                               f"{model.id!r}; enter it in context_size")
         body = build_body(model.id, [{"role": "user", "content": "ping"}], {"max_tokens": 1})
-        for _ in client.stream(body):
+        for _ in client.stream(body):  # also the warm-up: the connection stays in the pool
             pass
+        WARMER.mark(ep.url, model.id)
         found.append(model)
     return found
 

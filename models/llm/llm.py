@@ -30,6 +30,7 @@ from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatCl
 from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
 from deepseek_engine.tokens import count_messages, count_text
 from deepseek_engine.validation import validate_endpoints
+from deepseek_engine.warmup import WARMER
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             body = build_body(served, messages, model_parameters, tools=wire_tools, stop=stop,
                               user=user)
             answer = AnswerAssembler(self._reasons(model, settings, credentials))
+            client = ChatClient(settings)
+            WARMER.warm(client, served)
             index = 0
-            for delta in ChatClient(settings).stream(body):
+            for delta in client.stream(body):
                 piece = answer.feed(delta)
                 if piece is not None:
                     yield self._chunk(model, index, piece.text, piece.tool_calls)

@@ -63,6 +63,13 @@ def chat(plugin, credentials, model="deepseek-r1", prompt=None, params=None, **k
     return result
 
 
+def prime(plugin, sim, model="deepseek-r1"):
+    """Validate first: that is the endpoint's warm-up, so no background warm-up request can take
+    a fault injected for the user's request."""
+    res = plugin.validate_model_credentials(PROVIDER, model, creds(sim))
+    assert res.error is None, res.error
+
+
 def assert_clean_stream(result):
     assert result.error is None, result.error
     assert cr.check_llm_stream(result, require_usage=True) == []
@@ -191,6 +198,7 @@ def test_401_is_authorization_error(plugin):
 
 
 def test_429_is_rate_limit_error(plugin, r1):
+    prime(plugin, r1)
     r1.inject("status", count=10, status=429, headers={"Retry-After": "0"})
     result = chat(plugin, creds(r1, served_model_name="deepseek-ai/DeepSeek-R1"))
     assert result.error["error_type"] == "InvokeRateLimitError"
@@ -210,6 +218,7 @@ def test_refused_is_connection_error(plugin):
 
 
 def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
+    prime(plugin, r1)
     r1.inject("drop_mid_stream", after=10)
     result = chat(plugin, creds(r1))
     assert result.error["error_type"] == "InvokeConnectionError"

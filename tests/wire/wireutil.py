@@ -19,7 +19,7 @@ def make_client(urls, registry, **creds):
     settings = parse_settings({"endpoint_urls": ",".join(urls), **creds})
     policy = RetryPolicy(backoff_base=0.01, backoff_cap=0.05, retry_after_cap=0.5,
                          budget=RetryBudget(cap=100))
-    return ChatClient(settings, registry=registry, health=HealthBook(), policy=policy)
+    return ChatClient(settings, registry=registry, health=HealthBook(), policy=policy, prober=None)
 
 
 def run(client, content="hi", expect_reasoning=True, **params):

@@ -1,0 +1,71 @@
+"""Configuration and recorded-request types of the simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FLAVORS = ("vllm", "sglang")
+USAGE_MODES = ("on_request", "never", "always_on_finish")
+FAULT_KINDS = (
+    "reset_before_headers",
+    "status",
+    "html_502",
+    "malformed_chunk",
+    "drop_mid_stream",
+    "stall_mid_stream",
+    "no_done",
+    "slow_headers",
+    "error_event",
+)
+
+
+@dataclass
+class SimConfig:
+    """Behaviour of a simulated endpoint. Mutable while the simulator runs:
+    every request reads the current values (timings are read per event)."""
+
+    served_model: str = "deepseek-r1"
+    max_model_len: int = 8192
+    flavor: str = "vllm"  # "vllm" | "sglang"
+    shape: str = "reasoning"  # see deepseek_sim.script.SHAPES
+    api_key: str | None = None
+    ttft: float = 0.0
+    inter_token: float = 0.0
+    chunk_tokens: int = 1
+    usage: str = "on_request"  # see USAGE_MODES
+    send_done: bool = True
+    sse_quirks: bool = False
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_usage: float = 0.0
+
+    def __post_init__(self) -> None:
+        from .script import SHAPES
+
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, got {self.flavor!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
+        if self.usage not in USAGE_MODES:
+            raise ValueError(f"usage must be one of {USAGE_MODES}, got {self.usage!r}")
+        if self.chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be >= 1")
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request as the simulator received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case keys
+    body: Any  # parsed JSON, or None when empty / not JSON
+    raw_body: bytes = b""
+
+
+@dataclass
+class Fault:
+    kind: str
+    count: int = 1
+    params: dict[str, Any] = field(default_factory=dict)

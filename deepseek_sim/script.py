@@ -1,0 +1,168 @@
+"""The scripted "model": a toy tokenizer and the deterministic replies.
+
+The reply is a lazy sequence of *pieces*; each piece is one completion token.
+The same sequence feeds the streaming and the non-streaming paths, so both
+always agree on text, token counts and finish_reason.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zlib
+from typing import Any, Iterator
+
+_TOKEN_RE = re.compile(r"\s*\S+")
+
+REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
+ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
+TOOL_REASONING = "The user wants the weather. I should call the tool."
+TOOL_NAME = "get_weather"
+SHAPES = ("reasoning", "reasoning_content", "think_inline", "think_close_only", "plain")
+
+# Piece kinds (tuples keep per-token overhead low):
+#   ("r", text)                 reasoning text
+#   ("c", text)                 content text
+#   ("th", index, id, name)     start of a tool call (name, empty arguments)
+#   ("ta", index, text)         a slice of a tool call's arguments
+Piece = tuple
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text``: every ``\\s*\\S+`` match is one token (" world" is one)."""
+    return len(_TOKEN_RE.findall(text))
+
+
+def split_pieces(text: str) -> list[str]:
+    """Split ``text`` into token pieces whose concatenation is exactly ``text``.
+
+    Trailing whitespace (which the regex does not match) rides on the last piece,
+    so echoed text and ``</think>\\n\\n`` survive verbatim.
+    """
+    pieces = _TOKEN_RE.findall(text)
+    rest = text[sum(map(len, pieces)):]
+    if rest:
+        if pieces:
+            pieces[-1] += rest
+        else:
+            pieces.append(rest)
+    return pieces
+
+
+def content_text(content: Any) -> str:
+    """Text of a message ``content``: a string or a list of ``{"type":"text"}`` parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+            elif isinstance(part, str):
+                out.append(part)
+        return "".join(out)
+    return str(content)
+
+
+def prompt_tokens(messages: list) -> int:
+    """Prompt size: tokens of every message's content plus 4 per message (template overhead)."""
+    total = 0
+    for m in messages:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list):
+            total += sum(count_tokens(content_text([p])) for p in c)
+        else:
+            total += count_tokens(content_text(c))
+        total += 4
+    return total
+
+
+def token_ids_for_text(text: str) -> list[int]:
+    # Stable fake ids: enough for /tokenize callers that only look at the count.
+    return [1000 + zlib.crc32(p.encode()) % 100000 for p in _TOKEN_RE.findall(text)]
+
+
+def token_ids_for_messages(messages: list) -> list[int]:
+    ids: list[int] = []
+    for m in messages:
+        ids.extend((1, 2, 3, 4))  # the 4 "template" tokens of prompt_tokens()
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list):
+            for p in c:
+                ids.extend(token_ids_for_text(content_text([p])))
+        else:
+            ids.extend(token_ids_for_text(content_text(c)))
+    return ids
+
+
+def _last_user_text(messages: list) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return content_text(m.get("content"))
+    return ""
+
+
+def _last_tool_text(messages: list) -> str | None:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "tool":
+            return content_text(m.get("content"))
+    return None
+
+
+def _lorem() -> Iterator[str]:
+    while True:
+        yield " lorem"
+        yield " ipsum"
+
+
+def _tool_args_pieces(args: str) -> list[str]:
+    # Split after whitespace ('{"location": ' then '"Paris"}') like vLLM's
+    # deepseek_v3 parser streams argument fragments.
+    return re.findall(r"\S+\s*", args) or [args]
+
+
+def generate(body: dict, shape: str) -> Iterator[Piece]:
+    """Yield the scripted reply for a chat request ``body`` as token pieces."""
+    messages = body.get("messages") or []
+    tool_result = _last_tool_text(messages)
+    user = _last_user_text(messages)
+    tools = body.get("tools")
+    wants_tools = bool(tools) and body.get("tool_choice") != "none" and tool_result is None
+
+    if tool_result is not None:
+        reasoning, answer = REASONING, iter(split_pieces("According to the tool, " + tool_result + "."))
+    elif wants_tools:
+        reasoning, answer = TOOL_REASONING, None
+    elif "[[long]]" in user:
+        reasoning, answer = REASONING, _lorem()
+    elif "[[echo]]" in user:
+        reasoning, answer = REASONING, iter(split_pieces(user))
+    else:
+        reasoning, answer = REASONING, iter(split_pieces(ANSWER))
+
+    # Reasoning placement depends on how the server is configured (see SHAPES).
+    if shape in ("reasoning", "reasoning_content"):
+        for p in split_pieces(reasoning):
+            yield ("r", p)
+    elif shape == "think_inline":
+        for p in split_pieces("<think>\n" + reasoning + "\n</think>\n\n"):
+            yield ("c", p)
+    elif shape == "think_close_only":
+        for p in split_pieces(reasoning + "\n</think>\n\n"):
+            yield ("c", p)
+    # shape "plain": no reasoning at all
+
+    if answer is not None:
+        for p in answer:
+            yield ("c", p)
+        return
+
+    calls = [("Paris", 0)]
+    if "[[two tools]]" in user:
+        calls.append(("London", 1))
+    for city, idx in calls:
+        yield ("th", idx, "chatcmpl-tool-" + uuid.uuid4().hex, TOOL_NAME)
+        for p in _tool_args_pieces('{"location": "%s"}' % city):
+            yield ("ta", idx, p)
