@@ -98,7 +98,10 @@ class ChatClient:
         raise self._all_failed(errors)
 
     # -- streamed chat -------------------------------------------------------------------
-    def stream(self, body: dict) -> Iterator[ChatDelta]:
+    def stream(self, body: dict, *, buffered: bool = False) -> Iterator[ChatDelta]:
+        """Deltas of one chat completion. ``buffered``: the caller shows nothing until the end
+        (blocking mode), so a failure at any point may be retried, not just before the first
+        token; the whole answer is read before the first delta is returned."""
         settings = self.settings
         endpoints = settings.endpoints
         if self.health.all_down(endpoints):
@@ -114,7 +117,7 @@ class ChatClient:
                 with attempt:
                     ep = order[(attempt.retry_state.attempt_number - 1) % len(order)]
                     try:
-                        opened = self._open(ep, payload, deadline)
+                        opened = self._open(ep, payload, deadline, buffered)
                     except EngineError as e:
                         errors.append(e)
                         if e.retryable:
@@ -128,7 +131,7 @@ class ChatClient:
         assert opened is not None
         yield from self._relay(*opened, deadline)
 
-    def _open(self, ep: Endpoint, payload: bytes, deadline: float):
+    def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool):
         t = self.settings.timeouts
         first = min(time.monotonic() + t.first_token, deadline)
         request = self._client.build_request(
@@ -167,10 +170,28 @@ class ChatClient:
                     return ep, None, iter(()), [delta, _DONE]
                 events = self._events(resp, ep)
                 pre: list = []
-                for item in events:
-                    pre.append(item)
-                    if item is _DONE or item.has_output:
+                started = finished = False
+                while True:
+                    set_read_budget((t.idle, deadline) if started else (None, first))
+                    try:
+                        item = next(events, None)
+                    except httpx.ReadTimeout:
+                        raise self._timeout(first, deadline, ep, started=started) from None
+                    if item is None:  # the body ended without [DONE]
+                        if buffered:
+                            if not finished:
+                                raise StreamBrokenError("the stream ended before the answer was "
+                                                        "complete", endpoint=ep.name)
+                            pre.append(_DONE)
                         break
+                    pre.append(item)
+                    if item is _DONE:
+                        break
+                    finished = finished or item.finish_reason is not None
+                    if item.has_output and not started:
+                        started = True
+                        if not buffered:
+                            break  # from here on tokens reach the user: no more retries
                 self.health.success(ep.url)
                 return ep, resp, events, pre
             except httpx.ReadTimeout:

@@ -106,14 +106,15 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 model_parameters: dict, tools: list[PromptMessageTool] | None = None,
                 stop: list[str] | None = None, stream: bool = True, user: str | None = None,
                 ) -> LLMResult | Generator[LLMResultChunk, None, None]:
+        # blocking callers see nothing until the end, so the engine may retry at any point
         chunks = self._generate(model, credentials, prompt_messages, model_parameters, tools,
-                                stop, user)
+                                stop, user, buffered=not stream)
         if stream:
             return chunks
         return self._collect(model, chunks)
 
-    def _generate(self, model, credentials, prompt_messages, model_parameters, tools, stop, user
-                  ) -> Generator[LLMResultChunk, None, None]:
+    def _generate(self, model, credentials, prompt_messages, model_parameters, tools, stop, user,
+                  buffered=False) -> Generator[LLMResultChunk, None, None]:
         # Everything runs inside the generator, so every failure (also mid-stream, which the SDK
         # does not map) reaches Dify as a typed error.
         try:
@@ -127,7 +128,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             client = ChatClient(settings)
             WARMER.warm(client, served)
             index = 0
-            for delta in client.stream(body):
+            for delta in client.stream(body, buffered=buffered):
                 piece = answer.feed(delta)
                 if piece is not None:
                     yield self._chunk(model, index, piece.text, piece.tool_calls)
