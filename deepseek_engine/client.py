@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 
 from .errors import (ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
-                     IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
-                     error_from_response, server_message)
+                     IdleTimeout, StreamBrokenError, TimeoutError_, TotalTimeout,
+                     UnreachableError, error_from_response, server_message)
 from .health import HEALTH, PROBER, HealthBook, Prober
 from .protocol import ChatDelta, parse_chunk, parse_completion
 from .retry import RetryPolicy
@@ -112,17 +112,21 @@ class ChatClient:
         self.policy.budget.record_request()
         errors: list[EngineError] = []
         opened = None
+        tried: list[Endpoint] = []
         try:
             for attempt in self.policy.retrying(len(order), deadline):
                 with attempt:
-                    ep = order[(attempt.retry_state.attempt_number - 1) % len(order)]
+                    ep = self._next(order, tried)
+                    if ep is None:  # every endpoint failed and is cooling down: stop here
+                        raise self._all_failed(errors, final=True)
+                    tried.append(ep)
                     try:
                         opened = self._open(ep, payload, deadline, buffered)
                     except EngineError as e:
                         errors.append(e)
                         if e.retryable:
                             self.health.failure(ep.url, str(e.message)[:200],
-                                                severe=isinstance(e, ConnectError))
+                                                severe=isinstance(e, UnreachableError))
                         raise
         except EngineError as e:
             if e.retryable and len({x.endpoint for x in errors}) > 1:
@@ -130,6 +134,18 @@ class ChatClient:
             raise
         assert opened is not None
         yield from self._relay(*opened, deadline)
+
+    def _next(self, order: list[Endpoint], tried: list[Endpoint]) -> Endpoint | None:
+        """An untried available endpoint, else a tried one that is still available (a 429 or
+        503 on a lone endpoint deserves a second look after backoff), else none."""
+        now = time.monotonic()
+        up = [e for e in order if self.health.state(e.url).available(now)]
+        for e in up:
+            if e not in tried:
+                return e
+        if not tried:
+            return order[0]  # all cooling down, but this request was let through: try one
+        return up[0] if up else None
 
     def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool):
         t = self.settings.timeouts
@@ -142,15 +158,18 @@ class ChatClient:
             try:
                 resp = self._client.send(request, stream=True)
             except httpx.ConnectTimeout:
-                raise ConnectError(f"could not connect within {t.connect:g}s",
-                                   endpoint=ep.name) from None
+                raise UnreachableError(f"could not connect within {t.connect:g}s",
+                                       endpoint=ep.name) from None
             except httpx.ReadTimeout:
                 raise self._timeout(first, deadline, ep, started=False) from None
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 raise ConnectError("the connection closed before the server answered "
                                    "(reset or restarting)", endpoint=ep.name) from None
+            except httpx.ConnectError as e:
+                raise UnreachableError(f"could not connect: {_reason(e)}", endpoint=ep.name) from None
             except httpx.HTTPError as e:
-                raise ConnectError(f"could not connect: {_reason(e)}", endpoint=ep.name) from None
+                raise ConnectError(f"could not send the request: {_reason(e)}",
+                                   endpoint=ep.name) from None
             try:
                 if resp.status_code != 200:
                     body = resp.read().decode("utf-8", "replace")
@@ -275,11 +294,14 @@ class ChatClient:
             parts.append(f"{e.name} ({h.last_error or 'failing'}; retried in {wait:.0f}s)")
         return "all endpoints are down: " + "; ".join(parts)
 
-    def _all_failed(self, errors: list[EngineError]) -> EngineError:
+    def _all_failed(self, errors: list[EngineError], final: bool = False) -> EngineError:
         if not errors:
             return EndpointsDownError("no endpoint answered")
-        if len(errors) == 1:
-            return errors[0]
+        if len({e.endpoint for e in errors}) == 1:
+            last = errors[-1]
+            if final:
+                last.retryable = False  # instance-level: stops tenacity, keeps the class
+            return last
         seen: dict[str, str] = {}
         for e in errors:
             seen[e.endpoint or "?"] = e.message

@@ -11,7 +11,7 @@ import json
 import re
 
 __all__ = [
-    "EngineError", "ConfigError", "ConnectError", "EndpointsDownError", "TimeoutError_",
+    "EngineError", "ConfigError", "ConnectError", "UnreachableError", "EndpointsDownError", "TimeoutError_",
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
     "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError",
     "error_from_response", "server_message",
@@ -40,6 +40,11 @@ class ConfigError(EngineError):
 class ConnectError(EngineError):
     """Refused, reset, unresolvable or too slow to connect."""
     retryable = True
+
+
+class UnreachableError(ConnectError):
+    """Could not open a connection at all (refused, no such host, connect timeout): the
+    endpoint is set aside at once, so a dead host costs a user at most one connect timeout."""
 
 
 class EndpointsDownError(ConnectError):

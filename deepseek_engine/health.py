@@ -81,8 +81,10 @@ class HealthBook:
         """Record a failure; ``severe`` (could not connect at all) ejects at once."""
         h = self.state(url)
         with self._lock:
-            h.consecutive_failures += 1
             h.last_error = reason
+            if time.monotonic() < h.ejected_until:
+                return  # already out: more failures from the same outage do not escalate
+            h.consecutive_failures += 1
             if severe or h.consecutive_failures >= self.threshold:
                 h.ejections += 1
                 cooldown = min(self.max_cooldown, self.base_cooldown * 2 ** (h.ejections - 1))

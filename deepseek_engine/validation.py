@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from .client import ChatClient
 from .discovery import ServedModel, context_size_of, pick_served_model
-from .errors import ConfigError, EngineError, ModelNotFoundError
+from .errors import ConfigError, ModelNotFoundError
+from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
 from .settings import Settings
@@ -28,7 +29,7 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
     found = []
     for ep in settings.endpoints:
         one = replace(quick, endpoints=(ep,))
-        client = ChatClient(one, policy=_QUICK, health=_Fresh())
+        client = ChatClient(one, policy=_QUICK, health=HealthBook())  # validation neither reads nor feeds the shared book
         _, served = client.list_models()
         if wanted or catalogue:
             model = pick_served_model(served, wanted=wanted, catalogue=catalogue, endpoint=ep.name)
@@ -45,22 +46,3 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
         WARMER.mark(ep.url, model.id)
         found.append(model)
     return found
-
-
-class _Fresh:
-    """Validation ignores (and does not feed) the process-wide health book."""
-
-    def order(self, endpoints):  # noqa: ANN001, ANN201
-        return list(endpoints)
-
-    def all_down(self, endpoints) -> bool:  # noqa: ANN001
-        return False
-
-    def success(self, url: str) -> None:
-        pass
-
-    def failure(self, url: str, reason: str) -> None:
-        pass
-
-    def state(self, url):  # noqa: ANN001, ANN201
-        raise EngineError("no health state during validation")
