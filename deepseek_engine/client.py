@@ -16,7 +16,9 @@ import httpx
 from .errors import (ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, StreamBrokenError, TimeoutError_, TotalTimeout,
                      UnreachableError, error_from_response, server_message)
-from .health import HEALTH, PROBER, HealthBook, Prober
+from .health import HEALTH, HealthBook
+from .probe import PROBER, Prober
+from .routing import ROUTER, Router
 from .protocol import ChatDelta, parse_chunk, parse_completion
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
@@ -46,11 +48,12 @@ def _reason(exc: BaseException) -> str:
 class ChatClient:
     def __init__(self, settings: Settings, *, registry: ClientRegistry = CLIENTS,
                  health: HealthBook = HEALTH, policy: RetryPolicy = DEFAULT_POLICY,
-                 prober: Prober | None = PROBER) -> None:
+                 prober: Prober | None = PROBER, router: Router | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.health = health
         self.policy = policy
+        self.router = router or (ROUTER if health is HEALTH else Router(health))
         self._client = registry.get(())  # one pool per process; keyed later by TLS settings
         if prober is not None:
             prober.watch(settings.endpoints)
@@ -82,7 +85,7 @@ class ChatClient:
     def list_models(self) -> tuple[Endpoint, list[dict]]:
         """``/v1/models`` of the first endpoint that answers."""
         errors: list[EngineError] = []
-        for ep in self.health.order(self.settings.endpoints):
+        for ep in self.router.order(self.settings.endpoints):
             try:
                 data = self.get_json(ep, ep.url + "/models", timeout=min(30.0, self.settings.timeouts.first_token))
             except EngineError as e:
@@ -108,7 +111,7 @@ class ChatClient:
             raise EndpointsDownError(self._down_message(endpoints))
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         deadline = time.monotonic() + settings.timeouts.total
-        order = self.health.order(endpoints)
+        order = self.router.order(endpoints)
         self.policy.budget.record_request()
         errors: list[EngineError] = []
         opened = None
@@ -154,6 +157,8 @@ class ChatClient:
             "POST", ep.url + "/chat/completions", content=payload, headers=self._headers,
             timeout=httpx.Timeout(t.first_token, connect=t.connect, write=t.connect, pool=t.connect))
         set_read_budget((None, first))
+        self.router.started(ep.url)
+        began = time.monotonic()
         try:
             try:
                 resp = self._client.send(request, stream=True)
@@ -186,6 +191,7 @@ class ChatClient:
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
                     resp.close()
                     self.health.success(ep.url)
+                    self.router.observe_ttft(ep.url, time.monotonic() - began)
                     return ep, None, iter(()), [delta, _DONE]
                 events = self._events(resp, ep)
                 pre: list = []
@@ -209,6 +215,7 @@ class ChatClient:
                     finished = finished or item.finish_reason is not None
                     if item.has_output and not started:
                         started = True
+                        self.router.observe_ttft(ep.url, time.monotonic() - began)
                         if not buffered:
                             break  # from here on tokens reach the user: no more retries
                 self.health.success(ep.url)
@@ -219,6 +226,9 @@ class ChatClient:
             except BaseException:
                 resp.close()
                 raise
+        except BaseException:
+            self.router.finished(ep.url)
+            raise
         finally:
             set_read_budget(None)
 
@@ -250,6 +260,7 @@ class ChatClient:
                 finished = finished or item.finish_reason is not None
                 yield item
         finally:
+            self.router.finished(ep.url)
             if resp is not None:
                 resp.close()  # also when the caller stops early: the server stops generating
 

@@ -2,26 +2,18 @@
 
 Passive, like Envoy's outlier detection: a connection failure ejects an endpoint at once (a dead
 host must cost a user at most one connect timeout); other failures (5xx, timeouts, broken streams)
-eject after ``threshold`` in a row. The cool-down doubles on each repeat, capped. Active: a
-background loop probes every watched endpoint's ``/health`` (vLLM and SGLang answer 200, or 503
-while loading or draining; a vLLM still loading weights refuses connections) and re-admits an
-ejected endpoint as soon as it answers 200, or ejects one that stopped answering.
+eject after ``threshold`` in a row. The cool-down doubles on each repeat, capped. The active side
+(``/health`` probes that re-admit or eject) lives in ``probe.py``.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 
-import httpx
-
-__all__ = ["EndpointHealth", "HealthBook", "HEALTH", "Prober", "PROBER"]
-
-log = logging.getLogger(__name__)
+__all__ = ["EndpointHealth", "HealthBook", "HEALTH"]
 
 
 @dataclass
@@ -30,9 +22,10 @@ class EndpointHealth:
     ejections: int = 0
     ejected_until: float = 0.0
     last_error: str = ""
+    probe_down: bool = False  # the last /health probe failed: out until one succeeds
 
     def available(self, now: float) -> bool:
-        return now >= self.ejected_until
+        return not self.probe_down and now >= self.ejected_until
 
 
 class HealthBook:
@@ -71,11 +64,12 @@ class HealthBook:
 
     def success(self, url: str) -> None:
         h = self.state(url)
-        if h.consecutive_failures or h.ejections or h.ejected_until:
+        if h.consecutive_failures or h.ejections or h.ejected_until or h.probe_down:
             with self._lock:
                 h.consecutive_failures = 0
                 h.ejections = 0
                 h.ejected_until = 0.0
+                h.probe_down = False
 
     def failure(self, url: str, reason: str, *, severe: bool = False) -> None:
         """Record a failure; ``severe`` (could not connect at all) ejects at once."""
@@ -91,69 +85,15 @@ class HealthBook:
                 h.ejected_until = max(h.ejected_until, time.monotonic() + cooldown)
                 h.consecutive_failures = 0
 
+    def probe_failed(self, url: str, reason: str) -> None:
+        h = self.state(url)
+        with self._lock:
+            h.probe_down = True
+            h.last_error = reason
+
     def reset(self) -> None:
         with self._lock:
             self._book.clear()
 
 
 HEALTH = HealthBook()
-
-
-class Prober:
-    """Probes every watched endpoint's ``/health`` every ``interval`` seconds, in one background
-    thread (a greenlet under the plugin's gevent patching), never on a request's path."""
-
-    def __init__(self, book: HealthBook, interval: float | None = None, timeout: float = 3.0) -> None:
-        self.book = book
-        self.interval = interval if interval is not None else float(
-            os.environ.get("DEEPSEEK_HEALTH_INTERVAL", "10"))
-        self.timeout = timeout
-        self._watched: dict[str, object] = {}  # url -> Endpoint
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._client = httpx.Client(trust_env=False, timeout=timeout,
-                                    limits=httpx.Limits(max_keepalive_connections=64))
-
-    def watch(self, endpoints) -> None:  # noqa: ANN001
-        new = [e for e in endpoints if e.url not in self._watched]
-        if not new:
-            return
-        with self._lock:
-            for e in new:
-                self._watched.setdefault(e.url, e)
-            if self._thread is None and self.interval > 0:
-                self._thread = threading.Thread(target=self._loop, name="deepseek-health",
-                                                daemon=True)
-                self._thread.start()
-
-    def probe(self, endpoint) -> bool | None:  # noqa: ANN001
-        """One probe: True healthy, False down (and ejected), None no health route (unknown)."""
-        url = endpoint.root + "/health"
-        try:
-            r = self._client.get(url)
-        except httpx.HTTPError as e:
-            self.book.failure(endpoint.url, f"health probe failed: {type(e).__name__}", severe=True)
-            return False
-        if r.status_code == 200:
-            self.book.success(endpoint.url)
-            return True
-        if r.status_code in (404, 401, 403, 405):
-            return None  # a gateway without /health: only real traffic can tell
-        self.book.failure(endpoint.url, f"health answered {r.status_code} (loading or draining)",
-                          severe=True)
-        return False
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            for endpoint in list(self._watched.values()):
-                try:
-                    self.probe(endpoint)
-                except Exception:  # a probe must never kill the loop; log and carry on
-                    log.exception("health probe of %s crashed", endpoint)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-PROBER = Prober(HEALTH)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
@@ -16,6 +16,7 @@ __all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoint
 
 MAX_ENDPOINTS = 64
 _SPLIT = re.compile(r"[\s,;]+")
+_OPTION = re.compile(r"^([a-z_]+)=(.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,9 @@ class Endpoint:
     url: str  # OpenAI base URL, e.g. http://gpu-1:8000/v1 (no trailing slash)
     root: str  # scheme://host:port: where /health, /metrics and /tokenize live
     name: str  # for messages and logs: host:port/path, never credentials
+    weight: float = 1.0  # relative capacity: a node with twice the GPUs gets weight=2
+    zone: str = ""  # a label for messages and metrics
+    priority: int = 0  # 0 = primary; higher groups take traffic only when lower ones cannot
 
     def __str__(self) -> str:
         return self.name
@@ -64,17 +68,52 @@ def display_url(url: str) -> str:
 
 
 def parse_endpoints(raw: object) -> tuple[Endpoint, ...]:
+    """Base URLs separated by commas, semicolons, spaces or new lines, each optionally followed
+    by ``weight=N``, ``zone=NAME`` and ``priority=N`` (e.g. ``http://gpu-9:8000/v1 priority=1``)."""
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError("endpoint_urls is empty: enter the base URL of at least one vLLM or "
                           "SGLang server, e.g. http://gpu-1:8000/v1")
-    items = [s for s in _SPLIT.split(raw.strip()) if s]
-    if len(items) > MAX_ENDPOINTS:
-        raise ConfigError(f"endpoint_urls lists {len(items)} URLs; at most {MAX_ENDPOINTS} are supported")
+    groups: list[tuple[str, list[str]]] = []
+    for token in (t for t in _SPLIT.split(raw.strip()) if t):
+        if "://" in token or not _OPTION.match(token):
+            groups.append((token, []))
+        elif not groups:
+            raise ConfigError(f"endpoint_urls starts with the option {token!r}: put options "
+                              "after the URL they apply to, e.g. http://gpu-1:8000/v1 weight=2")
+        else:
+            groups[-1][1].append(token)
+    if len(groups) > MAX_ENDPOINTS:
+        raise ConfigError(f"endpoint_urls lists {len(groups)} URLs; at most {MAX_ENDPOINTS} are supported")
     seen: dict[str, Endpoint] = {}
-    for pos, item in enumerate(items, 1):
-        ep = _endpoint(item, pos)
+    for pos, (item, options) in enumerate(groups, 1):
+        ep = _with_options(_endpoint(item, pos), options, pos)
         seen.setdefault(ep.url, ep)
     return tuple(seen.values())
+
+
+def _with_options(ep: Endpoint, options: list[str], pos: int) -> Endpoint:
+    where = f"endpoint_urls entry {pos} ({ep.name})"
+    values: dict = {}
+    for opt in options:
+        key, value = _OPTION.match(opt).groups()
+        if key == "weight":
+            try:
+                values["weight"] = float(value)
+            except ValueError:
+                values["weight"] = -1.0
+            if not 0 < values["weight"] <= 1000:
+                raise ConfigError(f"{where}: weight must be a number above 0 (up to 1000), got {value!r}")
+        elif key == "priority":
+            if not value.isdigit() or int(value) > 9:
+                raise ConfigError(f"{where}: priority must be 0 (primary) to 9, got {value!r}")
+            values["priority"] = int(value)
+        elif key == "zone":
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+                raise ConfigError(f"{where}: zone must be a short name (letters, digits, - _ .), got {value!r}")
+            values["zone"] = value
+        else:
+            raise ConfigError(f"{where}: unknown option {key!r}; use weight=, zone= or priority=")
+    return replace(ep, **values) if values else ep
 
 
 def _endpoint(item: str, pos: int) -> Endpoint:

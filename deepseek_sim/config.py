@@ -39,6 +39,9 @@ class SimConfig:
     num_running: int = 0
     num_waiting: int = 0
     kv_usage: float = 0.0
+    # Batch capacity (0 = unlimited): beyond it requests queue, as on a saturated GPU server:
+    # their first token waits, /metrics shows them waiting and the KV cache full.
+    max_running: int = 0
 
     def __post_init__(self) -> None:
         from .script import SHAPES

@@ -275,6 +275,8 @@ class Simulator:
         self.open_connections = 0
         self.healthy = True
         self.in_flight = 0  # chat requests currently being generated
+        self.waiting = 0  # chat requests queued behind max_running
+        self._slots: asyncio.Condition | None = None
         self._faults: deque[Fault] = deque()
         self._fault_lock = threading.Lock()
         self._prompt_total = 0
@@ -508,14 +510,16 @@ class Simulator:
         cfg = self.config
         model = cfg.served_model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         running = float(cfg.num_running + self.in_flight)
+        waiting = float(cfg.num_waiting + self.waiting)
+        kv = max(float(cfg.kv_usage), self.in_flight / cfg.max_running if cfg.max_running else 0.0)
         if cfg.flavor == "vllm":
             lab = f'engine="0",model_name="{model}"'
             rows = [
                 ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", [(lab, running)]),
                 ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
-                 [(lab, float(cfg.num_waiting))]),
+                 [(lab, waiting)]),
                 ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
-                 [(lab, float(cfg.kv_usage))]),
+                 [(lab, kv)]),
                 ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
                  [(lab, float(self._prompt_total))]),
                 ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
@@ -529,8 +533,8 @@ class Simulator:
             rows = [
                 ("sglang:num_running_reqs", "gauge", "The number of running requests.", [(lab, running)]),
                 ("sglang:num_queue_reqs", "gauge", "The number of requests in the waiting queue.",
-                 [(lab, float(cfg.num_waiting))]),
-                ("sglang:token_usage", "gauge", "The token usage.", [(lab, float(cfg.kv_usage))]),
+                 [(lab, waiting)]),
+                ("sglang:token_usage", "gauge", "The token usage.", [(lab, kv)]),
                 ("sglang:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
                  [(lab, float(self._prompt_total))]),
                 ("sglang:generation_tokens_total", "counter", "Number of generation tokens processed.",
@@ -614,7 +618,18 @@ class Simulator:
                                           param="input_tokens" if cfg.flavor == "vllm" else None)
         limit = max_tokens if max_tokens is not None else cfg.max_model_len - n_prompt
         pieces = _Limited(script.generate(body, cfg.shape), limit)
-        self.in_flight += 1
+        if cfg.max_running > 0:
+            if self._slots is None:
+                self._slots = asyncio.Condition()
+            self.waiting += 1
+            try:
+                async with self._slots:
+                    await self._slots.wait_for(lambda: self.in_flight < self.config.max_running)
+                    self.in_flight += 1
+            finally:
+                self.waiting -= 1
+        else:
+            self.in_flight += 1
         try:
             if body.get("stream") is True:
                 opts = body.get("stream_options") or {}
@@ -623,6 +638,9 @@ class Simulator:
             return await self._complete(reader, writer, keep, pieces, n_prompt, fault)
         finally:
             self.in_flight -= 1
+            if self._slots is not None:
+                async with self._slots:
+                    self._slots.notify()
             self._prompt_total += n_prompt
             self._gen_total += pieces.n
 

@@ -49,3 +49,20 @@ def test_settings_fields():
 def test_bad_values(creds, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_settings({"endpoint_urls": "http://a:1/v1", **creds})
+
+
+def test_endpoint_options():
+    eps = parse_endpoints("http://a:1/v1 weight=2 zone=eu-1\nhttp://b:1/v1 priority=1 zone=us, http://c:1/v1")
+    assert [(e.weight, e.zone, e.priority) for e in eps] == [(2.0, "eu-1", 0), (1.0, "us", 1), (1.0, "", 0)]
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ("weight=2 http://a:1/v1", "put options after the URL"),
+    ("http://a:1/v1 weight=0", "weight must be a number above 0"),
+    ("http://a:1/v1 priority=x", "priority must be 0"),
+    ("http://a:1/v1 colour=red", "unknown option 'colour'"),
+    ("http://a:1/v1 zone=a/b", "zone must be a short name"),
+])
+def test_bad_endpoint_options(raw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_endpoints(raw)

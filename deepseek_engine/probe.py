@@ -1,0 +1,115 @@
+"""Background watching of every endpoint in use: ``/health`` and ``/metrics``, off the request path.
+
+``/health``: vLLM and SGLang answer 200, or 503 while loading or draining; a vLLM still loading
+weights refuses connections. A 200 re-admits an ejected endpoint at once; a failure ejects it.
+``/metrics``: the server's own queue and KV-cache use, for the router. A scrape that fails leaves
+the router on its local signals (in-flight counts, measured time to first token).
+One thread (a greenlet under the plugin's gevent patching) serves the whole process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import httpx
+
+from .health import HEALTH, HealthBook
+from .routing import ROUTER, Router, parse_metrics
+
+__all__ = ["Prober", "PROBER"]
+
+log = logging.getLogger(__name__)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        log.warning("%s is not a number of seconds; using %s", name, default)
+        return default
+
+
+class Prober:
+    def __init__(self, book: HealthBook, router: Router | None = None, *,
+                 health_interval: float | None = None, metrics_interval: float | None = None,
+                 timeout: float = 3.0) -> None:
+        self.book = book
+        self.router = router
+        self.health_interval = (health_interval if health_interval is not None
+                                else _env_seconds("DEEPSEEK_HEALTH_INTERVAL", 10.0))
+        self.metrics_interval = (metrics_interval if metrics_interval is not None
+                                 else _env_seconds("DEEPSEEK_METRICS_INTERVAL", 5.0))
+        self._watched: dict[str, object] = {}  # url -> Endpoint
+        self._no_metrics: set[str] = set()  # roots that answered 404: stop asking
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._client = httpx.Client(trust_env=False, timeout=timeout,
+                                    limits=httpx.Limits(max_keepalive_connections=64))
+
+    def watch(self, endpoints) -> None:  # noqa: ANN001
+        if all(e.url in self._watched for e in endpoints):
+            return
+        with self._lock:
+            for e in endpoints:
+                self._watched.setdefault(e.url, e)
+            if self._thread is None and (self.health_interval > 0 or self.metrics_interval > 0):
+                self._thread = threading.Thread(target=self._loop, name="deepseek-probe", daemon=True)
+                self._thread.start()
+
+    def probe(self, endpoint) -> bool | None:  # noqa: ANN001
+        """One health probe: True healthy, False down (and ejected), None no health route."""
+        try:
+            r = self._client.get(endpoint.root + "/health")
+        except httpx.HTTPError as e:
+            self.book.probe_failed(endpoint.url, f"health probe failed: {type(e).__name__}")
+            return False
+        if r.status_code == 200:
+            self.book.success(endpoint.url)
+            return True
+        if r.status_code in (401, 403, 404, 405):
+            return None  # a gateway without /health: only real traffic can tell
+        self.book.probe_failed(endpoint.url, f"health answered {r.status_code} (loading or draining)")
+        return False
+
+    def scrape(self, endpoint) -> None:  # noqa: ANN001
+        if self.router is None or endpoint.root in self._no_metrics:
+            return
+        try:
+            r = self._client.get(endpoint.root + "/metrics")
+        except httpx.HTTPError:
+            self.router.observe_load(endpoint.url, None)
+            return
+        if r.status_code == 404:
+            self._no_metrics.add(endpoint.root)  # SGLang without --enable-metrics, or a gateway
+        self.router.observe_load(endpoint.url, parse_metrics(r.text) if r.status_code == 200 else None)
+
+    def _loop(self) -> None:
+        next_health = next_metrics = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            jobs = []
+            if self.health_interval > 0 and now >= next_health:
+                jobs.append(self.probe)
+                next_health = now + self.health_interval
+            if self.metrics_interval > 0 and now >= next_metrics:
+                jobs.append(self.scrape)
+                next_metrics = now + self.metrics_interval
+            for endpoint in list(self._watched.values()):
+                for job in jobs:
+                    try:
+                        job(endpoint)
+                    except Exception:  # a probe must never kill the loop; log and carry on
+                        log.exception("%s of %s crashed", job.__name__, endpoint)
+            due = min(t for t, on in ((next_health, self.health_interval > 0),
+                                      (next_metrics, self.metrics_interval > 0)) if on)
+            self._stop.wait(max(0.01, due - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+PROBER = Prober(HEALTH, ROUTER)

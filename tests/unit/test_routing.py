@@ -1,0 +1,93 @@
+import random
+
+from deepseek_engine.health import HealthBook
+from deepseek_engine.routing import PowerOfTwo, RoundRobin, Router, ServerLoad, parse_metrics
+from deepseek_engine.settings import parse_endpoints
+
+VLLM = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 2.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 7.0
+vllm:gpu_cache_usage_perc{engine="0",model_name="m"} 0.5
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.9
+"""
+SGLANG = """sglang:num_running_reqs{model_name="m",tp_rank="0"} 4
+sglang:num_queue_reqs{model_name="m",tp_rank="0"} 1
+sglang:token_usage{model_name="m",tp_rank="0"} 0.25
+"""
+
+
+def test_parse_vllm_and_sglang_metrics():
+    v = parse_metrics(VLLM, now=1.0)
+    assert (v.running, v.waiting, v.kv) == (5.0, 7.0, 0.9) and v.saturated
+    s = parse_metrics(SGLANG, now=1.0)
+    assert (s.running, s.waiting, s.kv) == (4.0, 1.0, 0.25) and not s.saturated
+    assert parse_metrics("# nothing useful\nprocess_cpu_seconds_total 3\n") is None
+
+
+def _router(policy=None):
+    return Router(HealthBook(), policy or PowerOfTwo(random.Random(1)))
+
+
+def test_p2c_prefers_lower_cost_and_respects_weight():
+    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1 weight=4")
+    r = _router()
+    r.observe_ttft(a.url, 0.1)
+    r.observe_ttft(b.url, 0.1)
+    assert r.cost(b, 0) < r.cost(a, 0)
+    picks = [r.order((a, b))[0] for _ in range(200)]
+    assert picks.count(b) == 200  # with two candidates P2C compares both
+
+
+def test_saturated_server_avoided_while_others_have_room():
+    a, b, c = parse_endpoints("http://a:1/v1, http://b:1/v1, http://c:1/v1")
+    r = _router()
+    for e in (a, b, c):
+        r.observe_ttft(e.url, 0.1)
+    r.observe_load(c.url, ServerLoad(running=8, waiting=9, kv=0.95, at=1e18))
+    firsts = [r.order((a, b, c))[0] for _ in range(300)]
+    assert firsts.count(c) == 0
+    assert r.order((a, b, c))[-1] == c  # still there for failover
+
+
+def test_stale_metrics_are_ignored():
+    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
+    r = _router()
+    r.observe_ttft(a.url, 0.1)
+    r.observe_ttft(b.url, 0.1)
+    r.observe_load(b.url, ServerLoad(running=8, waiting=9, kv=0.95, at=-100.0))
+    assert r.cost(a, 0) == r.cost(b, 0)
+
+
+def test_peak_ewma_jumps_up_and_decays_down():
+    (a,) = parse_endpoints("http://a:1/v1")
+    r = _router()
+    r.observe_ttft(a.url, 0.1)
+    r.observe_ttft(a.url, 1.0)
+    assert r._s(a.url).ewma == 1.0
+    r._s(a.url).ewma_at -= 100  # long ago: the new sample dominates
+    r.observe_ttft(a.url, 0.1)
+    assert r._s(a.url).ewma < 0.2
+
+
+def test_in_flight_raises_cost():
+    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
+    r = _router()
+    for e in (a, b):
+        r.observe_ttft(e.url, 0.1)
+    r.started(a.url)
+    r.started(a.url)
+    assert r.order((a, b))[0] == b
+    r.finished(a.url)
+    r.finished(a.url)
+    assert r.in_flight(a.url) == 0
+
+
+def test_priority_groups_and_ejection():
+    a, b = parse_endpoints("http://a:1/v1 zone=eu, http://b:1/v1 zone=us priority=1")
+    book = HealthBook()
+    r = Router(book, RoundRobin())
+    assert [e.url for e in r.order((a, b))] == [a.url, b.url]
+    book.failure(a.url, "refused", severe=True)
+    assert r.order((a, b))[0] == b  # the backup zone only when the primary is out

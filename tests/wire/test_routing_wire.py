@@ -1,0 +1,115 @@
+"""Routing over real sockets: traffic follows real speed and load; ejected and backup endpoints."""
+
+import threading
+import time
+from collections import Counter
+
+from deepseek_engine import ChatClient, build_body, parse_settings
+from deepseek_engine.health import HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.retry import RetryPolicy
+from deepseek_engine.routing import Router
+from deepseek_sim import SimConfig, Simulator
+
+BODY = build_body("deepseek-r1", [{"role": "user", "content": "hi"}], {"max_tokens": 4})
+
+
+def fleet(*configs):
+    return [Simulator(SimConfig(served_model="deepseek-r1", **c)).start() for c in configs]
+
+
+def client_for(sims, registry, suffixes=None, metrics=0.05, health=0.05):
+    suffixes = suffixes or [""] * len(sims)
+    settings = parse_settings({"endpoint_urls": ", ".join(f"{s.base_url} {x}".strip()
+                                                          for s, x in zip(sims, suffixes))})
+    book = HealthBook(base_cooldown=0.2)
+    router = Router(book)
+    prober = Prober(book, router, health_interval=health, metrics_interval=metrics)
+    c = ChatClient(settings, registry=registry, health=book, router=router, prober=prober,
+                   policy=RetryPolicy(backoff_base=0.001, backoff_cap=0.01))
+    return c, prober
+
+
+def load(client, n, workers=6):
+    errors = []
+
+    def work(k):
+        for _ in range(k, n, workers):
+            try:
+                list(client.stream(BODY))
+            except Exception as e:  # noqa: BLE001 - asserted below
+                errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def served(sim, since=0):
+    return sum(1 for r in sim.requests[since:] if r.path.endswith("/chat/completions"))
+
+
+def test_slow_and_saturated_endpoints_get_proportionally_less(registry):
+    fast, slow, busy = fleet(dict(ttft=0.01), dict(ttft=0.03), dict(ttft=0.01, kv_usage=0.95, num_waiting=9))
+    try:
+        client, prober = client_for([fast, slow, busy], registry)
+        time.sleep(0.2)  # the first scrape
+        assert load(client, 150) == []
+        counts = [served(s) for s in (fast, slow, busy)]
+        assert counts[0] > counts[1] > counts[2], counts
+        assert counts[2] <= 10, counts  # saturated: avoided while others have room
+    finally:
+        prober.stop()
+        for s in (fast, slow, busy):
+            s.stop()
+
+
+def test_ejected_endpoint_gets_nothing_until_healthy(registry):
+    a, b = fleet(dict(), dict())
+    try:
+        client, prober = client_for([a, b], registry)
+        b.healthy = False  # /health 503: draining
+        time.sleep(0.2)
+        before = served(b)
+        assert load(client, 40) == []
+        assert served(b) == before
+        b.healthy = True
+        time.sleep(0.3)  # the next probe re-admits it
+        assert load(client, 40) == []
+        assert served(b) > before
+    finally:
+        prober.stop()
+        a.stop()
+        b.stop()
+
+
+def test_backup_zone_only_when_primary_is_out(registry):
+    primary, backup = fleet(dict(), dict())
+    try:
+        client, prober = client_for([primary, backup], registry, ["zone=eu", "zone=us priority=1"])
+        assert load(client, 20) == []
+        assert served(backup) == 0
+        primary.stop()
+        assert load(client, 20) == []  # failover: no user-visible error
+        assert served(backup) >= 20
+    finally:
+        prober.stop()
+        backup.stop()
+
+
+def test_metrics_failures_degrade_to_local_signals(registry):
+    # a server whose /metrics is missing (a gateway): routing still follows measured speed
+    fast, slow = fleet(dict(ttft=0.005), dict(ttft=0.04))
+    try:
+        client, prober = client_for([fast, slow], registry, metrics=0.05)
+        prober._no_metrics.update({fast.root_url, slow.root_url})  # as after a 404
+        assert load(client, 80) == []
+        assert served(fast) > 2 * served(slow), (served(fast), served(slow))
+        assert all(client.router._s(e.url).load is None for e in client.settings.endpoints)
+    finally:
+        prober.stop()
+        fast.stop()
+        slow.stop()
