@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import httpx
 
-from .errors import (ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
+from .auth import Auth, NoAuth, StaticBearer, oauth2_source
+from .errors import (AuthError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, StreamBrokenError, TimeoutError_, TotalTimeout,
                      UnreachableError, error_from_response, server_message)
 from .health import HEALTH, HealthBook
@@ -23,12 +24,41 @@ from .protocol import ChatDelta, parse_chunk, parse_completion
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .sse import SSEDecoder
+from .tls import build_context
 from .transport import CLIENTS, ClientRegistry, set_read_budget
 
-__all__ = ["ChatClient", "DEFAULT_POLICY"]
+__all__ = ["ChatClient", "DEFAULT_POLICY", "make_auth"]
 
 DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
+
+
+def make_auth(settings: Settings, client: httpx.Client) -> Auth:
+    if settings.oauth2 is not None:
+        o = settings.oauth2
+        verify = client._transport._pool._ssl_context  # noqa: SLF001 - same trust as the endpoints
+        return oauth2_source(o.token_url, o.client_id, o.client_secret, o.scope, o.audience,
+                             verify, settings.tls.key)
+    if settings.api_key:
+        return StaticBearer(settings.api_key)
+    return NoAuth()
+
+
+def _connect_error(e: httpx.HTTPError, ep: Endpoint) -> EngineError:
+    text = str(e).lower()
+    if "alert" in text and "certificate" in text:
+        return AuthError("the server rejected this client's TLS certificate (mutual TLS): check "
+                         "tls_client_cert and tls_client_key, and that the server trusts their CA",
+                         endpoint=ep.name)
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        why = "expired" if "expired" in text else "not trusted" if "issuer" in text or "self" in text \
+            else "not valid for this host" if "hostname" in text or "ip address" in text else "rejected"
+        return UnreachableError(f"the server's TLS certificate is {why}: set tls_ca_bundle to the CA "
+                                "that signed it (or fix the server's certificate)", endpoint=ep.name)
+    if isinstance(e, httpx.ConnectError):
+        return UnreachableError(f"could not connect: {_reason(e)}", endpoint=ep.name)
+    return ConnectError("the connection closed before the server answered (reset or restarting)",
+                        endpoint=ep.name)
 
 
 def _reason(exc: BaseException) -> str:
@@ -54,12 +84,17 @@ class ChatClient:
         self.health = health
         self.policy = policy
         self.router = router or (ROUTER if health is HEALTH else Router(health))
-        self._client = registry.get(())  # one pool per process; keyed later by TLS settings
+        tls = settings.tls
+        self._client = registry.get(tls.key, lambda: True if tls.default else build_context(tls))
         if prober is not None:
             prober.watch(settings.endpoints)
-        self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
-        if settings.api_key:
-            self._headers["Authorization"] = f"Bearer {settings.api_key}"
+        self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        self.auth = make_auth(settings, self._client)
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        # may fetch an OAuth2 token: its failures name the token endpoint, not a GPU endpoint
+        return {**self._base_headers, **self.auth.headers()}
 
     # -- small JSON GETs (/models, /health, ...) -------------------------------------------
     def get_json(self, endpoint: Endpoint, url: str, timeout: float = 10.0) -> object:
@@ -116,6 +151,8 @@ class ChatClient:
         errors: list[EngineError] = []
         opened = None
         tried: list[Endpoint] = []
+        headers = self._headers
+        refreshed = False
         try:
             for attempt in self.policy.retrying(len(order), deadline):
                 with attempt:
@@ -124,7 +161,15 @@ class ChatClient:
                         raise self._all_failed(errors, final=True)
                     tried.append(ep)
                     try:
-                        opened = self._open(ep, payload, deadline, buffered)
+                        try:
+                            opened = self._open(ep, payload, deadline, buffered, headers)
+                        except AuthError:
+                            if not self.auth.refreshable or refreshed:
+                                raise
+                            refreshed = True  # the token was revoked or expired early: once more
+                            self.auth.invalidate()
+                            headers = self._headers
+                            opened = self._open(ep, payload, deadline, buffered, headers)
                     except EngineError as e:
                         errors.append(e)
                         if e.retryable:
@@ -150,11 +195,12 @@ class ChatClient:
             return order[0]  # all cooling down, but this request was let through: try one
         return up[0] if up else None
 
-    def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool):
+    def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool,
+              headers: dict[str, str]):
         t = self.settings.timeouts
         first = min(time.monotonic() + t.first_token, deadline)
         request = self._client.build_request(
-            "POST", ep.url + "/chat/completions", content=payload, headers=self._headers,
+            "POST", ep.url + "/chat/completions", content=payload, headers=headers,
             timeout=httpx.Timeout(t.first_token, connect=t.connect, write=t.connect, pool=t.connect))
         set_read_budget((None, first))
         self.router.started(ep.url)
@@ -167,11 +213,8 @@ class ChatClient:
                                        endpoint=ep.name) from None
             except httpx.ReadTimeout:
                 raise self._timeout(first, deadline, ep, started=False) from None
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                raise ConnectError("the connection closed before the server answered "
-                                   "(reset or restarting)", endpoint=ep.name) from None
-            except httpx.ConnectError as e:
-                raise UnreachableError(f"could not connect: {_reason(e)}", endpoint=ep.name) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
+                raise _connect_error(e, ep) from None
             except httpx.HTTPError as e:
                 raise ConnectError(f"could not send the request: {_reason(e)}",
                                    endpoint=ep.name) from None

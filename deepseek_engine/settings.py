@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .tls import TLSConfig
 
 __all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url"]
 
@@ -43,6 +44,15 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuth2:
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None = None
+    audience: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     endpoints: tuple[Endpoint, ...]
     api_key: str | None = field(default=None, repr=False)
@@ -52,6 +62,19 @@ class Settings:
     max_tokens_to_sample: int | None = None
     tool_calling: bool = False
     reasoning: bool = True
+    tls: TLSConfig = TLSConfig()
+    oauth2: OAuth2 | None = None
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so anything shown can be checked or scrubbed against them."""
+        out = [self.api_key, self.tls.client_key, self.oauth2.client_secret if self.oauth2 else None]
+        out += [p for e in self.endpoints for p in _userinfo(e.url)]
+        return [s for s in out if s and len(s) >= 4]
+
+
+def _userinfo(url: str) -> list[str]:
+    parts = urlsplit(url)
+    return [p for p in (parts.password,) if p]
 
 
 def display_url(url: str) -> str:
@@ -153,6 +176,38 @@ def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, la
     return value
 
 
+def _switch(creds: Mapping, key: str, *, default: bool) -> bool:
+    raw = creds.get(key)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {str(raw)[:20]!r}")
+
+
+def _oauth2(creds: Mapping) -> OAuth2:
+    url = (creds.get("oauth2_token_url") or "").strip()
+    if not url:
+        raise ConfigError("oauth2_token_url is empty: enter the token endpoint of your identity "
+                          "provider, e.g. https://idp.example.com/oauth2/token")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"oauth2_token_url must be an http(s) URL, got {display_url(url) or url[:40]!r}")
+    client_id = (creds.get("oauth2_client_id") or "").strip()
+    secret = (creds.get("oauth2_client_secret") or "").strip()
+    if not client_id:
+        raise ConfigError("oauth2_client_id is empty")
+    if not secret:
+        raise ConfigError("oauth2_client_secret is empty")
+    return OAuth2(url, client_id, secret, scope=(creds.get("oauth2_scope") or "").strip() or None,
+                  audience=(creds.get("oauth2_audience") or "").strip() or None)
+
+
 def parse_settings(creds: Mapping) -> Settings:
     endpoints = parse_endpoints(creds.get("endpoint_urls"))
     api_key = creds.get("api_key")
@@ -169,8 +224,21 @@ def parse_settings(creds: Mapping) -> Settings:
     t = {k: _number(creds, f"{k}_timeout", float, low=0.1, high=86400, label="seconds")
          for k in ("connect", "first_token", "idle", "total")}
     timeouts = Timeouts(**{k: (v if v is not None else getattr(d, k)) for k, v in t.items()})
+    tls = TLSConfig(
+        verify=_switch(creds, "tls_verify", default=True),
+        ca_bundle=(creds.get("tls_ca_bundle") or "").strip() or None,
+        client_cert=(creds.get("tls_client_cert") or "").strip() or None,
+        client_key=(creds.get("tls_client_key") or "").strip() or None,
+    )
+    oauth2 = _oauth2(creds) if (creds.get("auth_mode") or "api_key") == "oauth2" else None
+    if (creds.get("auth_mode") or "api_key") not in ("api_key", "oauth2", "none"):
+        raise ConfigError("auth_mode must be api_key, oauth2 or none")
+    if creds.get("auth_mode") == "none":
+        api_key = None
     return Settings(
         endpoints=endpoints,
+        tls=tls,
+        oauth2=oauth2,
         api_key=api_key,
         served_model_name=served,
         timeouts=timeouts,

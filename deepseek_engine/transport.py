@@ -107,23 +107,27 @@ def _transport(limits: httpx.Limits, verify: object = True) -> httpx.HTTPTranspo
 
 
 class ClientRegistry:
-    """One ``httpx.Client`` per endpoint set, created on first use, kept for the process."""
+    """One ``httpx.Client`` per TLS configuration (system CAs, a pasted CA, a client certificate),
+    created on first use and kept for the process; it pools connections per endpoint."""
 
     def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._clients: dict[tuple, httpx.Client] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> httpx.Client:
+    def get(self, key: tuple, verify: object = True) -> httpx.Client:
+        """The client for ``key`` (the TLS settings' identity); ``verify`` builds it once."""
         client = self._clients.get(key)
         if client is not None:
             return client
         with self._lock:
             client = self._clients.get(key)
             if client is None:
+                if callable(verify):
+                    verify = verify()
                 # trust_env off: GPU endpoints are internal; a daemon-wide HTTP(S)_PROXY meant
                 # for the internet must not capture them.
-                client = httpx.Client(transport=_transport(self._limits), trust_env=False,
+                client = httpx.Client(transport=_transport(self._limits, verify), trust_env=False,
                                       follow_redirects=False)
                 self._clients[key] = client
             return client

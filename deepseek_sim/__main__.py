@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--usage", default="on_request", choices=USAGE_MODES)
     ap.add_argument("--no-done", action="store_true", help="never send data: [DONE]")
     ap.add_argument("--sse-quirks", action="store_true")
+    ap.add_argument("--max-running", type=int, default=0,
+                    help="batch capacity; more requests queue (0 = unlimited)")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
-                    usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks)
+                    usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
+                    max_running=a.max_running)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

@@ -266,10 +266,12 @@ class Simulator:
     simple appends/increments safe enough for a test double.
     """
 
-    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context=None):  # noqa: ANN001 - an ssl.SSLContext serves HTTPS (and mTLS)
         self.config = config if config is not None else SimConfig()
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.requests: list[RecordedRequest] = []
         self.connections_opened = 0
         self.open_connections = 0
@@ -291,7 +293,7 @@ class Simulator:
     # ----------------------------------------------------------------- public API
     @property
     def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -360,7 +362,8 @@ class Simulator:
         self._loop = loop
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve_conn, self.host, self.port, reuse_address=True, backlog=1024)
+                asyncio.start_server(self._serve_conn, self.host, self.port, reuse_address=True, backlog=1024,
+                                     ssl=self.ssl_context)
             )
         except BaseException as e:  # report bind errors to start()
             error.append(e)

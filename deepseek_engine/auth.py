@@ -1,0 +1,133 @@
+"""How requests prove who they are: nothing, a static bearer (an API key or a JWT issued
+elsewhere), or OAuth2 client credentials.
+
+OAuth2 tokens come from the token endpoint through Authlib, once: cached until shortly before
+they expire, shared by every invocation in the process (model instances are per request, so the
+cache is process-wide), fetched by one caller while concurrent ones wait (no stampede), and
+dropped once when an endpoint answers 401 so the next attempt fetches a fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import httpx
+
+from .errors import AuthError, ConnectError
+from .settings import display_url
+
+__all__ = ["Auth", "NoAuth", "StaticBearer", "OAuth2ClientCredentials", "oauth2_source"]
+
+REFRESH_MARGIN = 30.0  # seconds before expiry at which a token counts as expired
+
+
+class Auth:
+    refreshable = False
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def invalidate(self) -> None:
+        pass
+
+
+class NoAuth(Auth):
+    pass
+
+
+class StaticBearer(Auth):
+    def __init__(self, token: str) -> None:
+        self._header = {"Authorization": f"Bearer {token}"}
+
+    def headers(self) -> dict[str, str]:
+        return self._header
+
+    def __repr__(self) -> str:
+        return "StaticBearer(***)"
+
+
+class OAuth2ClientCredentials(Auth):
+    refreshable = True
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, *, scope: str | None = None,
+                 audience: str | None = None, verify: object = True, timeout: float = 10.0) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self._secret = client_secret
+        self.scope = scope
+        self.audience = audience
+        self.verify = verify
+        self.timeout = timeout
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+        self.fetches = 0  # observable by tests: one fetch, not a stampede
+
+    def __repr__(self) -> str:
+        return f"OAuth2ClientCredentials({display_url(self.token_url)!r}, client_id={self.client_id!r})"
+
+    def headers(self) -> dict[str, str]:
+        token = self._token
+        if token is None or time.monotonic() >= self._expires_at:
+            with self._lock:  # one caller fetches; the others wait and reuse its token
+                if self._token is None or time.monotonic() >= self._expires_at:
+                    self._fetch()
+                token = self._token
+        return {"Authorization": f"Bearer {token}"}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def _fetch(self) -> None:
+        from authlib.integrations.httpx_client import OAuth2Client
+        from authlib.integrations.base_client.errors import OAuthError
+
+        where = display_url(self.token_url)
+        extra = {"audience": self.audience} if self.audience else {}
+        try:
+            with OAuth2Client(self.client_id, self._secret, scope=self.scope, verify=self.verify,
+                              timeout=self.timeout, trust_env=False) as session:
+                token = session.fetch_token(self.token_url, grant_type="client_credentials", **extra)
+        except OAuthError as e:
+            raise AuthError(f"the OAuth2 token endpoint refused the client ({e.error}"
+                            f"{': ' + str(e.description)[:200] if e.description else ''}). Check "
+                            "oauth2_client_id, oauth2_client_secret and the scope.",
+                            endpoint=where) from None
+        except httpx.HTTPStatusError as e:
+            raise AuthError(f"the OAuth2 token endpoint answered HTTP {e.response.status_code}",
+                            endpoint=where) from None
+        except httpx.HTTPError as e:
+            raise ConnectError(f"could not reach the OAuth2 token endpoint: {type(e).__name__}",
+                               endpoint=where) from None
+        except ValueError:
+            raise AuthError("the OAuth2 token endpoint did not answer a token (JSON with "
+                            "access_token)", endpoint=where) from None
+        access = token.get("access_token")
+        if not access:
+            raise AuthError("the OAuth2 token endpoint answered without an access_token", endpoint=where)
+        self.fetches += 1
+        self._token = access
+        ttl = float(token.get("expires_in") or 3600)
+        self._expires_at = time.monotonic() + max(1.0, ttl - min(REFRESH_MARGIN, ttl / 2))
+
+
+_SOURCES: dict[tuple, OAuth2ClientCredentials] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def oauth2_source(token_url: str, client_id: str, client_secret: str, scope: str | None,
+                  audience: str | None, verify: object, tls_key: tuple) -> OAuth2ClientCredentials:
+    """The process-wide token source for these credentials (the secret only as a digest)."""
+    key = (token_url, client_id, hashlib.sha256(client_secret.encode()).hexdigest(), scope,
+           audience, tls_key)
+    src = _SOURCES.get(key)
+    if src is None:
+        with _SOURCES_LOCK:
+            src = _SOURCES.get(key)
+            if src is None:
+                src = _SOURCES[key] = OAuth2ClientCredentials(
+                    token_url, client_id, client_secret, scope=scope, audience=audience, verify=verify)
+    return src
