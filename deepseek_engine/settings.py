@@ -176,6 +176,26 @@ def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, la
     return value
 
 
+def parse_timeouts(raw: object) -> Timeouts:
+    """``"idle=30 first_token=600"`` (seconds, any of connect, first_token, idle, total)."""
+    if raw is None or not str(raw).strip():
+        return Timeouts()
+    values: dict[str, float] = {}
+    for item in (t for t in _SPLIT.split(str(raw).strip()) if t):
+        key, sep, value = item.partition("=")
+        if not sep or key not in Timeouts.__dataclass_fields__:
+            raise ConfigError(f"timeouts: {item[:40]!r} is not one of connect=, first_token=, idle=, "
+                              "total= (seconds), e.g. idle=30 first_token=600")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ConfigError(f"timeouts: {key} must be a number of seconds, got {value[:20]!r}") from None
+        if not 0.1 <= seconds <= 86400:
+            raise ConfigError(f"timeouts: {key} must be between 0.1 and 86400 seconds, got {seconds:g}")
+        values[key] = seconds
+    return Timeouts(**values)
+
+
 def _switch(creds: Mapping, key: str, *, default: bool) -> bool:
     raw = creds.get(key)
     if raw is None or raw == "":
@@ -220,16 +240,15 @@ def parse_settings(creds: Mapping) -> Settings:
     if served and any(c.isspace() for c in served):
         raise ConfigError("served_model_name must not contain spaces (it is the id the server "
                           "lists at /v1/models, e.g. deepseek-ai/DeepSeek-R1)")
-    d = Timeouts()
-    t = {k: _number(creds, f"{k}_timeout", float, low=0.1, high=86400, label="seconds")
-         for k in ("connect", "first_token", "idle", "total")}
-    timeouts = Timeouts(**{k: (v if v is not None else getattr(d, k)) for k, v in t.items()})
-    tls = TLSConfig(
-        verify=_switch(creds, "tls_verify", default=True),
-        ca_bundle=(creds.get("tls_ca_bundle") or "").strip() or None,
-        client_cert=(creds.get("tls_client_cert") or "").strip() or None,
-        client_key=(creds.get("tls_client_key") or "").strip() or None,
-    )
+    timeouts = parse_timeouts(creds.get("timeouts"))
+    tls = TLSConfig()
+    if (creds.get("tls_mode") or "system") == "custom":  # fields hidden in the form are ignored
+        tls = TLSConfig(
+            verify=_switch(creds, "tls_verify", default=True),
+            ca_bundle=(creds.get("tls_ca_bundle") or "").strip() or None,
+            client_cert=(creds.get("tls_client_cert") or "").strip() or None,
+            client_key=(creds.get("tls_client_key") or "").strip() or None,
+        )
     oauth2 = _oauth2(creds) if (creds.get("auth_mode") or "api_key") == "oauth2" else None
     if (creds.get("auth_mode") or "api_key") not in ("api_key", "oauth2", "none"):
         raise ConfigError("auth_mode must be api_key, oauth2 or none")

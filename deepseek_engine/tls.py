@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-__all__ = ["TLSConfig", "build_context"]
+__all__ = ["TLSConfig", "build_context", "normalize_pem"]
 
 _CERT = "-----BEGIN CERTIFICATE-----"
 
@@ -38,8 +39,24 @@ class TLSConfig:
         return self.verify and not (self.ca_bundle or self.client_cert)
 
 
+_PEM_BLOCK = re.compile(r"(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)", re.DOTALL)
+
+
+def normalize_pem(text: str) -> str:
+    """PEM as OpenSSL wants it, also when a one-line console field turned its newlines into
+    spaces: each block's base64 body re-wrapped at 64 columns."""
+    def fix(m: re.Match) -> str:
+        body = "".join(m.group(2).split())
+        lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+        return "\n".join([m.group(1), *lines, m.group(3)])
+    return "\n".join(fix(m) for m in _PEM_BLOCK.finditer(text)) + "\n"
+
+
 def build_context(cfg: TLSConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
+    cfg = TLSConfig(cfg.verify, cfg.ca_bundle and normalize_pem(cfg.ca_bundle),
+                    cfg.client_cert and normalize_pem(cfg.client_cert),
+                    cfg.client_key and normalize_pem(cfg.client_key))
     if cfg.ca_bundle:
         if _CERT not in cfg.ca_bundle:
             raise ConfigError("tls_ca_bundle is not a PEM certificate bundle: paste the CA "

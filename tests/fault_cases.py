@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
 WANT = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
-CREDS = {"idle_timeout": "1", "first_token_timeout": "1.5", "connect_timeout": "2"}
+CREDS = {"timeouts": "idle=1 first_token=1.5 connect=2"}
 
 OK = ("ok", "ok")
 UNREACHABLE = ("UnreachableError", "InvokeConnectionError")

@@ -225,7 +225,9 @@ def test_ignored_model_yaml_is_reported(plugin_copy: Path) -> None:
 def test_credential_field_without_required_is_rejected(plugin_copy: Path) -> None:
     path = plugin_copy / "provider/deepseek_selfhosted.yaml"
     prov = yaml.safe_load(path.read_text(encoding="utf-8"))
-    del prov["provider_credential_schema"]["credential_form_schemas"][1]["required"]
+    api_key = next(f for f in prov["provider_credential_schema"]["credential_form_schemas"]
+                   if f["variable"] == "api_key")
+    del api_key["required"]
     path.write_text(yaml.safe_dump(prov, allow_unicode=True), encoding="utf-8")
     errors = packager.check_manifest(plugin_copy, require_sources=False)
     assert any("api_key.required" in e for e in errors), errors

@@ -267,9 +267,33 @@ def test_every_credential_field_states_required() -> None:
                 assert form.get("placeholder", {}).get("en_US"), form["variable"]
 
 
+CONNECTION = ["auth_mode", "api_key", "oauth2_token_url", "oauth2_client_id", "oauth2_client_secret",
+              "oauth2_scope", "oauth2_audience", "tls_mode", "tls_ca_bundle", "tls_client_cert",
+              "tls_client_key", "tls_verify", "timeouts"]
+
+
+def test_connection_fields_are_shared_and_shown_only_for_their_mode(provider) -> None:
+    p = {f.variable: f for f in provider.provider_credential_schema.credential_form_schemas}
+    m = {f.variable: f for f in provider.model_credential_schema.credential_form_schemas}
+    for name in CONNECTION:
+        assert p[name].model_dump() == m[name].model_dump(), name
+    for name in CONNECTION:
+        shown = [(s.variable, s.value) for s in p[name].show_on]
+        if name.startswith("oauth2_"):
+            assert shown == [("auth_mode", "oauth2")]
+        elif name.startswith("tls_") and name != "tls_mode":
+            assert shown == [("tls_mode", "custom")]
+        elif name == "api_key":
+            assert shown == [("auth_mode", "api_key")]
+        else:
+            assert shown == []
+    for secret in ("api_key", "oauth2_client_secret", "tls_client_key"):
+        assert p[secret].type.value == "secret-input"
+
+
 def test_provider_credential_form(provider) -> None:
     forms = {f.variable: f for f in provider.provider_credential_schema.credential_form_schemas}
-    assert list(forms) == ["endpoint_urls", "api_key", "served_model_name"]
+    assert list(forms) == ["endpoint_urls", "auth_mode", "api_key", "served_model_name", *CONNECTION[2:]]
     assert forms["endpoint_urls"].type.value == "text-input" and forms["endpoint_urls"].required
     assert forms["endpoint_urls"].label.en_us == "Endpoint URLs"
     assert "http://gpu-1:8000/v1" in forms["endpoint_urls"].placeholder.en_us
@@ -285,7 +309,7 @@ def test_model_credential_form(provider) -> None:
     assert "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B" in mcs.model.placeholder.en_us
     forms = {f.variable: f for f in mcs.credential_form_schemas}
     assert list(forms) == [
-        "endpoint_urls", "api_key", "context_size", "max_tokens_to_sample", "function_calling", "reasoning",
+        "endpoint_urls", *CONNECTION, "context_size", "max_tokens_to_sample", "function_calling", "reasoning",
     ]
     assert forms["endpoint_urls"].required
     assert not any(f.required for name, f in forms.items() if name != "endpoint_urls")

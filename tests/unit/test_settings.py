@@ -34,15 +34,16 @@ def test_userinfo_never_in_names():
 
 def test_settings_fields():
     s = parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "  k  ", "served_model_name": "",
-                        "idle_timeout": "5", "context_size": "4096"})
+                        "timeouts": "idle=5", "context_size": "4096"})
     assert s.api_key == "k" and s.served_model_name is None
     assert s.timeouts.idle == 5.0 and s.timeouts.first_token == 300.0 and s.context_size == 4096
     assert "sekrit" not in repr(parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "sekrit"}))
 
 
 @pytest.mark.parametrize("creds,needle", [
-    ({"idle_timeout": "soon"}, "idle_timeout must be a number"),
-    ({"idle_timeout": "0"}, "idle_timeout must be between"),
+    ({"timeouts": "idle=soon"}, "idle must be a number of seconds"),
+    ({"timeouts": "idle=0"}, "idle must be between"),
+    ({"timeouts": "stall=3"}, "is not one of connect=, first_token="),
     ({"served_model_name": "a b"}, "must not contain spaces"),
     ({"api_key": "a\nb"}, "line break"),
 ])

@@ -126,7 +126,7 @@ def test_stall_ends_at_the_idle_deadline(sim, registry):
     sim.inject("stall_mid_stream", after=8, seconds=5)
     t = time.monotonic()
     with pytest.raises(IdleTimeout, match="stalled"):
-        run(make_client(sim.base_url, registry, idle_timeout="0.5"))
+        run(make_client(sim.base_url, registry, timeouts="idle=0.5"))
     assert 0.4 < time.monotonic() - t < 2.5
 
 
@@ -134,14 +134,14 @@ def test_slow_first_token_ends_at_the_first_token_deadline(registry):
     with Simulator(SimConfig(served_model="deepseek-r1", ttft=3)) as sim:
         t = time.monotonic()
         with pytest.raises(FirstTokenTimeout):
-            run(make_client(sim.base_url, registry, first_token_timeout="0.4", idle_timeout="10"))
+            run(make_client(sim.base_url, registry, timeouts="first_token=0.4 idle=10"))
         elapsed = time.monotonic() - t
     assert elapsed < 2.5  # 3 attempts x 0.4 s plus backoff, never the 3 s stall
 
 
 def test_long_prefill_is_not_mistaken_for_a_stall(registry):
     with Simulator(SimConfig(served_model="deepseek-r1", ttft=0.8)) as sim:
-        text, _ = run(make_client(sim.base_url, registry, first_token_timeout="5", idle_timeout="0.3"))
+        text, _ = run(make_client(sim.base_url, registry, timeouts="first_token=5 idle=0.3"))
     assert text == WANT
 
 
