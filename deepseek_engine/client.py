@@ -46,7 +46,8 @@ def make_auth(settings: Settings, client: httpx.Client) -> Auth:
 
 def _connect_error(e: httpx.HTTPError, ep: Endpoint) -> EngineError:
     text = str(e).lower()
-    if "alert" in text and "certificate" in text:
+    if "alert" in text and any(k in text for k in ("certificate", "unknown ca", "access denied",
+                                                    "handshake failure")):
         return AuthError("the server rejected this client's TLS certificate (mutual TLS): check "
                          "tls_client_cert and tls_client_key, and that the server trusts their CA",
                          endpoint=ep.name)
@@ -87,7 +88,7 @@ class ChatClient:
         tls = settings.tls
         self._client = registry.get(tls.key, lambda: True if tls.default else build_context(tls))
         if prober is not None:
-            prober.watch(settings.endpoints)
+            prober.watch(settings.endpoints, self._client)
         self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         self.auth = make_auth(settings, self._client)
 

@@ -42,28 +42,33 @@ class Prober:
                                 else _env_seconds("DEEPSEEK_HEALTH_INTERVAL", 10.0))
         self.metrics_interval = (metrics_interval if metrics_interval is not None
                                  else _env_seconds("DEEPSEEK_METRICS_INTERVAL", 5.0))
-        self._watched: dict[str, object] = {}  # url -> Endpoint
+        self._watched: dict[str, tuple] = {}  # url -> (Endpoint, the httpx client with its TLS)
         self._no_metrics: set[str] = set()  # roots that answered 404: stop asking
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._client = httpx.Client(trust_env=False, timeout=timeout,
-                                    limits=httpx.Limits(max_keepalive_connections=64))
+        self.timeout = timeout
+        self._default = httpx.Client(trust_env=False, timeout=timeout)
 
-    def watch(self, endpoints) -> None:  # noqa: ANN001
+    def watch(self, endpoints, client: httpx.Client | None = None) -> None:  # noqa: ANN001
+        """Watch ``endpoints`` through ``client`` (the pool with their TLS settings)."""
         if all(e.url in self._watched for e in endpoints):
             return
         with self._lock:
             for e in endpoints:
-                self._watched.setdefault(e.url, e)
+                self._watched.setdefault(e.url, (e, client or self._default))
             if self._thread is None and (self.health_interval > 0 or self.metrics_interval > 0):
                 self._thread = threading.Thread(target=self._loop, name="deepseek-probe", daemon=True)
                 self._thread.start()
 
+    def _get(self, endpoint, path: str) -> httpx.Response:  # noqa: ANN001
+        client = self._watched.get(endpoint.url, (None, self._default))[1]
+        return client.get(endpoint.root + path, timeout=self.timeout)
+
     def probe(self, endpoint) -> bool | None:  # noqa: ANN001
         """One health probe: True healthy, False down (and ejected), None no health route."""
         try:
-            r = self._client.get(endpoint.root + "/health")
+            r = self._get(endpoint, "/health")
         except httpx.HTTPError as e:
             self.book.probe_failed(endpoint.url, f"health probe failed: {type(e).__name__}")
             return False
@@ -79,7 +84,7 @@ class Prober:
         if self.router is None or endpoint.root in self._no_metrics:
             return
         try:
-            r = self._client.get(endpoint.root + "/metrics")
+            r = self._get(endpoint, "/metrics")
         except httpx.HTTPError:
             self.router.observe_load(endpoint.url, None)
             return
@@ -98,7 +103,7 @@ class Prober:
             if self.metrics_interval > 0 and now >= next_metrics:
                 jobs.append(self.scrape)
                 next_metrics = now + self.metrics_interval
-            for endpoint in list(self._watched.values()):
+            for endpoint, _ in list(self._watched.values()):
                 for job in jobs:
                     try:
                         job(endpoint)

@@ -3,6 +3,7 @@ context size known, and the chat route answering a one-token request."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from .client import ChatClient
@@ -16,12 +17,17 @@ from .warmup import WARMER
 
 __all__ = ["validate_endpoints"]
 
+log = logging.getLogger(__name__)
+
 # Validation must answer while the operator waits: short budgets, one attempt per endpoint.
 _QUICK = RetryPolicy(attempts=1, budget=RetryBudget())
 
 
 def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str | None,
                        need_context: bool = False) -> list[ServedModel]:
+    if not settings.tls.verify:
+        log.warning("TLS certificate verification is OFF for %s: insecure, for testing only",
+                    ", ".join(e.name for e in settings.endpoints))
     t = settings.timeouts
     quick = replace(settings, timeouts=replace(t, connect=min(t.connect, 5.0),
                                                first_token=min(t.first_token, 30.0),

@@ -1,0 +1,63 @@
+"""A real OAuth2 token endpoint for the tests (client credentials grant, expiring tokens)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+
+class TokenServer:
+    def __init__(self, client_id: str, client_secret: str, *, expires_in: int = 3600,
+                 on_token=None) -> None:  # noqa: ANN001 - called with each new token
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.on_token = on_token
+        self.revoked = False
+        self.issued: list[str] = []
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output clean
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
+                form = {k: v[0] for k, v in parse_qs(body).items()}
+                auth = self.headers.get("authorization", "")
+                cid, csec = form.get("client_id"), form.get("client_secret")
+                if auth.startswith("Basic "):
+                    cid, _, csec = base64.b64decode(auth[6:]).decode().partition(":")
+                outer.requests.append({"form": form, "client_id": cid})
+                ok = (form.get("grant_type") == "client_credentials" and cid == outer.client_id
+                      and csec == outer.client_secret and not outer.revoked)
+                if not ok:
+                    self._send(401, {"error": "invalid_client", "error_description": "client authentication failed"})
+                    return
+                token = "tok-" + secrets.token_hex(8)
+                outer.issued.append(token)
+                if outer.on_token:
+                    outer.on_token(token)
+                self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": outer.expires_in})
+
+            def _send(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
