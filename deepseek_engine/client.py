@@ -24,6 +24,7 @@ from .protocol import ChatDelta, parse_chunk, parse_completion
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .sse import SSEDecoder
+from .telemetry import TELEMETRY
 from .tls import build_context
 from .transport import CLIENTS, ClientRegistry, set_read_budget
 
@@ -91,6 +92,7 @@ class ChatClient:
             prober.watch(settings.endpoints, self._client)
         self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         self.auth = make_auth(settings, self._client)
+        self.last_endpoint: Endpoint | None = None  # the endpoint that answered the last stream
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -137,7 +139,8 @@ class ChatClient:
         raise self._all_failed(errors)
 
     # -- streamed chat -------------------------------------------------------------------
-    def stream(self, body: dict, *, buffered: bool = False) -> Iterator[ChatDelta]:
+    def stream(self, body: dict, *, buffered: bool = False,
+               request_id: str | None = None) -> Iterator[ChatDelta]:
         """Deltas of one chat completion. ``buffered``: the caller shows nothing until the end
         (blocking mode), so a failure at any point may be retried, not just before the first
         token; the whole answer is read before the first delta is returned."""
@@ -153,6 +156,8 @@ class ChatClient:
         opened = None
         tried: list[Endpoint] = []
         headers = self._headers
+        if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
+            headers = {**headers, "X-Request-Id": request_id}
         refreshed = False
         try:
             for attempt in self.policy.retrying(len(order), deadline):
@@ -173,6 +178,7 @@ class ChatClient:
                             opened = self._open(ep, payload, deadline, buffered, headers)
                     except EngineError as e:
                         errors.append(e)
+                        TELEMETRY.attempt_failed(ep.name, e, retried=e.retryable)
                         if e.retryable:
                             self.health.failure(ep.url, str(e.message)[:200],
                                                 severe=isinstance(e, UnreachableError))
@@ -182,6 +188,7 @@ class ChatClient:
                 raise self._all_failed(errors) from None
             raise
         assert opened is not None
+        self.last_endpoint = opened[0]
         yield from self._relay(*opened, deadline)
 
     def _next(self, order: list[Endpoint], tried: list[Endpoint]) -> Endpoint | None:

@@ -13,6 +13,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .settings import display_url
+from .telemetry import TELEMETRY
+
 __all__ = ["EndpointHealth", "HealthBook", "HEALTH"]
 
 
@@ -70,6 +73,7 @@ class HealthBook:
                 h.ejections = 0
                 h.ejected_until = 0.0
                 h.probe_down = False
+            TELEMETRY.endpoint_state(display_url(url), True)
 
     def failure(self, url: str, reason: str, *, severe: bool = False) -> None:
         """Record a failure; ``severe`` (could not connect at all) ejects at once."""
@@ -80,6 +84,8 @@ class HealthBook:
                 return  # already out: more failures from the same outage do not escalate
             h.consecutive_failures += 1
             if severe or h.consecutive_failures >= self.threshold:
+                TELEMETRY.ejected(display_url(url))
+                TELEMETRY.endpoint_state(display_url(url), False)
                 h.ejections += 1
                 cooldown = min(self.max_cooldown, self.base_cooldown * 2 ** (h.ejections - 1))
                 h.ejected_until = max(h.ejected_until, time.monotonic() + cooldown)
@@ -90,6 +96,7 @@ class HealthBook:
         with self._lock:
             h.probe_down = True
             h.last_error = reason
+        TELEMETRY.endpoint_state(display_url(url), False)
 
     def reset(self) -> None:
         with self._lock:

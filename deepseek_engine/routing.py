@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 
 from .health import HealthBook
+from .settings import display_url
+from .telemetry import TELEMETRY
 
 __all__ = ["ServerLoad", "parse_metrics", "Router", "PowerOfTwo", "RoundRobin", "RandomChoice",
            "ROUTER"]
@@ -141,11 +143,13 @@ class Router:
         s = self._s(url)
         with self._lock:
             s.in_flight += 1
+        TELEMETRY.in_flight(display_url(url), +1)
 
     def finished(self, url: str) -> None:
         s = self._s(url)
         with self._lock:
             s.in_flight = max(0, s.in_flight - 1)
+        TELEMETRY.in_flight(display_url(url), -1)
 
     def observe_ttft(self, url: str, seconds: float) -> None:
         s = self._s(url)

@@ -7,11 +7,14 @@ become the Dify error whose class makes Dify's own load balancing do the right t
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Generator, Mapping
 from pathlib import Path
 
 import yaml
 from dify_plugin import LargeLanguageModel
+from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities import I18nObject
 from dify_plugin.entities.model import (AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey,
                                         ModelType, ParameterRule)
@@ -28,6 +31,7 @@ from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatCl
                              ConnectError, EngineError, RateLimitError, ServerError, Settings,
                              StreamBrokenError, TimeoutError_, build_body, parse_settings)
 from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
+from deepseek_engine.telemetry import TELEMETRY, configure
 from deepseek_engine.tokens import count_messages, count_text
 from deepseek_engine.validation import validate_endpoints
 from deepseek_engine.warmup import WARMER
@@ -49,6 +53,12 @@ _DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
 )
 
 _TEMPLATE = Path(__file__).parent / "templates" / "customizable.yaml"
+configure()  # opt-in metrics and JSON logs, from the plugin's environment
+for _name in ("deepseek_engine", "deepseek_selfhosted"):  # to the daemon's log, as the SDK does
+    _logger = logging.getLogger(_name)
+    _logger.setLevel(logging.INFO)
+    if plugin_logger_handler not in _logger.handlers:
+        _logger.addHandler(plugin_logger_handler)
 _DEFAULT_CONTEXT = 32768
 
 
@@ -117,6 +127,11 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                   buffered=False) -> Generator[LLMResultChunk, None, None]:
         # Everything runs inside the generator, so every failure (also mid-stream, which the SDK
         # does not map) reaches Dify as a typed error.
+        started = time.monotonic()
+        request_id = f"dify-{uuid.uuid4().hex[:24]}"
+        ttft = None
+        client = None
+        outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
         try:
             settings = _settings(credentials)
             served = self._served_model(model, settings, credentials)
@@ -128,9 +143,11 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             client = ChatClient(settings)
             WARMER.warm(client, served)
             index = 0
-            for delta in client.stream(body, buffered=buffered):
+            for delta in client.stream(body, buffered=buffered, request_id=request_id):
                 piece = answer.feed(delta)
                 if piece is not None:
+                    if ttft is None:
+                        ttft = time.monotonic() - started
                     yield self._chunk(model, index, piece.text, piece.tool_calls)
                     index += 1
             last = answer.finish()
@@ -141,13 +158,25 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 prompt_tokens = count_messages(body["messages"], wire_tools)
             if completion_tokens is None:
                 completion_tokens = count_text(answer.produced)
+            outcome = "ok"
             yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
                 index=index,
                 message=AssistantPromptMessage(content=last.text, tool_calls=_tool_calls(last.tool_calls)),
                 usage=self._calc_response_usage(model, credentials, prompt_tokens, completion_tokens),
                 finish_reason=answer.finish_reason or "stop"))
         except EngineError as e:
+            error = type(e).__name__
             raise to_dify_error(e) from None
+        except GeneratorExit:
+            outcome = "cancelled"  # Dify stopped reading: the upstream stream is closed
+            raise
+        finally:
+            ep = client.last_endpoint if client else None
+            TELEMETRY.request_done(request_id=request_id, endpoint=ep.name if ep else None,
+                                   model=model, outcome=outcome, error=error,
+                                   latency=time.monotonic() - started, ttft=ttft,
+                                   prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                   stream=not buffered)
 
     @staticmethod
     def _chunk(model: str, index: int, text: str, calls: list[dict]) -> LLMResultChunk:
