@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,27 +13,17 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import chunk_rules as cr  # noqa: E402
 from fault_cases import CASES, CREDS, WANT  # noqa: E402
-from harness import PluginProcess, user_message  # noqa: E402
+from harness import user_message  # noqa: E402
+from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
-ROOT = HERE.parents[1]
-PROVIDER = "deepseek_selfhosted"
 
 
 @pytest.fixture(scope="module")
 def plugin():
-    p = PluginProcess(ROOT, env={"DEEPSEEK_HEALTH_INTERVAL": "0.2"}).start(ready_timeout=60)
-    try:
+    with running_plugin(DEEPSEEK_HEALTH_INTERVAL="0.2") as p:
         yield p
-    finally:
-        p.close()
-
-
-def free_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 def creds(url, **extra):

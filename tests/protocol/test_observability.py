@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -12,31 +11,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import PluginProcess, user_message  # noqa: E402
+from harness import user_message  # noqa: E402
+from plugin_util import PROVIDER, free_port, running_plugin  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PROVIDER = "deepseek_selfhosted"
 KEY = "sk-observability-SECRET-42"
 CANARY = "PROMPT-CANARY-7731"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def observed():
     port = free_port()
     env = {"DEEPSEEK_METRICS_PORT": str(port), "DEEPSEEK_METRICS_ADDR": "127.0.0.1", "DEEPSEEK_JSON_LOGS": "1"}
-    p = PluginProcess(ROOT, env=env).start(ready_timeout=60)
-    try:
+    with running_plugin(**env) as p:
         yield p, f"http://127.0.0.1:{port}/metrics"
-    finally:
-        p.close()
 
 
 def sample(text: str, name: str, **labels) -> float:

@@ -6,7 +6,6 @@ root with ``INSTALL_METHOD=local``. Every chunk is checked against the daemon's 
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,12 +15,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chunk_rules as cr  # noqa: E402
-from harness import PluginProcess, assistant_message, tool_message, user_message  # noqa: E402
+from harness import assistant_message, tool_message, user_message  # noqa: E402
+from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-PROVIDER = "deepseek_selfhosted"
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
 WANT = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"
@@ -32,23 +30,14 @@ WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city",
 
 @pytest.fixture(scope="module")
 def plugin():
-    p = PluginProcess(ROOT).start(ready_timeout=60)
-    try:
+    with running_plugin() as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
 def r1():
     with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1", shape="reasoning")) as s:
         yield s
-
-
-def free_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 def creds(sim_or_url, **extra) -> dict:

@@ -3,7 +3,6 @@ plugin wrote (stdout protocol lines, logs, stderr) for the secrets it was given.
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,14 +15,13 @@ sys.path[:0] = [str(HERE.parent / "protocol"), str(HERE.parent)]
 import chunk_rules as cr  # noqa: E402
 from certs import server_context  # noqa: E402
 from fault_cases import CASES, CREDS, WANT  # noqa: E402
-from harness import PluginProcess, user_message  # noqa: E402
+from harness import user_message  # noqa: E402
+from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
 from oauth_server import TokenServer  # noqa: E402
 from tls_gateway import TLSGateway  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
-ROOT = HERE.parents[1]
-PROVIDER = "deepseek_selfhosted"
 API_KEY = "sk-SECRET-apikey-7f3a9c"
 CLIENT_SECRET = "cs-SECRET-oauth-51d2e8"
 URL_PASSWORD = "pw-SECRET-url-90ab"
@@ -31,11 +29,8 @@ URL_PASSWORD = "pw-SECRET-url-90ab"
 
 @pytest.fixture(scope="module")
 def plugin():
-    p = PluginProcess(ROOT, env={"DEEPSEEK_HEALTH_INTERVAL": "0.2"}).start(ready_timeout=60)
-    try:
+    with running_plugin(DEEPSEEK_HEALTH_INTERVAL="0.2") as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
@@ -66,13 +61,6 @@ def test_mtls_and_oauth2_stream_end_to_end(plugin, pki, gateway_idp):
     assert result.error is None, result.error
     assert cr.check_llm_stream(result) == [] and cr.collect_text(result) == WANT
     assert len(idp.issued) == 1  # validation's token reused by the invocation
-
-
-def free_url(password: str | None = None) -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        auth = f"ops:{password}@" if password else ""
-        return f"http://{auth}127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 def test_no_secret_in_anything_the_plugin_writes(plugin, pki, gateway_idp):
