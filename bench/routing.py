@@ -40,6 +40,7 @@ FLEET = {
     "slow (3x)": ["--ttft", "0.15", "--inter-token", "0.015", "--max-running", "8"],
     "near saturation": ["--ttft", "0.05", "--inter-token", "0.005", "--max-running", "2"],
 }
+WARMUP = 2.0  # seconds of load before measuring, the same for every policy
 POLICIES = {"load-aware (P2C)": PowerOfTwo, "round robin": RoundRobin, "random": RandomChoice}
 
 
@@ -63,19 +64,23 @@ def run(policy_cls, seconds: float, users: int, kill_after: float | None, buffer
         book = HealthBook()
         router = Router(book, policy_cls())
         prober = Prober(book, router, health_interval=1.0, metrics_interval=0.5)
-        client = ChatClient(settings, registry=ClientRegistry(), health=book, router=router, prober=prober)
+        registry = ClientRegistry()
+        make = lambda: ChatClient(settings, registry=registry, health=book, router=router, prober=prober)  # noqa: E731
         body = build_body("deepseek-r1", [{"role": "user", "content": "hi"}], {"max_tokens": 32})
         ttfts: list[float] = []
-        per_endpoint = {u: 0 for u in urls}
         errors: list[str] = []
         done = 0
         lock = threading.Lock()
         stop_at = time.monotonic() + seconds
 
+        by_endpoint: dict[str, list[float]] = {u: [] for u in urls}
+
         def user() -> None:
             nonlocal done
+            client = make()  # one per user: shares the pool, router and health book
             while time.monotonic() < stop_at:
                 t = time.monotonic()
+                measured = t >= t0 + WARMUP
                 first = None
                 try:
                     for d in client.stream(body, buffered=buffered):
@@ -83,28 +88,33 @@ def run(policy_cls, seconds: float, users: int, kill_after: float | None, buffer
                             first = time.monotonic() - t
                 except EngineError as e:
                     with lock:
-                        errors.append(type(e).__name__)
+                        errors.append(type(e).__name__)  # counted during warm-up too
+                    continue
+                if not measured:
                     continue
                 with lock:
                     done += 1
                     if first is not None:
                         ttfts.append(first)
+                        by_endpoint[client.last_endpoint.url].append(first)
 
         time.sleep(1.0)  # first health/metrics round
         threads = [threading.Thread(target=user) for _ in range(users)]
         t0 = time.monotonic()
-        stop_at = t0 + seconds
+        stop_at = t0 + WARMUP + seconds
         for t in threads:
             t.start()
         if kill_after is not None:
-            time.sleep(kill_after)
+            time.sleep(WARMUP + kill_after)
             sims["fast"][0].send_signal(signal.SIGKILL)
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - t0
+        elapsed = time.monotonic() - t0 - WARMUP
         prober.stop()
+        names = dict(zip(urls, FLEET))
         return {"p50": pct(ttfts, 0.5), "p99": pct(ttfts, 0.99), "rps": done / elapsed,
-                "errors": len(errors), "done": done}
+                "errors": len(errors), "done": done,
+                "split": {names[u]: (len(v), pct(v, 0.99)) for u, v in by_endpoint.items()}}
     finally:
         for p, _ in sims.values():
             if p.poll() is None:
@@ -128,9 +138,22 @@ def main() -> int:
             r = run(cls, seconds, a.users, kill, buffered)
             rows.append((scenario, name, r))
             print(f"{scenario:48} {name:18} TTFT p50 {r['p50']*1000:7.1f} ms  p99 {r['p99']*1000:7.1f} ms  "
-                  f"{r['rps']:6.2f} answers/s  errors {r['errors']}", flush=True)
+                  f"{r['rps']:6.2f} answers/s  errors {r['errors']}  "
+                  + "  ".join(f"{k}: {n} (p99 {q*1000:.0f} ms)" for k, (n, q) in r["split"].items()), flush=True)
     write_report(rows, a, seconds)
     return 0
+
+
+NOTES = """Notes:
+- The router learns each replica's capacity from its /metrics (running requests / KV-cache use) and
+  counts what this process sent since the last scrape, so it stops sending to a replica one request
+  before that replica would queue, while another has room.
+- In the second scenario the callers are blocking (as workflow and agent calls are): a request cut
+  off by the dying replica is retried on another one, so users see no error; the "TTFT" column is
+  then the time to the whole answer. A *streaming* user whose tokens were already flowing from the
+  killed replica does see a connection error: a retry could only repeat tokens already shown.
+- Times are on a loaded 2-core machine with the simulators and the load generator sharing it;
+  compare rows within one run, not across machines."""
 
 
 def write_report(rows, a, seconds) -> None:
@@ -141,7 +164,9 @@ def write_report(rows, a, seconds) -> None:
              "Fleet: three simulated vLLM replicas in their own processes: **fast** (TTFT 50 ms, 5 ms/token, "
              "8 concurrent), **slow** (3x: 150 ms, 15 ms/token, 8 concurrent), **near saturation** (fast but "
              "only 2 concurrent: the rest queue, and its /metrics reports the queue and a full KV cache). "
-             "Same engine, retries and health checks in every run; only the routing policy differs.", "",
+             "Same engine, retries and health checks in every run; only the routing policy differs. "
+             f"Each run loads the fleet for {WARMUP:g} s before measuring (the router learns speeds and "
+             "capacities; round robin and random get the same warm-up).", "",
              "| scenario | policy | TTFT p50 (ms) | TTFT p99 (ms) | answers/s | user-visible errors |",
              "|---|---|---:|---:|---:|---:|"]
     for scenario, name, r in rows:
@@ -149,7 +174,11 @@ def write_report(rows, a, seconds) -> None:
     base = {n: r for s, n, r in rows if s == "mixed fleet"}
     ours, rr = base["load-aware (P2C)"], base["round robin"]
     lines += ["", f"On the mixed fleet the load-aware router's p99 TTFT is **{ours['p99']/rr['p99']:.2f}x** round "
-              f"robin's (target ≤ 0.5x) and its throughput **{ours['rps']/rr['rps']:.2f}x** (target ≥ 1.25x).", ""]
+              f"robin's (target ≤ 0.5x) and its throughput **{ours['rps']/rr['rps']:.2f}x** (target ≥ 1.25x).", "",
+              "Where the answers went (mixed fleet; count, TTFT p99):", ""]
+    for name, r in base.items():
+        lines.append(f"- {name}: " + ", ".join(f"{k} {n} ({q*1000:.0f} ms)" for k, (n, q) in r["split"].items()))
+    lines += ["", NOTES, ""]
     Path(a.out).write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

@@ -5,7 +5,8 @@ with the lower cost wins; the rest follow by cost, for failover. Cost is the end
 time to first token times its queue (this process's in-flight requests plus the server's own
 waiting queue, when its ``/metrics`` says), divided by its weight; a server reporting saturation
 (KV cache > 80% or more than 5 waiting) costs ten times more, so it is avoided while others have
-room. Metrics come from a background scraper, never from the request path, and when they are
+room (the scraped figures are moved by the requests this process sent since the scrape).
+Metrics come from a background scraper, never from the request path, and when they are
 missing or stale only the local signals count. Priority groups: the lowest-numbered group with a
 healthy endpoint takes all traffic; the next group only when a whole group is out.
 
@@ -71,13 +72,15 @@ def parse_metrics(text: str, now: float | None = None) -> ServerLoad | None:
 
 
 class _Stats:
-    __slots__ = ("in_flight", "ewma", "ewma_at", "load")
+    __slots__ = ("in_flight", "ewma", "ewma_at", "load", "in_flight_at_load", "capacity")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.ewma: float | None = None
         self.ewma_at = 0.0
         self.load: ServerLoad | None = None
+        self.in_flight_at_load = 0  # our own in-flight count when the load was scraped
+        self.capacity: float | None = None  # requests that fill the KV cache, learnt from scrapes
 
 
 class PowerOfTwo:
@@ -87,8 +90,11 @@ class PowerOfTwo:
     def rank(self, candidates: list, router: "Router", now: float) -> list:
         if len(candidates) == 1:
             return candidates
-        costs = {e.url: router.cost(e, now) for e in candidates}
-        a, b = self._two(candidates)
+        assessed = {e.url: router.assess(e, now) for e in candidates}
+        costs = {u: c for u, (c, _) in assessed.items()}
+        roomy = [e for e in candidates if not assessed[e.url][1]]
+        pool = roomy or candidates  # saturated replicas only when no other has room
+        a, b = self._two(pool) if len(pool) >= 2 else (pool[0], pool[0])
         best = a if costs[a.url] <= costs[b.url] else b
         rest = sorted((e for e in candidates if e is not best), key=lambda e: costs[e.url])
         return [best, *rest]
@@ -162,23 +168,38 @@ class Router:
             s.ewma_at = now
 
     def observe_load(self, url: str, load: ServerLoad | None) -> None:
-        self._s(url).load = load
+        s = self._s(url)
+        s.load = load
+        s.in_flight_at_load = s.in_flight
+        if load is not None and load.kv and load.kv >= 0.05 and load.running >= 1:
+            s.capacity = load.running / load.kv  # kept while the server idles
 
     def in_flight(self, url: str) -> int:
         return self._s(url).in_flight
 
     # -- decisions -----------------------------------------------------------------------
     def cost(self, endpoint, now: float) -> float:  # noqa: ANN001
+        return self.assess(endpoint, now)[0]
+
+    def assess(self, endpoint, now: float) -> tuple[float, bool]:  # noqa: ANN001
+        """(cost, saturated) of sending one more request to ``endpoint``."""
         s = self._s(endpoint.url)
         latency = s.ewma if s.ewma is not None else self._optimistic()
         queue = s.in_flight
         load = s.load
+        saturated = False
         if load is not None and now - load.at < self.stale_after:
-            queue += load.waiting
-            penalty = 10.0 if load.saturated else 1.0
-        else:
-            penalty = 1.0
-        return latency * (queue + 1) * penalty / endpoint.weight
+            # The scrape is seconds old; what this process sent and got back since is known.
+            at_server = max(0.0, load.running + load.waiting + s.in_flight - s.in_flight_at_load)
+            if s.capacity:  # learnt: one more request would wait for a slot
+                waiting = max(0.0, at_server - s.capacity)
+                saturated = at_server + 1 > s.capacity
+            else:
+                waiting = load.waiting + max(0, s.in_flight - s.in_flight_at_load)
+                saturated = load.saturated or waiting > SATURATED_QUEUE
+            queue += waiting
+        cost = latency * (queue + 1) / endpoint.weight
+        return (cost * 10.0 if saturated else cost), saturated
 
     def _optimistic(self) -> float:
         # an endpoint never measured looks as good as the best one, so it gets tried
