@@ -18,7 +18,8 @@ from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities import I18nObject
 from dify_plugin.entities.model import (AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey,
                                         ModelType, ParameterRule)
-from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
+from dify_plugin.entities.model.llm import (LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta,
+                                            LLMUsage)
 from dify_plugin.entities.model.message import (AssistantPromptMessage, PromptMessage,
                                                 PromptMessageTool, SystemPromptMessage,
                                                 TextPromptMessageContent, ToolPromptMessage,
@@ -60,6 +61,14 @@ for _name in ("deepseek_engine", "deepseek_selfhosted"):  # to the daemon's log,
     if plugin_logger_handler not in _logger.handlers:
         _logger.addHandler(plugin_logger_handler)
 _DEFAULT_CONTEXT = 32768
+
+
+def _offload(fn, *args):  # noqa: ANN001, ANN202
+    """Run CPU-bound work (tokenising a long prompt) in gevent's OS-thread pool: every session
+    and the heartbeat share one OS thread, and must not wait behind it."""
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(fn, args)
 
 
 def to_dify_error(e: EngineError) -> InvokeError:
@@ -155,14 +164,14 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")
             if prompt_tokens is None:
-                prompt_tokens = count_messages(body["messages"], wire_tools)
+                prompt_tokens = _offload(count_messages, body["messages"], wire_tools)
             if completion_tokens is None:
-                completion_tokens = count_text(answer.produced)
+                completion_tokens = _offload(count_text, answer.produced)
             outcome = "ok"
             yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
                 index=index,
                 message=AssistantPromptMessage(content=last.text, tool_calls=_tool_calls(last.tool_calls)),
-                usage=self._calc_response_usage(model, credentials, prompt_tokens, completion_tokens),
+                usage=self._usage(prompt_tokens, completion_tokens),
                 finish_reason=answer.finish_reason or "stop"))
         except EngineError as e:
             error = type(e).__name__
@@ -177,6 +186,16 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                                    latency=time.monotonic() - started, ttft=ttft,
                                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                    stream=not buffered)
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> LLMUsage:
+        """Usage without prices: self-hosted models declare none, and the SDK's price lookup
+        would fetch a customizable model's schema (a server call) at the end of every stream."""
+        usage = LLMUsage.empty_usage()
+        usage.prompt_tokens = prompt_tokens
+        usage.completion_tokens = completion_tokens
+        usage.total_tokens = prompt_tokens + completion_tokens
+        usage.latency = time.perf_counter() - self.started_at
+        return usage
 
     @staticmethod
     def _chunk(model: str, index: int, text: str, calls: list[dict]) -> LLMResultChunk:
@@ -218,7 +237,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
                        tools: list[PromptMessageTool] | None = None) -> int:
         messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
-        return count_messages(messages, [to_openai_tool(t) for t in tools] if tools else None)
+        return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
 
     # -- validation ----------------------------------------------------------------------
     def validate_credentials(self, model: str, credentials: Mapping) -> None:
