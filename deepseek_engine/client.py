@@ -20,7 +20,7 @@ from .errors import (AuthError, ConnectError, EndpointsDownError, EngineError, F
 from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
-from .protocol import ChatDelta, parse_chunk, parse_completion
+from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .sse import SSEDecoder
@@ -320,18 +320,25 @@ class ChatClient:
         reads = resp.iter_raw()
         try:
             for raw in reads:
+                batch = []
+                done = False
                 for data in decoder.feed(raw):
                     if data == "[DONE]":
-                        for _ in reads:  # read to the end of the body so the connection is reused
-                            pass
-                        yield _DONE
-                        return
+                        done = True
+                        break
                     try:
                         obj = json.loads(data)
                     except ValueError:
+                        yield from coalesce(batch)  # what came before was fine: deliver it
                         raise StreamBrokenError(f"the server sent a malformed chunk: {data[:80]!r}",
                                                 endpoint=ep.name) from None
-                    yield parse_chunk(obj, ep.name)
+                    batch.append(parse_chunk(obj, ep.name))
+                yield from coalesce(batch)  # one delta per network read, not one per token
+                if done:
+                    for _ in reads:  # read to the end of the body so the connection is reused
+                        pass
+                    yield _DONE
+                    return
         except (httpx.RemoteProtocolError, httpx.ReadError):
             raise StreamBrokenError("the connection was cut off mid-stream (server restarted "
                                     "or a proxy dropped it)", endpoint=ep.name) from None

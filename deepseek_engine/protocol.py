@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from .errors import ServerError, StreamBrokenError
 from .reasoning import strip_reasoning
 
-__all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages"]
+__all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages",
+           "coalesce"]
 
 
 @dataclass(slots=True)
@@ -25,6 +26,29 @@ class ChatDelta:
     @property
     def has_output(self) -> bool:
         return bool(self.reasoning or self.content or self.tool_calls or self.finish_reason)
+
+
+def coalesce(deltas: list[ChatDelta]) -> list[ChatDelta]:
+    """Deltas that arrived in one network read, merged: a person reading cannot tell 30 tokens
+    that arrive together from one chunk of 30, but every chunk costs the plugin runtime. Order
+    is kept (reasoning after content starts a new delta); nothing waits for more input."""
+    if len(deltas) < 2:
+        return deltas
+    out: list[ChatDelta] = []
+    cur: ChatDelta | None = None
+    for d in deltas:
+        if cur is None or (d.reasoning and cur.content) or (cur.tool_calls and (d.reasoning or d.content)):
+            cur = ChatDelta(d.reasoning, d.content, list(d.tool_calls) if d.tool_calls else None,
+                            d.finish_reason, d.usage)
+            out.append(cur)
+            continue
+        cur.reasoning += d.reasoning
+        cur.content += d.content
+        if d.tool_calls:
+            cur.tool_calls = (cur.tool_calls or []) + d.tool_calls
+        cur.finish_reason = d.finish_reason or cur.finish_reason
+        cur.usage = d.usage or cur.usage
+    return out
 
 
 def _reasoning_of(d: dict) -> str:

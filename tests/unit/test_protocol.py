@@ -51,3 +51,14 @@ def test_pick_served_model():
         pick_served_model(SERVED, wanted="nope", catalogue=None, endpoint="e")
     with pytest.raises(ModelNotFoundError, match="Set served_model_name"):
         pick_served_model(SERVED, wanted=None, catalogue="deepseek-v3", endpoint="e")
+
+
+def test_coalesce_keeps_order_and_merges_what_arrived_together():
+    from deepseek_engine.protocol import ChatDelta, coalesce
+
+    got = coalesce([ChatDelta(reasoning="a"), ChatDelta(reasoning="b"), ChatDelta(content="c"),
+                    ChatDelta(content="d"), ChatDelta(reasoning="late"),
+                    ChatDelta(tool_calls=[{"index": 0}]), ChatDelta(tool_calls=[{"index": 0}]),
+                    ChatDelta(finish_reason="stop"), ChatDelta(usage={"prompt_tokens": 1})])
+    assert [(d.reasoning, d.content) for d in got] == [("ab", "cd"), ("late", "")]
+    assert len(got[1].tool_calls) == 2 and got[1].finish_reason == "stop" and got[1].usage
