@@ -87,7 +87,8 @@ class ChatClient:
         self.policy = policy
         self.router = router or (ROUTER if health is HEALTH else Router(health))
         tls = settings.tls
-        self._client = registry.get(tls.key, lambda: True if tls.default else build_context(tls))
+        # build_context starts from the system's CA store (not certifi's copy)
+        self._client = registry.get(tls.key, lambda: build_context(tls))
         if prober is not None:
             prober.watch(settings.endpoints, self._client)
         self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
@@ -108,6 +109,8 @@ class ChatClient:
         except httpx.TimeoutException as e:
             raise ConnectError(f"no answer within {timeout:g}s ({_reason(e)})",
                                endpoint=endpoint.name) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
+            raise _connect_error(e, endpoint) from None
         except httpx.HTTPError as e:
             raise ConnectError(f"could not connect: {_reason(e)}", endpoint=endpoint.name) from None
         if resp.status_code != 200:

@@ -1,0 +1,407 @@
+"""The doctor reports each server setup correctly, with the right exit code, and never the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepseek_engine import doctor
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-doctor-secret-4242"
+
+
+def _json(run_doctor, *argv, env=None):
+    code, out, err = run_doctor("--json", *argv, env=env)
+    rep = json.loads(out)
+    assert rep["exit_code"] == code
+    return code, rep, out + err
+
+
+def _check(rep: dict, name: str, endpoint: int = 0) -> dict:
+    checks = [c for c in rep["endpoints"][endpoint]["checks"] if c["name"] == name]
+    assert checks, f"no {name} check in {rep}"
+    return checks[0]
+
+
+# -- reasoning shapes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, flavor, model, status, phrases", [
+    ("reasoning", "vllm", "deepseek-r1", "ok", ["`reasoning`"]),
+    ("reasoning_content", "sglang", "deepseek-r1", "ok", ["`reasoning_content`"]),
+    ("think_inline", "vllm", "deepseek-r1", "warn",
+     ["<think>", "vLLM runs without a reasoning parser", "--reasoning-parser deepseek_r1"]),
+    ("think_close_only", "vllm", "deepseek-r1", "warn",
+     ["bare </think>", "vLLM runs without a reasoning parser", "--reasoning-parser deepseek_r1"]),
+    ("think_inline", "sglang", "deepseek-r1", "warn",
+     ["SGLang runs without a reasoning parser", "--reasoning-parser deepseek-r1"]),
+    ("plain", "vllm", "deepseek-v3", "ok", ["no reasoning (a chat model)"]),
+])
+def test_reasoning_shape_is_named_with_the_fix(make_sim, run_doctor, shape, flavor, model, status,
+                                               phrases):
+    sim = make_sim(shape=shape, flavor=flavor, served_model=model)
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "reasoning")
+    assert c["status"] == status, c
+    for phrase in phrases:
+        assert phrase in c["detail"]
+    assert rep["endpoints"][0]["reasoning_shape"] == (shape if shape != "plain" else "none")
+    assert rep["endpoints"][0]["server"] == flavor
+    assert code == 0  # warnings never fail the run
+
+
+def test_r1_model_answering_without_reasoning_is_flagged(make_sim, run_doctor):
+    sim = make_sim(shape="plain", served_model="deepseek-r1-distill-qwen-7b")
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "reasoning")
+    assert c["status"] == "warn" and "looks like an R1 model" in c["detail"]
+    assert code == 0
+
+
+def test_text_report_lists_every_check(make_sim, run_doctor):
+    sim = make_sim(shape="think_close_only")
+    code, out, err = run_doctor(sim.base_url)
+    assert code == 0
+    lines = out.splitlines()
+    for name in ("connect", "auth", "models", "health", "metrics", "reasoning", "tools", "speed",
+                 "usage"):
+        assert any(line.split()[1:2] == [name] for line in lines if line.startswith("  ")), name
+    assert any(line.startswith("  warn  reasoning") for line in lines)
+    assert lines[-1].startswith("passed:")
+    assert "reasoning…" in err  # progress on stderr while probing, not in the report
+    assert "…" not in out
+
+
+def test_quiet_prints_no_progress(make_sim, run_doctor):
+    sim = make_sim()
+    code, out, err = run_doctor(sim.base_url, "--quiet")
+    assert code == 0 and err == "" and "passed:" in out
+
+
+# -- tool calling --------------------------------------------------------------------------------
+
+def test_tool_calls_work(make_sim, run_doctor):
+    sim = make_sim(shape="plain", served_model="deepseek-v3")
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "ok" and "get_weather" in c["detail"] and c["data"]["parser"] is True
+    tool_requests = [r.body for r in sim.requests if isinstance(r.body, dict) and r.body.get("tools")]
+    assert tool_requests and tool_requests[0]["tool_choice"] == "auto"
+
+
+def test_vllm_without_tool_parser_is_explained(make_stub, run_doctor):
+    stub = make_stub(tools="reject")  # vLLM's 400 for tool_choice=auto without the flags
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn"
+    assert "--enable-auto-tool-choice --tool-call-parser deepseek_v3" in c["detail"]
+    assert code == 0
+
+
+@pytest.mark.parametrize("written", ["text", "stripped"])
+def test_tool_call_written_as_text_is_explained(make_stub, run_doctor, written):
+    stub = make_stub(tools=written, owned_by="sglang")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn" and "plain text" in c["detail"]
+    assert "--tool-call-parser deepseekv3" in c["detail"]  # SGLang's spelling
+
+
+def test_tool_ignored_on_r1_mentions_r1(make_stub, run_doctor):
+    stub = make_stub(tools="ignore", model="deepseek-r1-distill-qwen-7b")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn" and "answered in text" in c["detail"]
+    assert "R1 and its distills" in c["detail"]
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+def test_missing_key_fails_clearly_and_skips_the_rest(make_sim, run_doctor):
+    sim = make_sim(api_key=KEY)
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "auth")
+    assert c["status"] == "fail" and "requires an API key" in c["detail"]
+    assert "--api-key" in c["detail"] and "DEEPSEEK_API_KEY" in c["detail"]
+    assert _check(rep, "models")["status"] == "skip"
+    assert _check(rep, "reasoning")["status"] == "skip"
+    assert _check(rep, "health")["status"] == "ok"  # /health needs no key
+    assert code == 1
+
+
+def test_wrong_key_is_refused_and_never_printed(make_sim, run_doctor):
+    sim = make_sim(api_key="the-right-key-xyz")
+    code, out, err = run_doctor(sim.base_url, "--api-key", KEY)
+    assert code == 1
+    assert "refused the API key" in out
+    assert KEY not in out + err
+    code, rep, text = _json(run_doctor, sim.base_url, "--api-key", KEY)
+    assert code == 1 and KEY not in text
+
+
+def test_key_from_environment_is_accepted_and_never_printed(make_sim, run_doctor):
+    sim = make_sim(api_key=KEY)
+    code, rep, text = _json(run_doctor, sim.base_url, env={"DEEPSEEK_API_KEY": KEY})
+    c = _check(rep, "auth")
+    assert c["status"] == "ok" and c["data"]["key_required"] is True
+    assert code == 0
+    assert KEY not in text
+    auth = [r.headers.get("authorization") for r in sim.requests if r.path.startswith("/v1/chat")]
+    assert auth and all(a == f"Bearer {KEY}" for a in auth)
+
+
+def test_open_server_gets_a_warning(make_sim, run_doctor):
+    sim = make_sim()
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    assert _check(rep, "auth")["status"] == "warn"
+    _, rep, _ = _json(run_doctor, sim.base_url, "--api-key", KEY)
+    c = _check(rep, "auth")
+    assert c["status"] == "warn" and "without --api-key" in c["detail"]
+
+
+# -- reachability ----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_port_fails_fast(run_doctor):
+    code, rep, _ = _json(run_doctor, f"http://127.0.0.1:{_free_port()}/v1")
+    c = _check(rep, "connect")
+    assert c["status"] == "fail" and "connection refused" in c["detail"]
+    assert "loading weights" in c["detail"]
+    skipped = [c for c in rep["endpoints"][0]["checks"] if c["name"] != "connect"]
+    assert {c["status"] for c in skipped} == {"skip"}
+    assert {c["detail"] for c in skipped} == {"skipped: connect failed"}  # the root cause
+    assert "tls" not in {c["name"] for c in skipped}  # plain http has no TLS to check
+    assert code == 1
+
+
+def test_unknown_host_is_named(monkeypatch, run_doctor):
+    def no_dns(*a, **k):  # noqa: ANN002, ANN003
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    code, rep, _ = _json(run_doctor, "http://vllm-9.vllm-headless.llm.svc:8000/v1")
+    c = _check(rep, "connect")
+    assert c["status"] == "fail" and "not found" in c["detail"] and "headless" in c["detail"]
+    assert code == 1
+
+
+def test_bad_url_is_an_argument_error(run_doctor, capsys):
+    code, out, err = run_doctor("gpu-1:8000")
+    assert code == 2 and "no scheme" in err and out == ""
+
+
+# -- health, metrics, usage, speed ------------------------------------------------------------------
+
+def test_unhealthy_server_fails(make_sim, run_doctor):
+    sim = make_sim()
+    sim.healthy = False
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "health")
+    assert c["status"] == "fail" and "503" in c["detail"]
+    assert code == 1
+
+
+@pytest.mark.parametrize("flavor, name", [("vllm", "vLLM"), ("sglang", "SGLang")])
+def test_metrics_are_recognised(make_sim, run_doctor, flavor, name):
+    sim = make_sim(flavor=flavor, num_waiting=3, num_running=2, kv_usage=0.5)
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "metrics")
+    assert c["status"] == "ok" and c["detail"].startswith(f"{name} metrics")
+    assert c["data"]["waiting"] == 3 and c["data"]["flavor"] == flavor
+    assert "KV cache 50%" in c["detail"]
+
+
+def test_missing_metrics_and_health_and_context_size_warn(make_stub, run_doctor):
+    stub = make_stub(owned_by="sglang", metrics=False, health=404, max_model_len=None,
+                     tools="ignore")
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    m = _check(rep, "metrics")
+    assert m["status"] == "warn" and "--enable-metrics" in m["detail"]
+    assert _check(rep, "health")["status"] == "warn"
+    models = _check(rep, "models")
+    assert models["status"] == "warn" and "max_model_len" in models["detail"]
+    assert code == 0
+
+
+def test_usage_missing_warns(make_sim, run_doctor):
+    sim = make_sim(usage="never")
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "usage")
+    assert c["status"] == "warn" and "include_usage" in c["detail"]
+    assert code == 0
+    sim2 = make_sim()
+    _, rep, _ = _json(run_doctor, sim2.base_url)
+    assert _check(rep, "usage")["status"] == "ok"
+
+
+def test_speed_reports_median_ttft_and_rate(make_sim, run_doctor):
+    sim = make_sim(ttft=0.08, inter_token=0.004)
+    _, rep, _ = _json(run_doctor, sim.base_url, "--requests", "3")
+    c = _check(rep, "speed")
+    assert c["status"] == "ok", c
+    assert c["data"]["requests"] == 3
+    assert 70 <= c["data"]["ttft_ms_median"] < 1000
+    assert 20 < c["data"]["tokens_per_s_median"] < 400  # ~250 tokens/s at 4 ms a token
+
+
+def test_chat_failure_fails_and_skips_what_depends_on_it(make_sim, run_doctor):
+    sim = make_sim()
+    sim.inject("status", count=20, status=500)
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "reasoning")
+    assert c["status"] == "fail" and "500" in c["detail"]
+    assert [_check(rep, n)["status"] for n in ("tools", "speed", "usage")] == ["skip"] * 3
+    assert code == 1
+
+
+def test_model_not_served_lists_what_is(make_sim, run_doctor):
+    sim = make_sim(served_model="deepseek-r1")
+    code, rep, _ = _json(run_doctor, sim.base_url, "--model", "deepseek-v3")
+    c = _check(rep, "models")
+    assert c["status"] == "fail" and "deepseek-r1" in c["detail"]
+    assert code == 1
+
+
+# -- several endpoints -----------------------------------------------------------------------------
+
+def test_fleet_of_alike_replicas(make_sim, run_doctor):
+    a, b = make_sim(), make_sim()
+    code, rep, _ = _json(run_doctor, a.base_url, b.base_url)
+    assert len(rep["endpoints"]) == 2
+    assert [c["status"] for c in rep["fleet"]] == ["ok"]
+    assert code == 0
+
+
+def test_fleet_flags_replicas_that_differ(make_sim, run_doctor):
+    a = make_sim(max_model_len=8192)
+    b = make_sim(max_model_len=32768, shape="think_inline")
+    code, rep, _ = _json(run_doctor, f"{a.base_url},{b.base_url}")
+    details = " ".join(c["detail"] for c in rep["fleet"])
+    assert "max_model_len" in details and "reasoning shape" in details
+    assert all(c["status"] == "warn" for c in rep["fleet"])
+    assert code == 0
+
+
+def test_one_dead_replica_fails_the_run(make_sim, run_doctor):
+    a = make_sim()
+    code, rep, _ = _json(run_doctor, a.base_url, f"http://127.0.0.1:{_free_port()}/v1")
+    assert _check(rep, "connect", 0)["status"] == "ok"
+    assert _check(rep, "connect", 1)["status"] == "fail"
+    assert rep["fleet"] == []  # nothing to compare with one replica answering
+    assert code == 1
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+def _tls_sim(make_sim, pki, *, server=None, client_ca=None):
+    from certs import server_context
+
+    return make_sim(ssl_context=server_context(server or pki.server, client_ca))
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_untrusted_certificate_fails_with_the_fix(make_sim, run_doctor, pki):
+    sim = _tls_sim(make_sim, pki)
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "tls")
+    assert c["status"] == "fail" and "--ca-bundle" in c["detail"]
+    assert _check(rep, "auth")["status"] == "skip"
+    assert code == 1
+
+
+def test_trusted_certificate_passes(make_sim, run_doctor, pki, tmp_path):
+    sim = _tls_sim(make_sim, pki)
+    code, rep, _ = _json(run_doctor, sim.base_url, "--ca-bundle", _write(tmp_path, "ca.pem", pki.ca.cert))
+    c = _check(rep, "tls")
+    assert c["status"] == "ok" and "certificate verified" in c["detail"], c
+    assert c["data"]["days_left"] >= 20
+    assert code == 0
+
+
+def test_expired_certificate_is_named(make_sim, run_doctor, pki, tmp_path):
+    sim = _tls_sim(make_sim, pki, server=pki.expired_server)
+    code, rep, _ = _json(run_doctor, sim.base_url, "--ca-bundle", _write(tmp_path, "ca.pem", pki.ca.cert))
+    c = _check(rep, "tls")
+    assert c["status"] == "fail" and "expired" in c["detail"]
+    assert code == 1
+
+
+def test_insecure_mode_warns(make_sim, run_doctor, pki):
+    sim = _tls_sim(make_sim, pki)
+    code, rep, _ = _json(run_doctor, sim.base_url, "--insecure")
+    assert _check(rep, "tls")["status"] == "warn"
+    assert _check(rep, "reasoning")["status"] == "ok"
+    assert code == 0
+
+
+def test_mutual_tls(make_sim, run_doctor, pki, tmp_path):
+    sim = _tls_sim(make_sim, pki, client_ca=pki.ca)
+    ca = _write(tmp_path, "ca.pem", pki.ca.cert)
+    code, rep, _ = _json(run_doctor, sim.base_url, "--ca-bundle", ca)
+    c = _check(rep, "tls")
+    assert c["status"] == "fail" and "requires a client certificate" in c["detail"]
+    assert code == 1
+    code, rep, text = _json(run_doctor, sim.base_url, "--ca-bundle", ca,
+                            "--client-cert", _write(tmp_path, "c.pem", pki.client.cert),
+                            "--client-key", _write(tmp_path, "k.pem", pki.client.key))
+    c = _check(rep, "tls")
+    assert c["status"] == "ok" and "client certificate accepted" in c["detail"]
+    assert code == 0
+    assert "PRIVATE KEY" not in text
+    code, rep, _ = _json(run_doctor, sim.base_url, "--ca-bundle", ca,
+                         "--client-cert", _write(tmp_path, "r.pem", pki.rogue_client.cert),
+                         "--client-key", _write(tmp_path, "rk.pem", pki.rogue_client.key))
+    c = _check(rep, "tls")
+    assert c["status"] == "fail" and "rejected this client certificate" in c["detail"]
+    assert code == 1
+
+
+# -- how it is run -----------------------------------------------------------------------------------
+
+def test_runs_as_a_module(make_sim):
+    sim = make_sim(api_key=KEY)
+    env = {**os.environ, "DEEPSEEK_API_KEY": KEY, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "deepseek_engine.doctor", sim.base_url, "--json",
+                        "--requests", "1"], capture_output=True, text=True, env=env, timeout=60,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["ok"] is True and rep["endpoints"][0]["model"] == "deepseek-r1"
+    assert "connect…" in r.stderr
+    assert KEY not in r.stdout + r.stderr
+
+
+def test_scripts_doctor_wraps_the_module():
+    script = ROOT / "scripts" / "doctor"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert '"$root/scripts/bootstrap"' in text and "-m deepseek_engine.doctor" in text
+
+
+def test_doctor_has_no_dify_imports():
+    text = (ROOT / "deepseek_engine" / "doctor.py").read_text()
+    assert "dify_plugin" not in text
+
+
+def test_run_api_returns_a_report(make_sim):
+    sim = make_sim()
+    seen = []
+    report = doctor.run([sim.base_url], doctor.Options(requests=1), progress=seen.append)
+    assert report.exit_code == 0 and report.endpoints[0].get("models").data["model"] == "deepseek-r1"
+    assert any("speed" in s for s in seen)
