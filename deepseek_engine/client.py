@@ -377,4 +377,12 @@ class ChatClient:
         seen: dict[str, str] = {}
         for e in errors:
             seen[e.endpoint or "?"] = e.message
-        return EndpointsDownError("every endpoint failed: " + "; ".join(f"{k}: {v}" for k, v in seen.items()))
+        message = "every endpoint failed: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
+        kinds = {type(e) for e in errors}
+        if len(kinds) == 1 and not issubclass(kinds.pop(), ConnectError):
+            # all rate limited, or all failing the same way: keep the class Dify reacts to
+            last = errors[-1]
+            out = type(last)(message, status=last.status, retry_after=last.retry_after)
+            out.retryable = False
+            return out
+        return EndpointsDownError(message)

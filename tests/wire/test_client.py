@@ -179,3 +179,12 @@ def test_early_close_closes_the_upstream_stream(registry):
         while sim.open_connections and time.monotonic() < deadline:
             time.sleep(0.02)
         assert sim.open_connections == 0
+
+
+def test_every_endpoint_rate_limited_stays_a_rate_limit_error(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1")) as a, Simulator(SimConfig(served_model="deepseek-r1")) as b:
+        for s in (a, b):
+            s.inject("status", count=5, status=429, headers={"Retry-After": "0"})
+        with pytest.raises(RateLimitError, match="every endpoint failed") as e:
+            run(make_client([a.base_url, b.base_url], registry))
+    assert f"127.0.0.1:{a.port}" in str(e.value) and f"127.0.0.1:{b.port}" in str(e.value)
