@@ -26,12 +26,28 @@ from .settings import Endpoint, Settings
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
-from .transport import CLIENTS, ClientRegistry, set_read_budget
+from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "make_auth"]
 
 DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
+
+
+def _receive_buffer(resp: httpx.Response):  # noqa: ANN202
+    """h11's receive buffer under a streamed response (httpx 0.28 / httpcore 1.0), or None."""
+    try:
+        return resp.stream._stream._httpcore_stream._stream._connection._h11_state._receive_buffer  # noqa: SLF001
+    except AttributeError:
+        return None
+
+
+def _socket_of(resp: httpx.Response):  # noqa: ANN202
+    stream = resp.extensions.get("network_stream")
+    try:
+        return stream.get_extra_info("socket") if stream is not None else None
+    except Exception:  # noqa: BLE001 - only an optimisation hint
+        return None
 
 
 def make_auth(settings: Settings, client: httpx.Client) -> Auth:
@@ -94,6 +110,13 @@ class ChatClient:
         self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         self.auth = make_auth(settings, self._client)
         self.last_endpoint: Endpoint | None = None  # the endpoint that answered the last stream
+        # True while the delta just yielded is followed by more that has already arrived (same
+        # network read, h11's receive buffer or the socket): a caller may merge them into one
+        # chunk without holding any token back for the network. httpx yields one item per HTTP
+        # chunk, and vLLM (uvicorn) sends every SSE event as its own HTTP chunk, so merging per
+        # ``iter_raw`` item alone never merges anything.
+        self.more_ready = False
+        self._pending = 0
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -290,10 +313,12 @@ class ChatClient:
         idle = self.settings.timeouts.idle
         finished = False
         try:
-            for item in pre:
+            last = len(pre) - 1
+            for i, item in enumerate(pre):
                 if item is _DONE:
                     return
                 finished = finished or item.finish_reason is not None
+                self.more_ready = i < last or self._pending > 0
                 yield item
             while True:
                 set_read_budget((idle, deadline))
@@ -321,6 +346,8 @@ class ChatClient:
     def _events(self, resp: httpx.Response, ep: Endpoint) -> Iterator:
         decoder = SSEDecoder()
         reads = resp.iter_raw()
+        received = _receive_buffer(resp)
+        sock = _socket_of(resp)
         try:
             for raw in reads:
                 batch = []
@@ -336,7 +363,13 @@ class ChatClient:
                         raise StreamBrokenError(f"the server sent a malformed chunk: {data[:80]!r}",
                                                 endpoint=ep.name) from None
                     batch.append(parse_chunk(obj, ep.name))
-                yield from coalesce(batch)  # one delta per network read, not one per token
+                merged = coalesce(batch)  # one delta per network read, not one per token
+                last = len(merged) - 1
+                for i, delta in enumerate(merged):
+                    self._pending = last - i
+                    self.more_ready = (i < last or done or (received is not None and len(received) > 0)
+                                       or (sock is not None and readable_now(sock)))
+                    yield delta
                 if done:
                     for _ in reads:  # read to the end of the body so the connection is reused
                         pass

@@ -1,18 +1,39 @@
 """The provider: validation of the shared credentials (endpoints, key, served model)."""
 
+import logging
 from collections.abc import Mapping
 
 from dify_plugin import ModelProvider
+from dify_plugin.entities.model import ModelType
+from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.errors.model import CredentialsValidateFailedError
 
 from deepseek_engine import EngineError, parse_settings
 from deepseek_engine.validation import validate_endpoints
+
+log = logging.getLogger("deepseek_selfhosted")
+_WARM_RUNS = 3  # enough for CPython 3.12's adaptive interpreter to specialise the hot path
 
 
 class DeepSeekSelfHostedProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: Mapping) -> None:
         try:
             settings = parse_settings(credentials)
-            validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
+            found = validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
         except EngineError as e:
             raise CredentialsValidateFailedError(str(e)) from None
+        self._warm_request_path(credentials, found[0].id if found else None)
+
+    def _warm_request_path(self, credentials: Mapping, served: str | None) -> None:
+        """Run a user's request path (SDK invoke, adapter, engine, chunk building; discovery
+        cached) a few times with one-token answers, so the first real request is a warm one."""
+        if not served:
+            return
+        try:
+            llm = self.get_model_instance(ModelType.LLM)
+            for _ in range(_WARM_RUNS):
+                for _ in llm.invoke(served, dict(credentials), [UserPromptMessage(content="ping")],
+                                    {"max_tokens": 1}, None, None, True, None):
+                    pass
+        except Exception as e:  # noqa: BLE001 - best effort: validation already passed
+            log.info("request-path warm-up skipped: %s", e)

@@ -1,0 +1,412 @@
+"""docs/performance.md and its plot from the benchmark's results (see bench/perf/__main__.py)."""
+
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+from pathlib import Path
+
+FINDINGS = Path(__file__).with_name("findings.md")
+
+IN_LABELS = {
+    "httpx": "bare httpx (warm pool)",
+    "engine": "this plugin's engine (ChatClient + AnswerAssembler)",
+    "httpx-gevent": "bare httpx, gevent-patched",
+    "dify": "this plugin's Dify class (DeepSeekSelfHostedLLM.invoke), gevent-patched",
+    "sdk": "SDK OAICompatLargeLanguageModel.invoke, gevent-patched",
+}
+IN_BASE = {"engine": "httpx", "dify": "httpx-gevent", "sdk": "httpx-gevent"}
+STDIO_LABELS = {
+    "floor": "runtime floor: toy plugin, no HTTP",
+    "bare": "bare httpx plugin (the least an HTTP plugin does)",
+    "plugin": "this plugin",
+    "sdk": "SDK OAICompat peer plugin",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+def pct(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]
+
+
+def p50(xs):  # noqa: ANN001, ANN201
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pooled(rounds: list[dict], key: str) -> list[float]:
+    out: list[float] = []
+    for r in rounds:
+        out.extend(r.get(key) or [])
+    return out
+
+
+def spread(rounds: list[dict], key: str, scale: float) -> str:
+    meds = [p50(r[key]) * scale for r in rounds if r.get(key)]
+    if len(meds) < 2:
+        return "–"
+    return f"{min(meds):.{_dec(min(meds))}f}–{max(meds):.{_dec(max(meds))}f}"
+
+
+def _dec(x: float) -> int:
+    return 2 if abs(x) < 10 else 1 if abs(x) < 100 else 0
+
+
+def f(x: float, scale: float = 1.0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    v = x * scale
+    return f"{v:.{_dec(v)}f}"
+
+
+def ok(flag: bool | None) -> str:
+    return "–" if flag is None else ("**met**" if flag else "**not met**")
+
+
+def fold_summary(path: Path, top: int = 30) -> str:
+    """Self and inclusive shares of a py-spy raw (folded) profile."""
+    selfc: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        total += n
+        frames = stack.split(";")
+        selfc[frames[-1]] += n
+        for fr in set(frames):
+            incl[fr] += n
+    lines = [f"samples: {total} (py-spy --gil: only the thread holding the GIL is sampled)", "", "self:"]
+    lines += [f"{c / total * 100:5.1f}%  {fr}" for fr, c in selfc.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{c / total * 100:5.1f}%  {fr}" for fr, c in incl.most_common(top + 20)]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+def write(res: dict, md_path: Path, png_path: Path) -> None:
+    md: list[str] = []
+    targets: list[tuple[str, str, bool | None]] = []
+    m = res["machine"]
+    quick = res["mode"] == "quick"
+    md += ["# Performance", ""]
+    if quick:
+        md += ["> **Smoke run (`--quick`)**: few samples, indicative only. Run `bench/run` for the real numbers.", ""]
+    md += [f"Command: `{res['command']}` (writes this file, `docs/performance.png` and "
+           "`bench/results/performance.json`; `bench/run --quick` is a smoke run under a minute that "
+           "writes `bench/results/quick/` instead). "
+           f"This run took {res['elapsed']:.0f} s.", "",
+           f"Machine: {m['cores']} cores, {m['cpu']} (KVM guest), {m['memory']} RAM, **no GPU**; "
+           f"Python {m['python']}, Linux {m['kernel']}; "
+           + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+           + f". Code: {m['commit']}. Load average before/after: "
+           f"{m['load_before'][0]:.2f} / {m['load_after'][0]:.2f} (the machine may be shared: "
+           "medians are robust to that, p99s less so; the per-round spread shows the noise).", "",
+           "Everything runs on loopback against the project's simulator (`deepseek_sim`, one process of "
+           "its own; CPU figures are the client's or the plugin process's only). The simulator answers "
+           "at once (TTFT 0, no gap between tokens) except in the concurrency section, so every "
+           "millisecond below is client-side overhead. \"p50\"/\"p99\" are over all samples of all "
+           "rounds; \"spread\" is the range of the per-round medians.", ""]
+
+    # ---- 1 + 2 ------------------------------------------------------------------------------
+    inp = res.get("inproc")
+    base_ttft = {}
+    if inp:
+        cfg = res["config"]
+        md += ["## 1. Added time to first token and per-request time, in-process", "",
+               f"Sequential short answers (`max_tokens` 3: role chunk, 3 tokens, final chunk with usage, "
+               f"`[DONE]`), {cfg['short_n']} per round after {cfg['warmup']} warm-up requests, "
+               f"{cfg['rounds']} rounds, each contender in a fresh process. TTFT = call to the first text "
+               "the caller gets; total = call to the end of the stream; CPU = process CPU per request. "
+               "\"Added\" compares medians (and p99s) with the bare-httpx baseline under the same patching.", "",
+               "| contender | TTFT p50 (ms) | TTFT p99 | total p50 (ms) | total p99 | CPU/request (ms) | added TTFT p50 / p99 (ms) | total p50 spread |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for c, label in IN_LABELS.items():
+            rounds = inp[c]["rounds"]
+            tt, tot, cpu = pooled(rounds, "ttft"), pooled(rounds, "total"), pooled(rounds, "cpu_per_request")
+            base_ttft[c] = (p50(tt), pct(tt, 99))
+            added = "baseline"
+            if c in IN_BASE:
+                b = pooled(inp[IN_BASE[c]]["rounds"], "ttft")
+                added = f"{f(p50(tt) - p50(b), 1e3)} / {f(pct(tt, 99) - pct(b, 99), 1e3)} (vs {IN_BASE[c]})"
+            md.append(f"| {label} | {f(p50(tt), 1e3)} | {f(pct(tt, 99), 1e3)} | {f(p50(tot), 1e3)} | "
+                      f"{f(pct(tot, 99), 1e3)} | {f(p50(cpu), 1e3)} | {added} | {spread(rounds, 'total', 1e3)} |")
+        md.append("")
+        for c in ("engine", "dify"):
+            b = IN_BASE[c]
+            d50 = (base_ttft[c][0] - base_ttft[b][0]) * 1e3
+            d99 = (base_ttft[c][1] - base_ttft[b][1]) * 1e3
+            targets.append((f"added TTFT over bare httpx, in-process ({c} vs {b}): ≤ 1 ms p50, ≤ 5 ms p99",
+                            f"{d50:+.2f} ms p50, {d99:+.2f} ms p99", d50 <= 1.0 and d99 <= 5.0))
+
+        md += ["## 2. CPU per streamed chunk, in-process", "",
+               f"{cfg['streams']} streams per round of {cfg['tokens']} one-token events (the simulator's "
+               "`[[long]]` reply, no gap between tokens), process CPU time (all threads) and wall time "
+               "per server event.", "",
+               "| contender | CPU/event p50 (µs) | p99 | wall/event p50 (µs) | vs baseline (CPU) | spread |",
+               "|---|---:|---:|---:|---:|---:|"]
+        cpu_tok = {}
+        for c, label in IN_LABELS.items():
+            rounds = inp[c]["rounds"]
+            ct = pooled(rounds, "cpu_per_token")
+            cpu_tok[c] = p50(ct)
+            ratio = "baseline"
+            if c in IN_BASE:
+                ratio = f"{p50(ct) / p50(pooled(inp[IN_BASE[c]]['rounds'], 'cpu_per_token')):.2f}x {IN_BASE[c]}"
+            md.append(f"| {label} | {f(p50(ct), 1e6)} | {f(pct(ct, 99), 1e6)} | "
+                      f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | {ratio} | "
+                      f"{spread(rounds, 'cpu_per_token', 1e6)} |")
+        md.append("")
+        for c in ("engine", "dify"):
+            b = IN_BASE[c]
+            r = cpu_tok[c] / cpu_tok[b]
+            targets.append((f"CPU per chunk in-process ({c}): ≤ 30 µs and ≤ 2x bare httpx ({b})",
+                            f"{cpu_tok[c] * 1e6:.1f} µs, {r:.2f}x", cpu_tok[c] <= 30e-6 and r <= 2.0))
+
+    # ---- 3 -----------------------------------------------------------------------------------
+    st = res.get("stdio")
+    if st:
+        cfg = res["config"]
+        md += ["## 3. Through the plugin process (the daemon's stdio protocol)", "",
+               "Each plugin launched as the Dify daemon launches it (`python -m main`, "
+               "`INSTALL_METHOD=local`, JSON lines on stdin/stdout) by the test harness "
+               f"(`tests/protocol/harness.py`); {cfg['rounds_stdio']} rounds, a fresh process each. "
+               "Per request: harness write of the request line to the `end` message read back. Per "
+               "event: first message to `end` of a "
+               f"{cfg['tokens']}-token stream divided by {cfg['tokens']} (server events, so merging "
+               "events into fewer chunks counts as a gain). Plugin CPU from `/proc/<pid>/task/*/schedstat` "
+               "(excludes the harness and the simulator).", "",
+               "| plugin | per request p50 (ms) | p99 | TTFT p50 (ms) | plugin CPU/request (ms) | per event p50 (µs) | p99 | plugin CPU/event (µs) | chunks per stream |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for k, label in STDIO_LABELS.items():
+            rounds = st[k]["rounds"]
+            md.append(f"| {label} | {f(p50(pooled(rounds, 'total')), 1e3)} | {f(pct(pooled(rounds, 'total'), 99), 1e3)} | "
+                      f"{f(p50(pooled(rounds, 'ttft')), 1e3)} | {f(p50(pooled(rounds, 'cpu_per_request')), 1e3)} | "
+                      f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | {f(pct(pooled(rounds, 'wall_per_token'), 99), 1e6)} | "
+                      f"{f(p50(pooled(rounds, 'cpu_per_token')), 1e6)} | "
+                      f"{p50(pooled(rounds, 'chunks_per_stream')):.0f} |")
+        md.append("")
+        floor = p50(pooled(st["floor"]["rounds"], "total"))
+        plug = p50(pooled(st["plugin"]["rounds"], "total"))
+        bare = p50(pooled(st["bare"]["rounds"], "total"))
+        sdk = p50(pooled(st["sdk"]["rounds"], "total"))
+        lines = []
+        if inp:
+            raw = p50(pooled(inp["httpx"]["rounds"], "total"))
+            ideal = floor + raw
+            lines.append(f"- floor + raw httpx (in-process, same run) = {ideal * 1e3:.2f} ms; this plugin "
+                         f"{plug * 1e3:.2f} ms = **{plug / ideal:.2f}x** (target ≤ 1.1x).")
+            targets.append(("per short request through stdio ≤ 1.1x (floor + raw httpx), same run",
+                            f"{plug * 1e3:.2f} ms = {plug / ideal:.2f}x of {ideal * 1e3:.2f} ms",
+                            plug <= 1.1 * ideal))
+        lines.append(f"- against the bare httpx plugin in the same runtime: **{plug / bare:.2f}x** "
+                     f"({bare * 1e3:.2f} ms); against the SDK peer: **{plug / sdk:.2f}x** ({sdk * 1e3:.2f} ms).")
+        ev = p50(pooled(st["plugin"]["rounds"], "wall_per_token"))
+        ev_sdk = p50(pooled(st["sdk"]["rounds"], "wall_per_token"))
+        lines.append(f"- per streamed event: this plugin {ev * 1e6:.1f} µs, the SDK peer {ev_sdk * 1e6:.1f} µs "
+                     f"({ev / ev_sdk:.2f}x), the floor {p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs.")
+        targets.append(("per streamed chunk through stdio ≤ 30 µs", f"{ev * 1e6:.1f} µs", ev <= 30e-6))
+        md += lines + [""]
+
+    # ---- 4 -----------------------------------------------------------------------------------
+    cc = res.get("concurrency")
+    if cc:
+        md += ["## 4. Concurrent streams in one plugin process", "",
+               f"The simulator paces like DeepSeek-R1 on a GPU: TTFT {cc['server_ttft'] * 1e3:.0f} ms, "
+               f"{cc['server_itl'] * 1e3:.0f} ms between tokens, {cc['tokens']} tokens per answer. "
+               "**steady**: N closed-loop users keep N streams open for "
+               f"{cc['duration']:.0f} s, their first starts spread over one answer's length (production-like "
+               "arrivals); streams that start in the ramp are not counted. **burst**: N streams start at the "
+               "same instant. Added = measured minus what the server itself takes (TTFT; TTFT + (tokens−1) × gap). "
+               "Connections = TCP connections the simulator accepted during the run (the engine's pool: "
+               "max 1024 connections, 256 kept alive; the health prober has its own).", "",
+               "| plugin | N | arrivals | streams | errors | added TTFT p50 (ms) | p99 | added end-to-end p50 (ms) | p99 | connections opened | plugin CPU (s) |",
+               "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for kind, levels in cc["levels"].items():
+            for n, modes in levels.items():
+                for mode, w in modes.items():
+                    md.append(f"| {STDIO_LABELS[kind]} | {n} | {mode} | {len(w['added_ttft'])} | {w['error_count']} | "
+                              f"{f(p50(w['added_ttft']), 1e3)} | {f(pct(w['added_ttft'], 99), 1e3)} | "
+                              f"{f(p50(w['added_total']), 1e3)} | {f(pct(w['added_total'], 99), 1e3)} | "
+                              f"{w['connections_opened']} | {w['plugin_cpu']:.2f} |")
+        md.append("")
+        ab = cc.get("after_burst")
+        if ab:
+            md += [f"After the bursts the pool holds {ab['idle_connections']} idle keep-alive connections; a "
+                   f"short request (simulator back to TTFT 0) then takes **{p50(ab['total']) * 1e3:.2f} ms** p50 "
+                   f"({pct(ab['total'], 99) * 1e3:.2f} ms p99) and **{ab['cpu_per_request'][0] * 1e3:.2f} ms** of plugin "
+                   "CPU (compare section 3).", ""]
+        top = str(max(int(n) for n in cc["levels"].get("plugin", {"0": 0})))
+        w = cc["levels"].get("plugin", {}).get(top, {}).get("steady")
+        if w:
+            cap = int(top) + 8
+            targets.append((f"{top} concurrent streams (steady): zero errors, ≤ 20 ms p99 added, connections bounded by the pool",
+                            f"{w['error_count']} errors, {pct(w['added_ttft'], 99) * 1e3:.1f} ms p99 added TTFT, "
+                            f"{pct(w['added_total'], 99) * 1e3:.1f} ms p99 added end-to-end, {w['connections_opened']} connections",
+                            w["error_count"] == 0 and pct(w["added_ttft"], 99) <= 0.020
+                            and pct(w["added_total"], 99) <= 0.020 and w["connections_opened"] <= cap))
+
+    # ---- 5 -----------------------------------------------------------------------------------
+    h2 = res.get("h2")
+    if h2:
+        md += ["## 5. HTTP/1.1 keep-alive vs HTTP/2", ""]
+        if "skipped" in h2:
+            md += [f"Skipped: {h2['skipped']}.", ""]
+        else:
+            cfg = res["config"]
+            md += ["vLLM and SGLang serve HTTP/1.1 only (uvicorn), and so does the simulator; HTTP/2 needs a "
+                   "proxy in front of them. To compare the protocols honestly, one hypercorn server "
+                   "(`bench/perf/h2server.py`, cleartext on loopback, HTTP/2 by prior knowledge) answers both, "
+                   "with the same R1-shaped stream, and the same httpx client code runs with `http2` off or on "
+                   f"(`bench/perf/h2worker.py`). Concurrent: {cfg['h2_concurrency']} threads each streaming 200 events at once.", "",
+                   "| client | short TTFT p50 (ms) | p99 | short total p50 (ms) | p99 | CPU/event (µs) | concurrent: wall (s) | CPU (s) | new connections |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for key, v in h2.items():
+                rounds = v["rounds"]
+                conc = rounds[-1]["concurrent"]
+                label = ("HTTP/2" if key.startswith("h2") else "HTTP/1.1 keep-alive") + (", gevent-patched" if "gevent" in key else "")
+                md.append(f"| {label} | {f(p50(pooled(rounds, 'ttft')), 1e3)} | {f(pct(pooled(rounds, 'ttft'), 99), 1e3)} | "
+                          f"{f(p50(pooled(rounds, 'total')), 1e3)} | {f(pct(pooled(rounds, 'total'), 99), 1e3)} | "
+                          f"{f(p50(pooled(rounds, 'cpu_per_token')), 1e6)} | {p50([r['concurrent']['wall'] for r in rounds]):.3f} | "
+                          f"{p50([r['concurrent']['cpu'] for r in rounds]):.3f} | {conc['connections']} |")
+            md.append("")
+            for g in ("", "-gevent"):
+                if f"h1{g}" in h2 and f"h2{g}" in h2:
+                    a, b = h2[f"h1{g}"]["rounds"], h2[f"h2{g}"]["rounds"]
+                    ta, tb = p50(pooled(a, "total")), p50(pooled(b, "total"))
+                    ca, cb = p50(pooled(a, "cpu_per_token")), p50(pooled(b, "cpu_per_token"))
+                    md.append(f"- {'gevent-patched' if g else 'plain'}: short requests "
+                              f"{'HTTP/1.1' if ta < tb else 'HTTP/2'} faster ({ta * 1e3:.2f} vs {tb * 1e3:.2f} ms); "
+                              f"per streamed event {'HTTP/1.1' if ca < cb else 'HTTP/2'} cheaper "
+                              f"({ca * 1e6:.1f} vs {cb * 1e6:.1f} µs CPU).")
+            md.append("")
+
+    # ---- 6 -----------------------------------------------------------------------------------
+    cold = res.get("cold")
+    if cold:
+        md += ["## 6. Cold vs warm", "",
+               "A fresh plugin process per row and start, 0.5 s after its first heartbeat; then one short "
+               "request (the \"first\"), then warm requests in the same process. Provider validation "
+               "(`validate_provider_credentials`) sends the endpoint a one-token request through the "
+               "shared pool, which is the plugin's warm-up.", "",
+               "| start | first request p50 (ms) | min–max | warm p50 (ms) | first / warm | validation (ms) | ready after start (s) |",
+               "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, v in cold.items():
+            fr, wm = v["first"], v["warm"]
+            ratio = p50(fr) / p50(wm) if fr and wm else float("nan")
+            md.append(f"| {name} | {f(p50(fr), 1e3)} | {f(min(fr), 1e3)}–{f(max(fr), 1e3)} | {f(p50(wm), 1e3)} | "
+                      f"{ratio:.2f}x | {f(p50(v['validate']), 1e3) if v['validate'] else '–'} | "
+                      f"{p50(v['ready']):.2f} |")
+        md.append("")
+        for name, v in cold.items():
+            if "after provider validation (served model discovered)" in name and v["first"] and v["warm"]:
+                r = p50(v["first"]) / p50(v["warm"])
+                targets.append(("first request with warm-up (after validation, default credentials) ≤ 1.2x a warm request",
+                                f"{r:.2f}x ({p50(v['first']) * 1e3:.2f} vs {p50(v['warm']) * 1e3:.2f} ms)", r <= 1.2))
+
+    # ---- targets + findings --------------------------------------------------------------------
+    head = ["## Targets (issue 8)", "", "| target | measured (this run) | |", "|---|---|---|"]
+    head += [f"| {t} | {mv} | {ok(flag)} |" for t, mv, flag in targets]
+    head += ["", "![performance](performance.png)", ""]
+    intro_end = next(i for i, line in enumerate(md) if line.startswith("## "))
+    md[intro_end:intro_end] = head
+    if FINDINGS.exists():
+        md += [FINDINGS.read_text().rstrip(), ""]
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(md) + "\n")
+    try:
+        plot(res, png_path)
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    short = {"httpx": "httpx", "engine": "engine", "httpx-gevent": "httpx\n(gevent)", "dify": "Dify class\n(gevent)",
+             "sdk": "SDK OAICompat\n(gevent)", "floor": "runtime floor\n(toy)", "bare": "bare httpx\nplugin",
+             "plugin": "this plugin", }
+    inp, st, cc = res.get("inproc"), res.get("stdio"), res.get("concurrency")
+    ax = axes[0][0]
+    if inp:
+        names = list(IN_LABELS)
+        x = range(len(names))
+        tt = [p50(pooled(inp[c]["rounds"], "ttft")) * 1e3 for c in names]
+        tt99 = [pct(pooled(inp[c]["rounds"], "ttft"), 99) * 1e3 for c in names]
+        tot = [p50(pooled(inp[c]["rounds"], "total")) * 1e3 for c in names]
+        ax.bar([i - 0.2 for i in x], tt, 0.4, label="TTFT p50")
+        ax.bar([i + 0.2 for i in x], tot, 0.4, label="total p50")
+        ax.scatter([i - 0.2 for i in x], tt99, marker="_", s=300, color="k", label="TTFT p99")
+        ax.set_xticks(list(x), [short[c] for c in names], fontsize=8)
+        ax.set_ylabel("ms per short request")
+        ax.set_title("1. In-process: short request (simulator TTFT 0)")
+        ax.legend(fontsize=8)
+    ax = axes[0][1]
+    bars, labels, colors = [], [], []
+    if inp:
+        for c in IN_LABELS:
+            bars.append(p50(pooled(inp[c]["rounds"], "cpu_per_token")) * 1e6)
+            labels.append(short[c])
+            colors.append("tab:blue")
+    if st:
+        for k in STDIO_LABELS:
+            bars.append(p50(pooled(st[k]["rounds"], "wall_per_token")) * 1e6)
+            labels.append(short["sdk"] if k == "sdk" else short[k])
+            colors.append("tab:orange")
+    if bars:
+        ax.bar(range(len(bars)), bars, color=colors)
+        ax.axhline(30, color="r", ls="--", lw=1, label="target 30 µs")
+        ax.set_xticks(range(len(bars)), labels, fontsize=7, rotation=30)
+        ax.set_ylabel("µs per streamed event")
+        ax.set_title("2/3. Per event: in-process CPU (blue), through stdio wall (orange)")
+        ax.legend(fontsize=8)
+    ax = axes[1][0]
+    if st:
+        names = list(STDIO_LABELS)
+        vals = [p50(pooled(st[k]["rounds"], "total")) * 1e3 for k in names]
+        v99 = [pct(pooled(st[k]["rounds"], "total"), 99) * 1e3 for k in names]
+        ax.bar(range(len(names)), vals, color="tab:orange", label="p50")
+        ax.scatter(range(len(names)), v99, marker="_", s=300, color="k", label="p99")
+        if inp:
+            ideal = p50(pooled(st["floor"]["rounds"], "total")) + p50(pooled(inp["httpx"]["rounds"], "total"))
+            ax.axhline(1.1 * ideal * 1e3, color="r", ls="--", lw=1, label="target 1.1x (floor + raw httpx)")
+        ax.set_xticks(range(len(names)), [short[k] if k != "sdk" else "SDK OAICompat\nplugin" for k in names], fontsize=8)
+        ax.set_ylim(0, max(vals) * 2.5)
+        ax.set_ylabel("ms per short request")
+        ax.set_title("3. Through the plugin process (stdio)")
+        ax.legend(fontsize=8)
+    ax = axes[1][1]
+    if cc:
+        for kind, levels in cc["levels"].items():
+            for mode in ("steady", "burst"):
+                pts = [(int(n), pct(m[mode]["added_ttft"], 99) * 1e3) for n, m in levels.items() if mode in m]
+                if pts:
+                    pts.sort()
+                    ax.plot([p[0] for p in pts], [max(p[1], 0.1) for p in pts], marker="o",
+                            label=f"{short[kind] if kind != 'sdk' else 'SDK peer'} ({mode})".replace("\n", " "))
+        ax.axhline(20, color="r", ls="--", lw=1, label="target 20 ms")
+        ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        lv = sorted({int(n) for levels in cc["levels"].values() for n in levels})
+        ax.set_xticks(lv, [str(n) for n in lv])
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("added TTFT p99 (ms)")
+        ax.set_title("4. Concurrency (R1 pacing: 100 ms TTFT, 30 ms/token)")
+        ax.legend(fontsize=8)
+    m = res["machine"]
+    fig.suptitle(f"DeepSeek Self-Hosted plugin, loopback, {m['cores']} cores {m['cpu']}, no GPU "
+                 f"({res['mode']} run)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
