@@ -213,3 +213,22 @@ def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
     assert result.error["error_type"] == "InvokeConnectionError"
     assert "cut off" in result.error["message"]
     assert cr.collect_text(result).startswith("<think>\nOkay")  # what was shown stays shown
+
+
+def test_paced_tokens_reach_dify_one_by_one_without_waiting_for_the_next(plugin):
+    """At a GPU's pace (tokens 40 ms apart) every token is its own chunk, sent as it arrives: none
+    waits for the next one (h11 keeps each HTTP chunk's trailing CRLF buffered, which once read as
+    "more is ready" and delivered tokens in pairs, one gap late)."""
+    from deepseek_sim.script import split_pieces
+
+    gap = 0.04
+    with Simulator(SimConfig(served_model="deepseek-r1", shape="reasoning_content", inter_token=gap)) as sim:
+        prime(plugin, sim)
+        result = chat(plugin, creds(sim))
+    assert cr.collect_text(result) == WANT
+    text = [m for m in result.messages if m["type"] == "stream"
+            and (m["data"]["delta"]["message"].get("content") or "")]
+    tokens = len(split_pieces(REASONING)) + len(split_pieces(ANSWER))
+    assert len(text) >= tokens - 2, (len(text), tokens)
+    gaps = sorted(b["_t"] - a["_t"] for a, b in zip(text, text[1:]))
+    assert gaps[len(gaps) // 2] > gap / 2, f"median gap {gaps[len(gaps) // 2]:.3f}s: tokens gathered"

@@ -1,0 +1,170 @@
+"""Real vLLM (CPU build) serving a tiny DeepSeek-R1-style model built by the tests.
+
+Once per test session: install vLLM into its own venv (cached in ``.cache/real_vllm``; instant
+when done), build the tiny model (seconds; cached per version of build_model.py), and start it
+twice on loopback, at the same time:
+
+* ``parsed``: ``--reasoning-parser deepseek_r1 --enable-auto-tool-choice --tool-call-parser deepseek_v3``
+* ``raw``: no parser, and the January-2025 R1 generation prompt, so ``<think>…</think>`` arrives
+  inside ``content``.
+
+When the machine cannot provide this (no Python 3.11/3.12, the install fails, a server does not
+come up), every test of the tier FAILS with the reason; it is never skipped silently. To leave
+the tier out on purpose, set ``DEEPSEEK_REAL_VLLM=0``: the tests are then skipped and the
+summary says why.
+
+Environment: ``DEEPSEEK_REAL_VLLM_START_TIMEOUT`` (s, default 240) for a server to answer
+/health; ``DEEPSEEK_REAL_VLLM_CACHE`` moves the cache; ``DEEPSEEK_VLLM_PYTHON`` picks the
+interpreter for vLLM's venv; ``DEEPSEEK_REAL_VLLM_ARGS`` replaces the extra server arguments
+(default ``--enforce-eager``: no torch.compile warm-up, the API is the same).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "real_vllm"))
+sys.path.insert(0, str(ROOT / "tests" / "protocol"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import realvllm as rv  # noqa: E402
+from harness import PluginProcess  # noqa: E402
+from recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy  # noqa: E402
+
+OPT_OUT = os.environ.get("DEEPSEEK_REAL_VLLM", "1").strip().lower() in ("0", "false", "no", "off")
+OPT_OUT_REASON = "real vLLM tier opted out explicitly (DEEPSEEK_REAL_VLLM=0); unset it to run against real vLLM"
+
+_TIMINGS: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not OPT_OUT:
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if Path(str(item.fspath)).resolve().parent == here:
+            item.add_marker(pytest.mark.skip(reason=OPT_OUT_REASON))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if OPT_OUT:
+        terminalreporter.write_line(f"tests/real: SKIPPED — {OPT_OUT_REASON}", yellow=True, bold=True)
+    elif _TIMINGS:
+        terminalreporter.write_line("tests/real: " + "; ".join(f"{k} {v}" for k, v in _TIMINGS.items()))
+    for line in VLLM_TOOL_STREAM_LOSSES:
+        terminalreporter.write_line(f"tests/real: vLLM lost a streamed tool call and the test retried: {line}",
+                                    yellow=True)
+
+
+def _unavailable(problem: str) -> None:
+    _TIMINGS["UNAVAILABLE"] = problem.splitlines()[0]
+    pytest.fail(f"real vLLM tier cannot run on this machine: {problem}\n"
+                "(set DEEPSEEK_REAL_VLLM=0 to leave this tier out on purpose)", pytrace=False)
+
+
+class Servers:
+    def __init__(self, parsed: rv.VllmServer, raw: rv.VllmServer) -> None:
+        self.parsed = parsed
+        self.raw = raw
+
+    def __getitem__(self, name: str) -> rv.VllmServer:
+        return getattr(self, name)
+
+
+@pytest.fixture(scope="session")
+def vllm_servers():
+    """Both servers, healthy. Any failure is a loud test error naming the cause."""
+    t0 = time.monotonic()
+    problem = None
+    try:
+        python = rv.ensure_venv()
+        t1 = time.monotonic()
+        models = rv.ensure_models(python)
+    except rv.RealVllmUnavailable as e:
+        problem = str(e)
+    if problem:
+        _unavailable(problem)
+    t2 = time.monotonic()
+    _TIMINGS["vLLM venv"] = f"{t1 - t0:.1f}s"
+    _TIMINGS["model build"] = f"{t2 - t1:.1f}s"
+
+    parsed, raw = rv.servers(models)
+    ncpu = os.cpu_count() or 1
+    timeout = float(os.environ.get("DEEPSEEK_REAL_VLLM_START_TIMEOUT", "240"))
+    started: list[rv.VllmServer] = []
+    try:
+        for i, srv in enumerate((parsed, raw)):
+            srv.start(python, cpu=i % ncpu if ncpu > 1 else None)
+            started.append(srv)
+        with ThreadPoolExecutor(2) as pool:
+            took = list(pool.map(lambda s: s.wait_healthy(timeout), (parsed, raw)))
+    except rv.RealVllmUnavailable as e:
+        problem = str(e)
+    except BaseException:
+        for srv in started:
+            srv.stop()
+        raise
+    if problem:
+        for srv in started:
+            srv.stop()
+        _unavailable(problem)
+    _TIMINGS["servers healthy after"] = f"{took[0]:.0f}s (parsed) / {took[1]:.0f}s (raw)"
+    try:
+        yield Servers(parsed, raw)
+    finally:
+        rss = [rv.rss_of_group(s.proc.pid) for s in (parsed, raw) if s.proc is not None]
+        if rss:
+            _TIMINGS["server RSS"] = " + ".join(f"{r / 2**30:.1f} GiB" for r in rss)
+        for srv in (parsed, raw):
+            srv.stop()
+
+
+@pytest.fixture(scope="session")
+def plugin():
+    """The plugin, launched as the Dify daemon launches it (``python -m main``, stdio protocol)."""
+    p = PluginProcess(ROOT).start(ready_timeout=60)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(params=["parsed", "raw"])
+def server(request, vllm_servers) -> rv.VllmServer:
+    return vllm_servers[request.param]
+
+
+@pytest.fixture(scope="session")
+def recorded(vllm_servers):
+    """A recording relay in front of each server: ``recorded["parsed"].exchanges`` is what vLLM sent."""
+    proxies = {name: RecordingProxy("127.0.0.1", vllm_servers[name].port).start() for name in ("parsed", "raw")}
+    try:
+        yield proxies
+    finally:
+        for p in proxies.values():
+            p.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, attach what vLLM itself sent (through the recording relay) to the report."""
+    outcome = yield
+    rep = outcome.get_result()
+    proxies = getattr(item, "funcargs", {}).get("recorded")
+    if not rep.failed or not proxies:
+        return
+    lines = []
+    for name, proxy in proxies.items():
+        for ex in proxy.chats()[-3:]:
+            lines.append(f"[{name}] {ex.method} {ex.path} {ex.headers.get('X-Request-Id')} -> {ex.status}")
+            lines.append(f"  request: {(ex.forwarded or ex.body)[:600]!r}")
+            lines.append(f"  vLLM sent: {ex.response[:3000]!r}")
+    rep.sections.append(("what vLLM sent (last chat requests per relay)", "\n".join(lines)))
