@@ -146,9 +146,28 @@ def find_python() -> tuple[str, tuple[int, int]]:
     )
 
 
+def _find_links() -> list[str]:
+    """pip's find-links: the environment's, else pip's own configuration (``pip config``)."""
+    links = (os.environ.get("PIP_FIND_LINKS") or "").split()
+    if not links:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            out = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                                 capture_output=True, text=True, timeout=30)
+            links = out.stdout.split() if out.returncode == 0 else []
+    return links
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _local_torch_wheel(pyver: tuple[int, int]) -> str | None:
     tag = f"cp{pyver[0]}{pyver[1]}"
-    for d in (os.environ.get("PIP_FIND_LINKS") or "").split():
+    for d in _find_links():
         if d.startswith(("http://", "https://")):
             continue
         d = d.removeprefix("file://")
@@ -216,7 +235,13 @@ def ensure_venv() -> Path:
         _run([*pip, "install", "-q", "-U", "pip"], "upgrading pip", logfile)
         extra: list[str] = []
         if _local_torch_wheel(pyver) is None:
-            log(f"no local torch +cpu wheel for cp{pyver[0]}{pyver[1]} in PIP_FIND_LINKS; adding {TORCH_CPU_INDEX}")
+            if not _reachable(TORCH_CPU_INDEX):  # fail in seconds, not after pip's retries
+                raise RealVllmUnavailable(
+                    f"{VLLM_REQUIREMENT} needs a torch +cpu wheel for cp{pyver[0]}{pyver[1]}: none is in pip's "
+                    f"find-links ({' '.join(_find_links()) or 'none set'}) and {TORCH_CPU_INDEX} is unreachable. "
+                    "Put the wheel in a find-links folder, or set DEEPSEEK_VLLM_PYTHON to an interpreter "
+                    "that has one (this machine image ships it for Python 3.11).")
+            log(f"no local torch +cpu wheel for cp{pyver[0]}{pyver[1]} in pip's find-links; adding {TORCH_CPU_INDEX}")
             extra = ["--extra-index-url", TORCH_CPU_INDEX]
         _run([*pip, "install", *extra, VLLM_REQUIREMENT], f"pip install {VLLM_REQUIREMENT}", logfile)
         _run([*pip, "uninstall", "-y", *UNINSTALL_AFTER], "removing torchvision/torchaudio/torchcodec", logfile)
