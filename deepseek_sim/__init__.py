@@ -24,7 +24,15 @@ SimConfig fields: served_model, max_model_len, flavor ("vllm" | "sglang"),
 shape ("reasoning" | "reasoning_content" | "think_inline" | "think_close_only" |
 "plain"), api_key, ttft, inter_token, chunk_tokens, usage ("on_request" |
 "never" | "always_on_finish"), send_done, sse_quirks, num_running,
-num_waiting, kv_usage.
+num_waiting, kv_usage, max_running, tool_parser (vLLM: False answers 400 to
+tools with tool_choice "auto"), model_path (vLLM's /v1/models "root").
+
+The vLLM flavour follows real vLLM 0.32 (tests/real/SIMULATOR_DIFFERENCES.md):
+R1's whitespace around ``</think>`` stays on both sides of the reasoning cut;
+``chunk_tokens`` tokens per delta whatever their kind (reasoning and content
+in one delta, text on the finish chunk, "length" on the last token's chunk);
+prompt + max_tokens over the context is generated up to the context's end.
+The SGLang flavour keeps one kind per delta and a finish chunk of its own.
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions,
 POST /tokenize, GET /metrics (and /ping, /version for vLLM). Unknown paths: 404.

@@ -29,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sse-quirks", action="store_true")
     ap.add_argument("--max-running", type=int, default=0,
                     help="batch capacity; more requests queue (0 = unlimited)")
+    ap.add_argument("--no-tool-parser", action="store_true",
+                    help="vLLM without --enable-auto-tool-choice: tools with tool_choice auto get 400")
+    ap.add_argument("--model-path", default=None, help="vLLM's --model: the root in /v1/models")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
-                    max_running=a.max_running)
+                    max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

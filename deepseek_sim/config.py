@@ -42,6 +42,11 @@ class SimConfig:
     # Batch capacity (0 = unlimited): beyond it requests queue, as on a saturated GPU server:
     # their first token waits, /metrics shows them waiting and the KV cache full.
     max_running: int = 0
+    # vLLM started with --enable-auto-tool-choice --tool-call-parser: without it vLLM answers 400 to
+    # any request with tools and tool_choice "auto" (the SGLang flavour ignores this field).
+    tool_parser: bool = True
+    # The --model that vLLM was started with: /v1/models' "root" (default /models/<served_model>).
+    model_path: str | None = None
 
     def __post_init__(self) -> None:
         from .script import SHAPES

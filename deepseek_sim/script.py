@@ -123,17 +123,26 @@ def _tool_args_pieces(args: str) -> list[str]:
     return re.findall(r"\S+\s*", args) or [args]
 
 
-def generate(body: dict, shape: str) -> Iterator[Piece]:
-    """Yield the scripted reply for a chat request ``body`` as token pieces."""
+def wants_tools(body: dict) -> bool:
+    """The scripted model calls a tool: tools offered, not refused, no tool result yet."""
+    messages = body.get("messages") or []
+    return bool(body.get("tools")) and body.get("tool_choice") != "none" and _last_tool_text(messages) is None
+
+
+def generate(body: dict, shape: str, vllm: bool = False) -> Iterator[Piece]:
+    """Yield the scripted reply for a chat request ``body`` as token pieces.
+
+    ``vllm``: the text as vLLM's reasoning parser cuts R1's ``…\n</think>\n\n…``: reasoning ends
+    with "\n" (and starts with one when the model opened ``<think>`` itself, after a tool result),
+    the answer starts with "\n\n", and so does the text before a tool call.
+    """
     messages = body.get("messages") or []
     tool_result = _last_tool_text(messages)
     user = _last_user_text(messages)
-    tools = body.get("tools")
-    wants_tools = bool(tools) and body.get("tool_choice") != "none" and tool_result is None
 
     if tool_result is not None:
         reasoning, answer = REASONING, iter(split_pieces("According to the tool, " + tool_result + "."))
-    elif wants_tools:
+    elif wants_tools(body):
         reasoning, answer = TOOL_REASONING, None
     elif "[[long]]" in user:
         reasoning, answer = REASONING, _lorem()
@@ -143,7 +152,11 @@ def generate(body: dict, shape: str) -> Iterator[Piece]:
         reasoning, answer = REASONING, iter(split_pieces(ANSWER))
 
     # Reasoning placement depends on how the server is configured (see SHAPES).
+    lead = ""  # what R1 writes after </think>, when a parser cut it off the reasoning
     if shape in ("reasoning", "reasoning_content"):
+        if vllm:
+            reasoning = ("\n" if tool_result is not None else "") + reasoning + "\n"
+            lead = "\n\n"
         for p in split_pieces(reasoning):
             yield ("r", p)
     elif shape == "think_inline":
@@ -155,14 +168,19 @@ def generate(body: dict, shape: str) -> Iterator[Piece]:
     # shape "plain": no reasoning at all
 
     if answer is not None:
+        if lead:
+            yield ("c", lead + next(answer))
         for p in answer:
             yield ("c", p)
         return
 
+    if lead:
+        yield ("c", lead)
     calls = [("Paris", 0)]
     if "[[two tools]]" in user:
         calls.append(("London", 1))
     for city, idx in calls:
-        yield ("th", idx, "chatcmpl-tool-" + uuid.uuid4().hex, TOOL_NAME)
+        # vLLM: chatcmpl-tool-<16 hex>
+        yield ("th", idx, "chatcmpl-tool-" + (uuid.uuid4().hex[:16] if vllm else uuid.uuid4().hex), TOOL_NAME)
         for p in _tool_args_pieces('{"location": "%s"}' % city):
             yield ("ta", idx, p)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from http import HTTPStatus
 from typing import Any, Iterator
@@ -15,7 +17,6 @@ from . import script
 from .config import FAULT_KINDS, Fault, RecordedRequest, SimConfig
 from .httpio import LAST_CHUNK, BadRequest, chunk, read_request, reset, response_head
 
-_INVALID = object()  # marker: the body was not valid JSON
 
 _ERROR_TYPES = {
     400: "BadRequestError",
@@ -45,11 +46,16 @@ _NGINX_502 = (
 )
 _MALFORMED = b'data: {"id": broken\n\n'
 _TAIL_NULL = ',"logprobs":null,"finish_reason":null}]}'
+_TAIL_VLLM = ',"logprobs":null,"finish_reason":null,"token_ids":null}]}'
 _SSE_HEADERS = [
     ("content-type", "text/event-stream; charset=utf-8"),
     ("transfer-encoding", "chunked"),
     ("cache-control", "no-cache"),
 ]
+_VLLM_SSE_HEADERS = [_SSE_HEADERS[0], _SSE_HEADERS[1], ("vary", "Origin")]
+# vLLM's buckets of vllm:time_to_first_token_seconds
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 # Faults that act on the response body; they fire "after N events" in a stream.
 _BODY_FAULTS = ("malformed_chunk", "drop_mid_stream", "stall_mid_stream", "error_event", "no_done")
 
@@ -100,8 +106,16 @@ class _Limited:
         return "length" if self.truncated else ("tool_calls" if self.tools else "stop")
 
 
-def _deltas(pieces: _Limited, chunk_tokens: int, rfield: str | None) -> Iterator[tuple[str, int]]:
-    """Group pieces into SSE deltas: yields (delta JSON text, tokens in it)."""
+_EMPTY = '{"content":""}'
+
+
+Deltas = Iterator[tuple[str, int, str | None]]  # (delta JSON, tokens in it, finish reason on the last one)
+
+
+def _sglang_deltas(pieces: _Limited, n: int, rfield: str | None, tool_reply: bool) -> Deltas:
+    """SGLang's deltas: up to ``n`` tokens of one kind each; an empty content delta where reasoning
+    turns into the answer; a finish chunk of its own. ``tool_reply`` is unused (same signature as
+    ``_vllm_deltas``)."""
     kind, idx, buf = None, None, []
     last_kind = None
 
@@ -117,25 +131,195 @@ def _deltas(pieces: _Limited, chunk_tokens: int, rfield: str | None) -> Iterator
         k = piece[0]
         if k == "th":
             if buf:
-                yield flush(), len(buf)
+                yield flush(), len(buf), None
                 buf = []
             kind = last_kind = "th"
             call = {"id": piece[2], "type": "function", "index": piece[1],
                     "function": {"name": piece[3], "arguments": ""}}
-            yield _dumps({"tool_calls": [call]}), 1
+            yield _dumps({"tool_calls": [call]}), 1, None
             continue
         pidx = piece[1] if k == "ta" else None
-        if buf and (k != kind or pidx != idx or len(buf) >= chunk_tokens):
-            yield flush(), len(buf)
+        if buf and (k != kind or pidx != idx or len(buf) >= n):
+            yield flush(), len(buf), None
             buf = []
         if not buf:
-            # vLLM emits one empty content delta when reasoning turns into the answer.
             if k == "c" and last_kind == "r" and rfield:
-                yield '{"content":""}', 0
+                yield _EMPTY, 0, None
             kind, idx, last_kind = k, pidx, k
         buf.append(piece[-1])
     if buf:
-        yield flush(), len(buf)
+        yield flush(), len(buf), None
+    finish = pieces.finish_reason
+    yield ("{}" if finish == "tool_calls" else _EMPTY), 0, finish
+
+
+def _vllm_deltas(pieces: _Limited, n: int, rfield: str | None, tool_reply: bool) -> Deltas:
+    """vLLM's deltas.
+
+    Up to ``n`` consecutive tokens per delta whatever their kind, so one delta can hold reasoning and
+    content (vLLM merges outputs when its API process lags behind the engine, with --stream-interval
+    and with MTP). The finish reason rides on the delta of the last token when the reply is cut
+    ("length"), or when the end-of-sentence token fell into the last, not full, group ("stop").
+    Unmerged (n == 1), a tool reply has the empty content deltas of its special tokens: ``</think>``,
+    ``<｜tool▁calls▁begin｜>`` and the tokens after the arguments.
+    """
+    empties = n == 1 and tool_reply
+    r: list[str] = []  # the pending group: text (reasoning, content) ...
+    c: list[str] = []
+    a: list[str] = []  # ... or one call's argument pieces ...
+    head = None  # ... or a call's name delta
+    idx, k, prev = 0, 0, None  # call index of the arguments, tokens pending, kind of the last text
+
+    def flush() -> str:
+        if head is not None:
+            return head
+        if a:
+            return '{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}' % (idx, _dumps("".join(a)))
+        if not r:
+            return '{"content":%s}' % _dumps("".join(c))
+        if not c:
+            return '{"%s":%s}' % (rfield, _dumps("".join(r)))
+        return '{"content":%s,"%s":%s}' % (_dumps("".join(c)), rfield, _dumps("".join(r)))
+
+    for piece in pieces:
+        kind = piece[0]
+        if kind == "r" or kind == "c":
+            if k and (k >= n or a or head is not None):
+                yield flush(), k, None
+                r, c, a, head, k = [], [], [], None, 0
+            if empties and kind == "c" and prev == "r":
+                yield _EMPTY, 0, None
+            prev = kind
+            (r if kind == "r" else c).append(piece[1])
+        elif kind == "ta":
+            if k and (k >= n or head is not None or not a or idx != piece[1]):
+                yield flush(), k, None
+                r, c, a, head, k = [], [], [], None, 0
+            idx = piece[1]
+            a.append(piece[2])
+        else:  # "th": the name delta, never merged
+            if k:
+                yield flush(), k, None
+                r, c, a, head, k = [], [], [], None, 0
+            if empties and piece[1] == 0:
+                yield _EMPTY, 0, None
+            head = _dumps({"tool_calls": [{"id": piece[2], "type": "function", "index": piece[1],
+                                           "function": {"name": piece[3]}}]})
+        k += 1
+    finish = pieces.finish_reason
+    if k and (finish == "length" or (finish == "stop" and k < n)):
+        yield flush(), k, finish
+        return
+    if k:
+        yield flush(), k, None
+    if finish == "tool_calls":
+        if empties:
+            yield _EMPTY, 0, None
+        yield _EMPTY, 0, finish
+    else:  # parsed: the end-of-sentence token has no text at all; raw: empty content
+        yield ("{}" if rfield else _EMPTY), 0, finish
+
+
+_FLOAT_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INT_FIELDS = ("max_tokens", "max_completion_tokens")
+RequestError = tuple  # (status, message, keyword arguments of Simulator._error_body)
+
+
+def _max_tokens(body: dict) -> int | None:
+    """The output limit of a request that passed validation (max_completion_tokens is the new name)."""
+    v = body.get("max_completion_tokens")
+    v = body.get("max_tokens") if v is None else v
+    return None if v is None else int(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pydantic_error(type_: str, loc: str, msg: str, value: Any, ctx: dict | None = None) -> RequestError:
+    """FastAPI's 400 for a body that fails the request model, as vLLM words it."""
+    err: dict[str, Any] = {"type": type_, "loc": loc, "msg": msg, "input": value}
+    if ctx:
+        err["ctx"] = ctx
+    return 400, "1 validation error:\n  " + repr(err), {"type_": "Bad Request", "param": loc}
+
+
+def _vllm_request_error(body: Any, cfg: SimConfig) -> RequestError | None:
+    """What vLLM 0.32 answers to a bad chat request: pydantic's checks first, then its own."""
+    if isinstance(body, ValueError):
+        return _pydantic_error("json_invalid", f"body.{getattr(body, 'pos', 0)}", "JSON decode error", {},
+                               {"error": getattr(body, "msg", str(body))})
+    if body is None:
+        return _pydantic_error("missing", "body", "Field required", None)
+    if not isinstance(body, dict):
+        return _pydantic_error("model_attributes_type", "body",
+                               "Input should be a valid dictionary or object to extract fields from", body)
+    if "messages" not in body:
+        return _pydantic_error("missing", "body.messages", "Field required", body)
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        return _pydantic_error("list_type", "body.messages", "Input should be a valid list", messages)
+    if not messages or not all(isinstance(m, dict) for m in messages):
+        return 400, "messages: Field required", {"param": "messages"}
+    for name in _FLOAT_FIELDS:
+        v = body.get(name)
+        if v is None or isinstance(v, (int, float)):
+            continue
+        if isinstance(v, str):
+            try:
+                float(v)
+                continue
+            except ValueError:
+                return _pydantic_error("float_parsing", "body." + name,
+                                       "Input should be a valid number, unable to parse string as a number", v)
+        return _pydantic_error("float_type", "body." + name, "Input should be a valid number", v)
+    for name in _INT_FIELDS:
+        v = body.get(name)
+        if v is None or _is_int(v):
+            continue
+        if isinstance(v, float) and v.is_integer():
+            continue  # pydantic's lax mode; _max_tokens makes it an int
+        if isinstance(v, str):
+            return _pydantic_error("int_parsing", "body." + name,
+                                   "Input should be a valid integer, unable to parse string as an integer", v)
+        if isinstance(v, float):
+            return _pydantic_error("int_from_float", "body." + name,
+                                   "Input should be a valid integer, got a number with a fractional part", v)
+        return _pydantic_error("int_type", "body." + name, "Input should be a valid integer", v)
+    model = body.get("model")
+    if model is not None and model != cfg.served_model:
+        return 404, _vllm_no_model(model, cfg), {"param": "model"}
+    max_tokens = _max_tokens(body)
+    if max_tokens is not None and max_tokens < 1:
+        return 400, (f"max_tokens must be at least 1, got {max_tokens}. "
+                     f"(parameter=max_tokens, value={max_tokens})"), {"param": "max_tokens"}
+    if not cfg.tool_parser and body.get("tools") and body.get("tool_choice") in (None, "auto"):
+        return 400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', {}
+    if max_tokens is not None and max_tokens > cfg.max_model_len:
+        return 400, (f"max_tokens={max_tokens} cannot be greater than max_model_len={cfg.max_model_len}. "
+                     f"Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})"), \
+            {"param": "max_tokens"}
+    return None
+
+
+def _vllm_no_model(model: Any, cfg: SimConfig) -> str:
+    return f"The model `{model}` does not exist. Valid aliases: {cfg.served_model}."
+
+
+def _sglang_request_error(body: Any, cfg: SimConfig) -> RequestError | None:
+    if not isinstance(body, dict):
+        return 400, "JSON decode error: request body is not a JSON object", {}
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        return 400, "messages: Field required", {"param": "messages"}
+    model = body.get("model")
+    if model is not None and model != cfg.served_model:
+        return 404, f"The model `{model}` does not exist.", {}
+    v = body.get("max_completion_tokens")
+    v = body.get("max_tokens") if v is None else v
+    if v is not None and (not _is_int(v) or v < 1):
+        return 400, f"max_tokens must be at least 1, got {v}.", {"param": "max_tokens"}
+    return None
 
 
 class _Stream:
@@ -284,6 +468,10 @@ class Simulator:
         self._prompt_total = 0
         self._gen_total = 0
         self._finished: Counter[str] = Counter()
+        self._ttft_counts = [0] * (len(_TTFT_BUCKETS) + 1)
+        self._ttft_sum = 0.0
+        cfg = self.config
+        self._fingerprint = "vllm-0.32.0-%08x" % zlib.crc32(f"{cfg.served_model}/{cfg.max_model_len}".encode())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -463,10 +651,10 @@ class Simulator:
         if req.body:
             try:
                 parsed = json.loads(req.body)
-            except ValueError:
-                parsed = _INVALID
+            except ValueError as e:
+                parsed = e  # not JSON: the error says where (vLLM reports it)
         self.requests.append(RecordedRequest(req.method, req.target, dict(req.headers),
-                                             None if parsed is _INVALID else parsed, req.body))
+                                             None if isinstance(parsed, ValueError) else parsed, req.body))
         keep = req.keep_alive
         path, method = req.path, req.method
         cfg = self.config
@@ -497,6 +685,7 @@ class Simulator:
         card: dict[str, Any] = {"id": cfg.served_model, "object": "model", "created": now,
                                 "owned_by": cfg.flavor, "root": cfg.served_model}
         if cfg.flavor == "vllm":
+            card["root"] = cfg.model_path or "/models/" + cfg.served_model  # vLLM: the --model path
             card["parent"] = None
             card["max_model_len"] = cfg.max_model_len
             card["permission"] = [{
@@ -521,6 +710,9 @@ class Simulator:
                 ("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", [(lab, running)]),
                 ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
                  [(lab, waiting)]),
+                ("vllm:num_requests_waiting_by_reason", "gauge", "Number of requests waiting, by reason.",
+                 [(f'engine="0",model_name="{model}",reason="capacity"', waiting),
+                  (f'engine="0",model_name="{model}",reason="deferred"', 0.0)]),
                 ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
                  [(lab, kv)]),
                 ("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",
@@ -528,8 +720,9 @@ class Simulator:
                 ("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
                  [(lab, float(self._gen_total))]),
                 ("vllm:request_success_total", "counter", "Count of successfully processed requests.",
-                 [(f'engine="0",finished_reason="{r}",model_name="{model}"', float(self._finished[r]))
-                  for r in ("stop", "length", "tool_calls")]),
+                 [(f'engine="0",finished_reason="{r}",model_name="{model}"',
+                   float(self._finished[r] + (self._finished["tool_calls"] if r == "stop" else 0)))
+                  for r in ("stop", "length", "abort", "error", "repetition")]),
             ]
         else:
             lab = f'model_name="{model}"'
@@ -550,7 +743,20 @@ class Simulator:
             out.append(f"# HELP {name} {help_}")
             out.append(f"# TYPE {name} {typ}")
             out.extend(f"{name}{{{labels}}} {value!r}" for labels, value in samples)
+        if cfg.flavor == "vllm":
+            name = "vllm:time_to_first_token_seconds"
+            out += [f"# HELP {name} Histogram of time to first token in seconds.", f"# TYPE {name} histogram"]
+            total = 0
+            for le, count in zip((*map(repr, _TTFT_BUCKETS), "+Inf"), self._ttft_counts):
+                total += count
+                out.append(f'{name}_bucket{{engine="0",le="{le}",model_name="{model}"}} {float(total)!r}')
+            out.append(f'{name}_count{{engine="0",model_name="{model}"}} {float(total)!r}')
+            out.append(f'{name}_sum{{engine="0",model_name="{model}"}} {self._ttft_sum!r}')
         return "\n".join(out) + "\n"
+
+    def _observe_ttft(self, seconds: float) -> None:
+        self._ttft_counts[bisect.bisect_left(_TTFT_BUCKETS, seconds)] += 1
+        self._ttft_sum += seconds
 
     async def _tokenize(self, body: Any, writer, keep: bool) -> bool:
         cfg = self.config
@@ -558,6 +764,8 @@ class Simulator:
             return await self._send_error(writer, 400, "JSON decode error", keep)
         model = body.get("model")
         if model is not None and model != cfg.served_model:
+            if cfg.flavor == "vllm":
+                return await self._send_error(writer, 404, _vllm_no_model(model, cfg), keep, param="model")
             return await self._send_error(writer, 404, f"The model `{model}` does not exist.", keep)
         if isinstance(body.get("messages"), list):
             tokens = script.token_ids_for_messages(body["messages"])
@@ -597,30 +805,31 @@ class Simulator:
         cfg = self.config
         if not self._authorized(req):
             return await self._send_error(writer, 401, "Unauthorized", keep)
-        if body is _INVALID or body is None or not isinstance(body, dict):
-            return await self._send_error(writer, 400, "JSON decode error: request body is not a JSON object",
-                                          keep)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            return await self._send_error(writer, 400, "messages: Field required", keep, param="messages")
-        model = body.get("model")
-        if model is not None and model != cfg.served_model:
-            return await self._send_error(writer, 404, f"The model `{model}` does not exist.", keep)
-        max_tokens = body.get("max_completion_tokens")
-        if max_tokens is None:
-            max_tokens = body.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
-                                       or max_tokens < 1):
-            return await self._send_error(writer, 400, f"max_tokens must be at least 1, got {max_tokens}.",
-                                          keep, param="max_tokens")
+        vllm = cfg.flavor == "vllm"
+        err = (_vllm_request_error if vllm else _sglang_request_error)(body, cfg)
+        if err is not None:
+            status, message, kw = err
+            return await self._send_error(writer, status, message, keep, **kw)
+        messages = body["messages"]
+        max_tokens = _max_tokens(body)
         n_prompt = script.prompt_tokens(messages)
-        if n_prompt + (max_tokens or 0) > cfg.max_model_len:
+        room = cfg.max_model_len - n_prompt
+        if vllm and room <= 0:
+            # vLLM counts the prompt up to the limit plus one, then gives up.
+            seen = min(n_prompt, cfg.max_model_len + 1)
+            msg = (f"This model's maximum context length is {cfg.max_model_len} tokens. However, your prompt "
+                   f"contains at least {seen} input tokens, which exceeds this limit even without any output "
+                   f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={seen})")
+            return await self._send_error(writer, 400, msg, keep, param="input_tokens")
+        if not vllm and n_prompt + (max_tokens or 0) > cfg.max_model_len:
             msg = (f"This model's maximum context length is {cfg.max_model_len} tokens. However, your request "
                    f"has {n_prompt} input tokens. Please reduce the length of the input messages.")
-            return await self._send_error(writer, 400, msg, keep,
-                                          param="input_tokens" if cfg.flavor == "vllm" else None)
-        limit = max_tokens if max_tokens is not None else cfg.max_model_len - n_prompt
-        pieces = _Limited(script.generate(body, cfg.shape), limit)
+            return await self._send_error(writer, 400, msg, keep)
+        # vLLM 0.32 accepts prompt + max_tokens over the context and stops generating at its end.
+        limit = room if max_tokens is None else min(max_tokens, room)
+        tool_reply = script.wants_tools(body)
+        t0 = asyncio.get_running_loop().time()
+        pieces = _Limited(script.generate(body, cfg.shape, vllm), limit)
         if cfg.max_running > 0:
             if self._slots is None:
                 self._slots = asyncio.Condition()
@@ -637,8 +846,13 @@ class Simulator:
             if body.get("stream") is True:
                 opts = body.get("stream_options") or {}
                 include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-                return await self._stream(reader, writer, keep, pieces, n_prompt, include_usage, fault)
+                return await self._stream(reader, writer, keep, pieces, n_prompt, include_usage, fault, tool_reply,
+                                          t0)
+            self._observe_ttft(asyncio.get_running_loop().time() - t0 + cfg.ttft)
             return await self._complete(reader, writer, keep, pieces, n_prompt, fault)
+        except (ConnectionError, OSError):
+            self._finished["abort"] += 1  # the client went away mid-request
+            raise
         finally:
             self.in_flight -= 1
             if self._slots is not None:
@@ -672,23 +886,36 @@ class Simulator:
                 calls[it[1]] = {"id": it[2], "type": "function", "function": {"name": it[3], "arguments": ""}}
             else:
                 calls[it[1]]["function"]["arguments"] += it[2]
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content else None}
-        if cfg.shape == "reasoning":
-            message["reasoning"] = "".join(reasoning) if reasoning else None
-        elif cfg.shape == "reasoning_content":
-            message["reasoning_content"] = "".join(reasoning) if reasoning else None
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
         finish = pieces.finish_reason
         self._finished[finish] += 1
-        out = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": cfg.served_model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish,
-                         "stop_reason": None}],
-            "usage": {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n, "completion_tokens": n},
-        }
+        text = "".join(content) if content else None
+        thought = "".join(reasoning) if reasoning else None
+        tool_calls = [calls[i] for i in sorted(calls)]
+        choice: dict[str, Any] = {"index": 0, "message": None, "logprobs": None, "finish_reason": finish,
+                                  "stop_reason": None}
+        out: dict[str, Any] = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
+                               "created": int(time.time()), "model": cfg.served_model, "choices": [choice]}
+        if cfg.flavor == "vllm":
+            if tool_calls and text is not None and not text.strip():
+                text = None  # the "\n\n" before the call streams, but is not in the message
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": None,
+                                       "audio": None, "function_call": None}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            # older vLLM: reasoning_content; a server without a reasoning parser still has "reasoning": null
+            message["reasoning_content" if cfg.shape == "reasoning_content" else "reasoning"] = thought
+            choice.update(token_ids=None, routed_experts=None)
+            out["service_tier"] = None
+        else:
+            message = {"role": "assistant", "content": text}
+            if cfg.shape in ("reasoning", "reasoning_content"):
+                message[cfg.shape] = thought
+            message["tool_calls"] = tool_calls
+        choice["message"] = message
+        out["usage"] = {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n, "completion_tokens": n}
+        if cfg.flavor == "vllm":
+            out.update(prompt_logprobs=None, prompt_token_ids=None, prompt_text=None, kv_transfer_params=None,
+                       ec_transfer_params=None, metrics=None)
         body = _dumps(out).encode()
         if kind == "drop_mid_stream":
             # Full Content-Length promised, half delivered, then the connection goes away.
@@ -711,26 +938,31 @@ class Simulator:
         return await self._send(writer, 200, body, keep)
 
     async def _stream(self, reader, writer, keep: bool, pieces: _Limited, n_prompt: int, include_usage: bool,
-                      fault: Fault | None) -> bool:
+                      fault: Fault | None, tool_reply: bool, t0: float) -> bool:
         cfg = self.config
+        vllm = cfg.flavor == "vllm"
         loop = asyncio.get_running_loop()
         cid = "chatcmpl-" + uuid.uuid4().hex
         created = int(time.time())
         model_json = _dumps(cfg.served_model)
         head = '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s' % (cid, created, model_json)
         pre = head + ',"choices":[{"index":0,"delta":'
+        tail = _TAIL_VLLM if vllm else _TAIL_NULL
         rfield = cfg.shape if cfg.shape in ("reasoning", "reasoning_content") else None
         out = _Stream(reader, writer, fault, cfg.sse_quirks, cfg.send_done)
 
         # Headers go out at once (Starlette does); the role chunk waits for the first token.
-        writer.write(response_head(200, _SSE_HEADERS, keep))
+        writer.write(response_head(200, _VLLM_SSE_HEADERS if vllm else _SSE_HEADERS, keep))
         await writer.drain()
         deadline = loop.time() + cfg.ttft
         await out.pace(deadline)
-        if await out.event(pre + '{"role":"assistant","content":""}' + _TAIL_NULL):
+        self._observe_ttft(loop.time() - t0)
+        role = pre + '{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]'
+        if await out.event(role + (',"prompt_token_ids":null,"prompt_text":null}' if vllm else "}")):
             return keep and out.result == "end"
         seen = 0
-        for delta, ntok in _deltas(pieces, max(1, cfg.chunk_tokens), rfield):
+        deltas = _vllm_deltas if vllm else _sglang_deltas
+        for delta, ntok, finish in deltas(pieces, max(1, cfg.chunk_tokens), rfield, tool_reply):
             if ntok:
                 it = cfg.inter_token
                 if it > 0:
@@ -738,22 +970,29 @@ class Simulator:
                     deadline += (ntok - 1 if seen == 0 else ntok) * it
                     await out.pace(deadline)
                 seen += ntok
-            if await out.event(pre + delta + _TAIL_NULL):
+            if finish is not None:
+                break
+            if await out.event(pre + delta + tail):
                 return keep and out.result == "end"
 
-        finish = pieces.finish_reason
         self._finished[finish] += 1
         usage = _dumps({"prompt_tokens": n_prompt, "total_tokens": n_prompt + pieces.n,
                         "completion_tokens": pieces.n})
         no_done = out.kind == "no_done"
-        final_delta = "{}" if finish == "tool_calls" else '{"content":""}'
-        final = pre + final_delta + ',"logprobs":null,"finish_reason":"%s"}]' % finish
+        usage_chunk = cfg.usage == "on_request" and include_usage and not no_done
+        final = pre + delta + ',"logprobs":null,"finish_reason":"%s"' % finish
+        final += ',"token_ids":null}]' if vllm else "}]"
         if cfg.usage == "always_on_finish" and not no_done:
             final += ',"usage":' + usage
+        if vllm and not usage_chunk:
+            final += ',"system_fingerprint":"%s"' % self._fingerprint
         if await out.event(final + "}"):
             return keep and out.result == "end"
-        if cfg.usage == "on_request" and include_usage and not no_done:
-            if await out.event(head + ',"choices":[],"usage":' + usage + "}"):
+        if usage_chunk:
+            last = head + ',"choices":[],"usage":' + usage
+            if vllm:
+                last += ',"system_fingerprint":"%s"' % self._fingerprint
+            if await out.event(last + "}"):
                 return keep and out.result == "end"
         if cfg.send_done and not no_done:
             if await out.event("[DONE]"):

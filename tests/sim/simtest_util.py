@@ -8,7 +8,13 @@ import time
 
 import httpx
 
+from deepseek_sim.script import ANSWER, REASONING, TOOL_REASONING
+
 HI = [{"role": "user", "content": "hi"}]
+# vLLM's reasoning parser cuts R1's "…\n</think>\n\n…" at the tag: the whitespace stays on both sides.
+VLLM_REASONING = REASONING + "\n"
+VLLM_ANSWER = "\n\n" + ANSWER
+VLLM_TOOL_REASONING = TOOL_REASONING + "\n"
 WEATHER_TOOL = [{
     "type": "function",
     "function": {"name": "get_weather", "description": "Weather for a city",
@@ -45,6 +51,10 @@ def stream_chat(client: httpx.Client, body: dict, **kw):
         raw = b"".join(r.iter_bytes())
     datas, comments = sse_parse(raw)
     return r, datas, comments
+
+
+def deltas_of(chunks: list[dict]) -> list[dict]:
+    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
 
 
 def chunks_of(datas: list[str]) -> list[dict]:

@@ -11,7 +11,8 @@ import time
 
 import httpx
 import pytest
-from simtest_util import HI, chunks_of, collect, decode_chunked, post_json_raw, raw_exchange, sse_parse, wait_for
+from simtest_util import (HI, VLLM_ANSWER, VLLM_REASONING, chunks_of, collect, decode_chunked, post_json_raw,
+                          raw_exchange, sse_parse, wait_for)
 
 from deepseek_sim import SimConfig, Simulator
 from deepseek_sim.script import ANSWER, REASONING
@@ -133,7 +134,7 @@ def test_sse_quirks_split_reads_comments_multiline(make_sim):
     assert datas[-1] == "[DONE]"
     chunks = chunks_of(datas)  # every joined event is still valid JSON
     got = collect(chunks)
-    assert got["reasoning"] == REASONING and got["content"] == ANSWER
+    assert got["reasoning"] == VLLM_REASONING and got["content"] == VLLM_ANSWER
     assert got["usage"]["completion_tokens"] == len(REASONING.split()) + len(ANSWER.split())
 
 
@@ -146,7 +147,7 @@ def test_sse_quirks_with_httpx_and_unicode(make_sim):
             parts = list(r.iter_raw())
     assert any(not p.endswith(b"\n\n") for p in parts)
     datas, _ = sse_parse(b"".join(parts))
-    assert collect(chunks_of(datas))["content"] == text
+    assert collect(chunks_of(datas))["content"] == "\n\n" + text
 
 
 def test_many_concurrent_streams(make_sim):
@@ -165,7 +166,7 @@ def test_many_concurrent_streams(make_sim):
 
     t0 = time.monotonic()
     results = asyncio.run(run())
-    assert results == [f"[[echo]] n{i}" for i in range(64)]
+    assert results == [f"\n\n[[echo]] n{i}" for i in range(64)]
     assert sim.connections_opened == 64
     assert time.monotonic() - t0 < 3
 
