@@ -142,14 +142,20 @@ def section_concurrency(cfg: dict) -> dict:
                  "duration": cfg["conc_duration"]}
     try:
         for kind in cfg["conc_kinds"]:
-            t = stdio.Target(kind, sim.url)
+            # the floor (the toy plugin pacing its own chunks with gevent.sleep, no HTTP) at
+            # every level: what the runtime and the harness alone add at that concurrency on
+            # this machine, the baseline the plugin's own share is read against; the bare httpx
+            # plugin and the SDK peer at the top level
+            t = stdio.Target(kind, sim.url, pace=(ttft, itl) if kind == "floor" else None)
             p = stdio.start(kind)
             try:
                 stdio.invoke(p, t, 3)  # the first connection, and discovery, out of the way
-                for n in cfg["levels"] if kind == "plugin" else cfg["levels"][-1:]:
+                for n in cfg["levels"] if kind in ("plugin", "floor") else cfg["levels"][-1:]:
                     for mode in ("steady", "burst") if kind == "plugin" else ("steady",):
                         log(f"concurrency: {kind}, {n} streams, {mode}")
-                        c0, cpu0 = sim.stats()["connections_opened"], stdio.plugin_cpu_ns(p.pid)
+                        s0 = sim.stats()
+                        c0, sim_cpu0 = s0["connections_opened"], s0["cpu"]
+                        cpu0, own0 = stdio.plugin_cpu_ns(p.pid), time.process_time()
                         if mode == "steady":
                             w = stdio.concurrent_steady(p, t, n, tokens, ttft, itl, cfg["conc_duration"])
                         else:
@@ -159,7 +165,8 @@ def section_concurrency(cfg: dict) -> dict:
                             **asdict(w), "errors": w.errors[:5], "error_count": len(w.errors),
                             "connections_opened": s["connections_opened"] - c0,
                             "open_after": s["open_connections"],
-                            "plugin_cpu": (stdio.plugin_cpu_ns(p.pid) - cpu0) / 1e9}
+                            "plugin_cpu": (stdio.plugin_cpu_ns(p.pid) - cpu0) / 1e9,
+                            "sim_cpu": s["cpu"] - sim_cpu0, "harness_cpu": time.process_time() - own0}
                 if kind == "plugin":
                     # the pool now holds the burst's idle keep-alive connections: what does a
                     # single short request cost now?
@@ -296,6 +303,33 @@ def section_profile(cfg: dict) -> dict:
                             out[f"py-spy {kind} {mode}"] = str(summary.relative_to(ROOT))
                 finally:
                     p.close()
+            # 256 R1-paced streams (section 4): where the plugin process spends its CPU there,
+            # next to the floor pacing its own chunks
+            paced = SimProc("--ttft", "0.1", "--inter-token", "0.03")
+            try:
+                for kind in ("floor", "plugin"):
+                    t = stdio.Target(kind, paced.url, pace=(0.1, 0.03) if kind == "floor" else None)
+                    p = stdio.start(kind)
+                    try:
+                        stdio.invoke(p, t, 3)
+                        path = prof / f"py-spy-{kind}-concurrent256.txt"
+                        log(f"profile: py-spy {kind} 256 paced streams")
+                        rec = subprocess.Popen([str(spy), "record", "-p", str(p.pid), "-r", "500", "-f", "raw",
+                                                "-o", str(path), "-d", "6"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        time.sleep(0.5)
+                        stdio.concurrent_steady(p, t, 256, 40, 0.1, 0.03, 4.0)
+                        rec.wait(30)
+                        if path.exists():
+                            summary = path.with_suffix(".top.txt")
+                            summary.write_text(report.fold_summary(
+                                path, sampled="py-spy without --gil: every thread, idle samples left out"))
+                            path.unlink()
+                            out[f"py-spy {kind} 256 paced streams"] = str(summary.relative_to(ROOT))
+                    finally:
+                        p.close()
+            finally:
+                paced.close()
     finally:
         sim.close()
     return out
@@ -350,12 +384,12 @@ def main() -> int:
         return 0
     if a.quick:
         cfg = dict(rounds=1, rounds_stdio=1, rounds_h2=1, short_n=60, warmup=10, streams=2, tokens=1000,
-                   levels=(32,), conc_tokens=20, conc_duration=2.0, conc_kinds=("plugin",), after_n=20,
+                   levels=(32,), conc_tokens=20, conc_duration=2.0, conc_kinds=("plugin", "floor"), after_n=20,
                    h2_gevent=(True,), h2_concurrency=16, cold_starts=1, cold_warm_n=20)
     else:
         cfg = dict(rounds=3, rounds_stdio=2, rounds_h2=2, short_n=300, warmup=30, streams=5, tokens=2000,
-                   levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0, conc_kinds=("plugin", "sdk"),
-                   after_n=50, h2_gevent=(False, True), h2_concurrency=32, cold_starts=4, cold_warm_n=30)
+                   levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0, conc_kinds=("plugin", "floor", "bare", "sdk"),
+                   after_n=50, h2_gevent=(False, True), h2_concurrency=32, cold_starts=8, cold_warm_n=30)
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),

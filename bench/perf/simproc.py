@@ -3,7 +3,7 @@
 ``python -m bench.perf.simproc [--ttft S] [--inter-token S] [--usage MODE] ...`` prints
 ``READY <base_url>`` and then answers one command per stdin line:
 
-    stats                 -> one JSON line: connections_opened, open_connections, requests, in_flight
+    stats                 -> one JSON line: connections_opened, open_connections, requests, in_flight, cpu
     set <field> <value>   -> changes a SimConfig field at run time (float/int/str), answers "ok"
     quit                  -> stops
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (all threads): is the simulator itself the bottleneck?"""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:
@@ -46,7 +53,8 @@ def main() -> int:
             if cmd[0] == "stats":
                 out = {"connections_opened": sim.connections_opened,
                        "open_connections": sim.open_connections,
-                       "requests": len(sim.requests), "in_flight": sim.in_flight}
+                       "requests": len(sim.requests), "in_flight": sim.in_flight,
+                       "cpu": _cpu()}
                 sim.requests.clear()  # keep memory flat over long runs
                 print(json.dumps(out), flush=True)
             elif cmd[0] == "set" and len(cmd) == 3:

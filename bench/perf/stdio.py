@@ -56,6 +56,7 @@ class Target:
     kind: str
     url: str | None = None
     served_name: bool = True  # this plugin: served_model_name given (else discovered)
+    pace: tuple[float, float] | None = None  # floor: (TTFT, gap) in s, paced by the toy itself
 
     @property
     def provider(self) -> str:
@@ -81,7 +82,10 @@ class Target:
     def request(self, tokens: int) -> tuple[list, dict]:
         """(prompt, params) for an answer of ``tokens`` server events (toy: chunks)."""
         if self.kind == "floor":
-            return [user_message("hi")], {"chunks": tokens, "chunk_text": " lorem"}
+            params = {"chunks": tokens, "chunk_text": " lorem"}
+            if self.pace:
+                params.update(ttft_ms=round(self.pace[0] * 1e3), gap_ms=round(self.pace[1] * 1e3))
+            return [user_message("hi")], params
         prompt = "hi" if tokens <= 3 else "[[long]] write on"
         return [user_message(prompt)], {"max_tokens": tokens}
 

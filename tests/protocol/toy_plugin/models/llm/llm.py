@@ -10,6 +10,9 @@ Controls (declared in ``toy-chat.yaml`` so the SDK's parameter filter lets them 
   agents need) or ``incremental`` (OpenAI-style fragments: id+name first, then argument pieces
   with an empty id, which Dify merges only in its non-stream path).
 * ``fail_after`` (int): raise ``InvokeConnectionError`` mid-stream after that many content chunks.
+* ``ttft_ms``, ``gap_ms`` (int, default 0): pace the stream like a GPU server (first chunk after
+  ``ttft_ms``, then one every ``gap_ms``, on a fixed schedule), with ``gevent.sleep``: the runtime's
+  own cost for many concurrent paced streams, with no HTTP (the benchmark's concurrency floor).
 * ``yield_every`` (int, default 0): call ``gevent.sleep(0)`` (a cooperative yield, no delay) after
   every that many content chunks, so concurrent sessions interleave the way they do when a real
   plugin waits on its HTTP stream. 0 = never yield (the pure SDK runtime floor: a session then
@@ -21,6 +24,7 @@ With ``stream=False`` the whole answer comes back as one ``LLMResult`` (one chun
 """
 
 import json
+import time
 from collections.abc import Generator, Mapping
 
 import gevent
@@ -93,6 +97,7 @@ class ToyLargeLanguageModel(LargeLanguageModel):
         mode = model_parameters.get("tool_call_mode") or "complete"
         fail_after = model_parameters.get("fail_after")
         yield_every = int(model_parameters.get("yield_every") or 0)
+        pace = (int(model_parameters.get("ttft_ms") or 0) / 1e3, int(model_parameters.get("gap_ms") or 0) / 1e3)
         names = [t.name for t in tools] if tools else ["toy_tool"]
         prompt_tokens = _count_words(prompt_messages, tools)
         completion_tokens = n_chunks + n_tools
@@ -113,15 +118,18 @@ class ToyLargeLanguageModel(LargeLanguageModel):
             )
         return self._stream(
             model, credentials, text, n_chunks, n_tools, mode, fail_after, yield_every, names,
-            prompt_tokens, completion_tokens,
+            prompt_tokens, completion_tokens, pace,
         )
 
     def _stream(
         self, model, credentials, text, n_chunks, n_tools, mode, fail_after, yield_every, names,
-        prompt_tokens, completion_tokens,
+        prompt_tokens, completion_tokens, pace=(0.0, 0.0),
     ) -> Generator[LLMResultChunk, None, None]:
         index = 0
+        start = time.monotonic()
         for i in range(n_chunks):
+            if pace != (0.0, 0.0):
+                gevent.sleep(max(0.0, start + pace[0] + i * pace[1] - time.monotonic()))
             if fail_after is not None and i >= fail_after:
                 raise InvokeConnectionError(f"toy: simulated mid-stream failure after {i} chunks")
             yield LLMResultChunk(
