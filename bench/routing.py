@@ -3,12 +3,14 @@
 Three simulated vLLM replicas, each in its own process on loopback: one fast, one three times
 slower, one fast but with little batch capacity (it queues, and its /metrics says so). A fixed
 number of concurrent users (closed loop) streams short R1 answers through the engine; only the
-routing policy changes between runs (same retries, health checks and failover). A second scenario
-kills the fast replica half way through.
+routing policy changes between runs (same retries, health checks and failover). Two more
+scenarios kill the fast replica half way through: once with blocking callers, once streaming.
 
-    python bench/routing.py            # ~2.5 minutes; writes docs/routing.md (+ docs/routing.png)
-    python bench/routing.py --quick    # a smoke run
+    bench/routing                  # ~3.5 minutes; writes docs/routing.md (+ docs/routing.png)
+    bench/routing --quick          # a smoke run
+    bench/routing --seconds 15     # shorter runs; the report states what was run
 
+(``bench/routing`` is ``python bench/routing.py`` in the repo's .venv, with bench/requirements.txt.)
 Measures time to first token (p50/p99), completed answers per second and errors seen by users.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import signal
 import statistics
 import subprocess
@@ -154,7 +157,8 @@ def main() -> int:
     random.seed(1)
     rows = []
     for scenario, kill, buffered in (("mixed fleet", None, False),
-                                     ("fast replica killed half way (blocking calls)", seconds / 2, True)):
+                                     (KILLED_BLOCKING, seconds / 2, True),
+                                     (KILLED_STREAMING, seconds / 2, False)):
         for name, cls in POLICIES.items():
             r = run(cls, seconds, a.users, kill, buffered)
             rows.append((scenario, name, r))
@@ -167,23 +171,33 @@ def main() -> int:
     return 0
 
 
+KILLED_BLOCKING = "fast replica killed half way (blocking calls)"
+KILLED_STREAMING = "fast replica killed half way (streaming)"
+
 NOTES = """Notes:
 - The router learns each replica's capacity from its /metrics (running requests / KV-cache use) and
   counts what this process sent since the last scrape, so it stops sending to a replica one request
   before that replica would queue, while another has room.
-- In the second scenario the callers are blocking (as workflow and agent calls are): a request cut
-  off by the dying replica is retried on another one, so users see no error; the "TTFT" column is
-  then the time to the whole answer. A *streaming* user whose tokens were already flowing from the
-  killed replica does see a connection error: a retry could only repeat tokens already shown.
-- Times are on a loaded 2-core machine with the simulators and the load generator sharing it;
+- When the fast replica is killed, blocking callers (as workflow and agent calls are) see no error:
+  a request cut off by the dying replica is retried on another one; their "TTFT" column is the time
+  to the whole answer. A *streaming* user whose tokens were already flowing from the killed replica
+  does see a connection error (the streaming rows count them): a retry could only repeat tokens
+  already shown. Requests that had not received a token yet are retried elsewhere.
+- Times are on a loaded {cores}-core machine with the simulators and the load generator sharing it;
   compare rows within one run, not across machines."""
+
+
+def command() -> str:
+    """How this run was started, as the documented wrapper (bench/routing = python bench/routing.py)."""
+    return " ".join(["bench/routing", *map(shlex.quote, sys.argv[1:])])
 
 
 def write_report(rows, a, seconds, cost) -> None:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = ["# Routing benchmark", "",
-             f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Command: `python bench/routing.py"
-             f"{' --quick' if a.quick else ''}` ({a.users} concurrent users, {seconds:g} s per run).", "",
+             f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Command: `{command()}` "
+             f"({a.users} concurrent users, {seconds:g} s measured per run; in the dying-replica runs "
+             f"the fast replica is killed {seconds / 2:g} s into the measurement).", "",
              "Fleet: three simulated vLLM replicas in their own processes: **fast** (TTFT 50 ms, 5 ms/token, "
              "8 concurrent), **slow** (3x: 150 ms, 15 ms/token, 8 concurrent), **near saturation** (fast but "
              "only 2 concurrent: the rest queue, and its /metrics reports the queue and a full KV cache). "
@@ -202,7 +216,8 @@ def write_report(rows, a, seconds, cost) -> None:
     for name, r in base.items():
         lines.append(f"- {name}: " + ", ".join(f"{k} {n} ({q*1000:.0f} ms)" for k, (n, q) in r["split"].items()))
     lines += ["", f"One routing decision (`Router.order` over 8 endpoints, every signal populated) costs "
-              f"{cost[0]:.1f} µs median, {cost[1]:.1f} µs p99, in this process.", "", NOTES, ""]
+              f"{cost[0]:.1f} µs median, {cost[1]:.1f} µs p99, in this process.", "",
+              NOTES.format(cores=os.cpu_count()), ""]
     Path(a.out).write_text("\n".join(lines) + "\n")
     try:
         import matplotlib

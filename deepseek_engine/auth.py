@@ -4,7 +4,8 @@ elsewhere), or OAuth2 client credentials.
 OAuth2 tokens come from the token endpoint through Authlib, once: cached until shortly before
 they expire, shared by every invocation in the process (model instances are per request, so the
 cache is process-wide), fetched by one caller while concurrent ones wait (no stampede), and
-dropped once when an endpoint answers 401 so the next attempt fetches a fresh one.
+dropped once when an endpoint answers 401 so the next attempt fetches a fresh one (only the
+refused token: N requests refused together cause one refetch).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class Auth:
     def headers(self) -> dict[str, str]:
         return {}
 
-    def invalidate(self) -> None:
-        pass
+    def invalidate(self, token: str) -> None:
+        """An endpoint refused ``token``: forget it (if it is the one still cached)."""
 
 
 class NoAuth(Auth):
@@ -77,9 +78,12 @@ class OAuth2ClientCredentials(Auth):
                 token = self._token
         return {"Authorization": f"Bearer {token}"}
 
-    def invalidate(self) -> None:
+    def invalidate(self, token: str) -> None:
+        # Only if it is still the refused token: of N requests refused together, the first drops
+        # it and fetches a new one; the others, refused for the same old token, reuse the new one.
         with self._lock:
-            self._token = None
+            if self._token == token:
+                self._token = None
 
     def _fetch(self) -> None:
         from authlib.integrations.httpx_client import OAuth2Client

@@ -15,7 +15,7 @@ import httpx
 
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
 from .errors import (AuthError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
-                     IdleTimeout, StreamBrokenError, TimeoutError_, TotalTimeout,
+                     IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
                      UnreachableError, error_from_response, server_message)
 from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
@@ -28,10 +28,16 @@ from .telemetry import TELEMETRY
 from .tls import build_context
 from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
 
-__all__ = ["ChatClient", "DEFAULT_POLICY", "make_auth"]
+__all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
 
 DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
+# what to do about a connection failure (EngineError.hint: after the message, kept short)
+_CHECK_SERVER = "check that the server is running and the URL and port are right"
+_REASON_HINTS = {"host name not found": "check the host name in the URL",
+                 "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
+_CHECK_LOGS = "check the server's logs if it happens again"
+_CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
 
 
 def _receive_buffer(resp: httpx.Response):  # noqa: ANN202
@@ -84,9 +90,11 @@ def _connect_error(e: httpx.HTTPError, ep: Endpoint) -> EngineError:
         return UnreachableError(f"the server's TLS certificate is {why}: set tls_ca_bundle to the CA "
                                 "that signed it (or fix the server's certificate)", endpoint=ep.name)
     if isinstance(e, httpx.ConnectError):
-        return UnreachableError(f"could not connect: {_reason(e)}", endpoint=ep.name)
+        reason = _reason(e)
+        return UnreachableError(f"could not connect: {reason}", endpoint=ep.name,
+                                hint=_REASON_HINTS.get(reason, _CHECK_SERVER))
     return ConnectError("the connection closed before the server answered (reset or restarting)",
-                        endpoint=ep.name)
+                        endpoint=ep.name, hint=_CHECK_LOGS)
 
 
 def _reason(exc: BaseException) -> str:
@@ -117,7 +125,10 @@ class ChatClient:
         self._client = registry.get(tls.key, lambda: build_context(tls))
         if prober is not None:
             prober.watch(settings.endpoints, self._client)
-        self._base_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        # identity: the stream is parsed from the raw body (iter_raw), and a gateway that gzips
+        # an event stream also holds tokens back until its compressor flushes
+        self._base_headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity",
+                              "Content-Type": "application/json"}
         self.auth = make_auth(settings, self._client)
         self.last_endpoint: Endpoint | None = None  # the endpoint that answered the last stream
         # True while the delta just yielded is followed by more that has already arrived (same
@@ -133,11 +144,30 @@ class ChatClient:
         # may fetch an OAuth2 token: its failures name the token endpoint, not a GPU endpoint
         return {**self._base_headers, **self.auth.headers()}
 
+    def _fresh_headers(self, headers: dict[str, str]) -> dict[str, str] | None:
+        """``headers`` with a fresh token after an endpoint refused theirs (revoked, rotated or
+        expired early), or None when this auth cannot refresh. Only the refused token is dropped:
+        N requests refused at once cause one refetch, not N."""
+        if not self.auth.refreshable:
+            return None
+        self.auth.invalidate(headers.get("Authorization", "").removeprefix("Bearer "))
+        return {**headers, **self.auth.headers()}
+
     # -- small JSON GETs (/models, /health, ...) -------------------------------------------
     def get_json(self, endpoint: Endpoint, url: str, timeout: float = 10.0) -> object:
+        headers = self._headers
+        try:
+            return self._get_json(endpoint, url, timeout, headers)
+        except AuthError:
+            fresh = self._fresh_headers(headers)
+            if fresh is None:
+                raise
+            return self._get_json(endpoint, url, timeout, fresh)
+
+    def _get_json(self, endpoint: Endpoint, url: str, timeout: float, headers: dict[str, str]) -> object:
         t = self.settings.timeouts
         try:
-            resp = self._client.get(url, headers=self._headers,
+            resp = self._client.get(url, headers=headers,
                                     timeout=httpx.Timeout(timeout, connect=t.connect))
         except httpx.TimeoutException as e:
             raise ConnectError(f"no answer within {timeout:g}s ({_reason(e)})",
@@ -172,7 +202,7 @@ class ChatClient:
                 raise StreamBrokenError("/models did not return an OpenAI model list; is this "
                                         "a vLLM or SGLang endpoint?", endpoint=ep.name)
             return ep, [m for m in models if isinstance(m, dict)]
-        raise self._all_failed(errors)
+        raise all_failed(errors)
 
     # -- streamed chat -------------------------------------------------------------------
     def stream(self, body: dict, *, buffered: bool = False,
@@ -183,7 +213,8 @@ class ChatClient:
         settings = self.settings
         endpoints = settings.endpoints
         if self.health.all_down(endpoints):
-            raise EndpointsDownError(self._down_message(endpoints))
+            raise EndpointsDownError(self._down_message(endpoints),
+                                     hint="check that the servers are running and reachable")
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         deadline = time.monotonic() + settings.timeouts.total
         order = self.router.order(endpoints)
@@ -196,21 +227,20 @@ class ChatClient:
             headers = {**headers, "X-Request-Id": request_id}
         refreshed = False
         try:
-            for attempt in self.policy.retrying(len(order), deadline):
+            for attempt in self.policy.retrying(lambda: self._untried(order, tried), deadline):
                 with attempt:
                     ep = self._next(order, tried)
                     if ep is None:  # every endpoint failed and is cooling down: stop here
-                        raise self._all_failed(errors, final=True)
+                        raise all_failed(errors, final=True)
                     tried.append(ep)
                     try:
                         try:
                             opened = self._open(ep, payload, deadline, buffered, headers)
                         except AuthError:
-                            if not self.auth.refreshable or refreshed:
+                            fresh = None if refreshed else self._fresh_headers(headers)
+                            if fresh is None:
                                 raise
-                            refreshed = True  # the token was revoked or expired early: once more
-                            self.auth.invalidate()
-                            headers = self._headers
+                            refreshed, headers = True, fresh  # once per request, not per endpoint
                             opened = self._open(ep, payload, deadline, buffered, headers)
                     except EngineError as e:
                         errors.append(e)
@@ -221,11 +251,16 @@ class ChatClient:
                         raise
         except EngineError as e:
             if e.retryable and len({x.endpoint for x in errors}) > 1:
-                raise self._all_failed(errors) from None
+                raise all_failed(errors) from None
             raise
         assert opened is not None
         self.last_endpoint = opened[0]
         yield from self._relay(*opened, deadline)
+
+    def _untried(self, order: list[Endpoint], tried: list[Endpoint]) -> bool:
+        """Whether an available endpoint this request has not tried remains: retry at once then."""
+        now = time.monotonic()
+        return any(e not in tried and self.health.state(e.url).available(now) for e in order)
 
     def _next(self, order: list[Endpoint], tried: list[Endpoint]) -> Endpoint | None:
         """An untried available endpoint, else a tried one that is still available (a 429 or
@@ -253,8 +288,9 @@ class ChatClient:
             try:
                 resp = self._client.send(request, stream=True)
             except httpx.ConnectTimeout:
-                raise UnreachableError(f"could not connect within {t.connect:g}s",
-                                       endpoint=ep.name) from None
+                raise UnreachableError(f"could not connect within {t.connect:g}s", endpoint=ep.name,
+                                       hint="check the URL, and that no firewall drops the "
+                                            "connection") from None
             except httpx.ReadTimeout:
                 raise self._timeout(first, deadline, ep, started=False) from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
@@ -355,7 +391,9 @@ class ChatClient:
 
     def _events(self, resp: httpx.Response, ep: Endpoint) -> Iterator:
         decoder = SSEDecoder()
-        reads = resp.iter_raw()
+        # a gateway that compresses despite Accept-Encoding: identity is decoded (slower path)
+        encoded = resp.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+        reads = resp.iter_bytes() if encoded else resp.iter_raw()
         received = _receive_buffer(resp)
         sock = _socket_of(resp)
         try:
@@ -367,12 +405,13 @@ class ChatClient:
                         done = True
                         break
                     try:
-                        obj = json.loads(data)
-                    except ValueError:
+                        batch.append(parse_chunk(json.loads(data), ep.name))
+                    except (ValueError, EngineError) as e:  # malformed, or an in-band {"error"}
                         yield from coalesce(batch)  # what came before was fine: deliver it
+                        if isinstance(e, EngineError):
+                            raise
                         raise StreamBrokenError(f"the server sent a malformed chunk: {data[:80]!r}",
                                                 endpoint=ep.name) from None
-                    batch.append(parse_chunk(obj, ep.name))
                 merged = coalesce(batch)  # one delta per network read, not one per token
                 last = len(merged) - 1
                 for i, delta in enumerate(merged):
@@ -387,7 +426,8 @@ class ChatClient:
                     return
         except (httpx.RemoteProtocolError, httpx.ReadError):
             raise StreamBrokenError("the connection was cut off mid-stream (server restarted "
-                                    "or a proxy dropped it)", endpoint=ep.name) from None
+                                    "or a proxy dropped it)", endpoint=ep.name,
+                                    hint=_CHECK_PROXY) from None
 
     def _timeout(self, first: float | None, deadline: float, ep: Endpoint, *,
                  started: bool) -> TimeoutError_:
@@ -399,7 +439,9 @@ class ChatClient:
             return FirstTokenTimeout(f"no first token within {t.first_token:g}s (queueing + "
                                      "prefill); the server is overloaded or stuck",
                                      endpoint=ep.name)
-        return IdleTimeout(f"the stream stalled: nothing for {t.idle:g}s", endpoint=ep.name)
+        return IdleTimeout(f"the stream stalled: nothing for {t.idle:g}s", endpoint=ep.name,
+                           hint="the server is overloaded or stuck (check its logs), or raise "
+                                "idle= in timeouts")
 
     def _down_message(self, endpoints) -> str:
         parts = []
@@ -409,23 +451,27 @@ class ChatClient:
             parts.append(f"{e.name} ({h.last_error or 'failing'}; retried in {wait:.0f}s)")
         return "all endpoints are down: " + "; ".join(parts)
 
-    def _all_failed(self, errors: list[EngineError], final: bool = False) -> EngineError:
-        if not errors:
-            return EndpointsDownError("no endpoint answered")
-        if len({e.endpoint for e in errors}) == 1:
-            last = errors[-1]
-            if final:
-                last.retryable = False  # instance-level: stops tenacity, keeps the class
-            return last
-        seen: dict[str, str] = {}
-        for e in errors:
-            seen[e.endpoint or "?"] = e.message
-        message = "every endpoint failed: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
-        kinds = {type(e) for e in errors}
-        if len(kinds) == 1 and not issubclass(kinds.pop(), ConnectError):
-            # all rate limited, or all failing the same way: keep the class Dify reacts to
-            last = errors[-1]
-            out = type(last)(message, status=last.status, retry_after=last.retry_after)
-            out.retryable = False
-            return out
-        return EndpointsDownError(message)
+
+def all_failed(errors: list[EngineError], final: bool = False) -> EngineError:
+    """One error for a request (or a validation) that failed on every endpoint, naming each."""
+    if not errors:
+        return EndpointsDownError("no endpoint answered")
+    if len({e.endpoint for e in errors}) == 1:
+        last = errors[-1]
+        if final:
+            last.retryable = False  # instance-level: stops tenacity, keeps the class
+        return last
+    seen: dict[str, str] = {}
+    for e in errors:
+        seen[e.endpoint or "?"] = e.message
+    message = "every endpoint failed: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
+    kinds = {type(e) for e in errors}
+    if all(issubclass(k, ServerError) for k in kinds):
+        kinds = {kinds.pop() if len(kinds) == 1 else ServerError}  # 503 and 500: not all unavailable
+    if len(kinds) == 1 and not issubclass(cls := kinds.pop(), ConnectError):
+        # all rate limited, or all failing the same way: keep the class Dify reacts to
+        last = errors[-1]
+        out = cls(message, status=last.status, retry_after=last.retry_after)
+        out.retryable = False
+        return out
+    return EndpointsDownError(message)

@@ -3,6 +3,8 @@
     python -m deepseek_engine.doctor http://gpu-1:8000/v1 http://gpu-2:8000/v1 [--model NAME]
         [--api-key KEY | env DEEPSEEK_API_KEY] [--json] [--requests N] [--timeout S]
         [--ca-bundle FILE] [--client-cert FILE --client-key FILE] [--insecure] [--quiet]
+        [--oauth2-token-url URL --oauth2-client-id ID [--oauth2-scope S] [--oauth2-audience A]
+         + env DEEPSEEK_OAUTH2_CLIENT_SECRET] [--strict]
 
 Each endpoint goes through the plugin's own settings parsing (``parse_settings``) and transport
 (``ChatClient``: the pooled client, its TLS, its auth headers, ``get_json`` and ``stream``), then
@@ -17,10 +19,11 @@ through a list of checks, each returning a ``Check(name, status, detail, data)``
     tools      a tool offered: tool_calls back means the tool-call parser is on
     usage      stream_options.include_usage honoured        speed    median TTFT and tokens/s
 
-Statuses: ok, warn (works, but worth fixing; does not fail the run), fail, skip (a check it
-depends on failed). Exit code: 0 when nothing failed, 1 when a check failed, 2 for bad arguments.
-Progress lines go to stderr, the report to stdout (``--json``: one JSON document). The API key
-never appears in either: every output string is scrubbed of the settings' secrets.
+Statuses: ok, warn (works, but worth fixing; does not fail the run unless ``--strict``), fail,
+skip (a check it depends on failed). Exit code: 0 when nothing failed, 1 when a check failed (or,
+with ``--strict``, warned), 2 for bad arguments. Progress lines go to stderr, the report to stdout
+(``--json``: one JSON document). The API key and the OAuth2 client secret never appear in either:
+every output string is scrubbed of the settings' secrets.
 """
 
 from __future__ import annotations
@@ -105,6 +108,12 @@ class Options:
     client_cert: str | None = None
     client_key: str | None = None
     insecure: bool = False
+    oauth2_token_url: str | None = None  # OAuth2 client credentials, as the plugin's settings
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = field(default=None, repr=False)
+    oauth2_scope: str | None = None
+    oauth2_audience: str | None = None
+    strict: bool = False  # warnings fail the run too
 
 
 @dataclass
@@ -329,11 +338,19 @@ def check_tls(p: Probe) -> Check | None:
 
 def check_auth(p: Probe) -> Check:
     ep = p.endpoint
-    keyed = bool(p.settings.api_key)
+    oauth2 = p.settings.oauth2 is not None
+    keyed = bool(p.settings.api_key) or oauth2
+    what = "OAuth2 token" if oauth2 else "API key"
     try:
         data = p.client.get_json(ep, ep.url + "/models", timeout=p.settings.timeouts.first_token)
     except AuthError as e:
-        if keyed:
+        if e.status is None:  # not the endpoint's answer: the token endpoint, or mutual TLS
+            detail = str(e)
+        elif oauth2:
+            detail = (f"the server refused the OAuth2 token (HTTP {e.status}), also after fetching "
+                      "a fresh one: check --oauth2-scope / --oauth2-audience against what the "
+                      "gateway requires, and that it trusts this identity provider")
+        elif keyed:
             detail = (f"the server refused the API key (HTTP {e.status}): check --api-key / "
                       "DEEPSEEK_API_KEY against the server's --api-key (VLLM_API_KEY)")
         else:
@@ -341,7 +358,8 @@ def check_auth(p: Probe) -> Check:
                       "DEEPSEEK_API_KEY (in the plugin: API Key)")
         return Check("auth", FAIL, detail, {"status": e.status, "key_sent": keyed})
     except EngineError as e:
-        return Check("auth", FAIL, f"GET /v1/models failed: {e.message}", {"key_sent": keyed})
+        where = e.message if e.endpoint == ep.name else str(e)  # e.g. the token endpoint's name
+        return Check("auth", FAIL, f"GET /v1/models failed: {where}", {"key_sent": keyed})
     models = data.get("data") if isinstance(data, dict) else None
     if not isinstance(models, list):
         return Check("auth", FAIL, "/v1/models did not return an OpenAI model list: is this the "
@@ -360,10 +378,10 @@ def check_auth(p: Probe) -> Check:
     except httpx.HTTPError:
         required = None
     if required is False:
-        return Check("auth", WARN, "the API key was sent, but the server answers without one too: "
+        return Check("auth", WARN, f"the {what} was sent, but the server answers without one too: "
                      "it runs without --api-key", {"key_sent": True, "key_required": False})
-    return Check("auth", OK, "API key accepted" + (" (requests without it are refused)"
-                                                    if required else ""),
+    return Check("auth", OK, f"{what} accepted" + (" (requests without it are refused)"
+                                                   if required else ""),
                  {"key_sent": True, "key_required": required})
 
 
@@ -633,6 +651,7 @@ class Report:
     endpoints: list[EndpointReport]
     fleet: list[Check]
     secrets: list[str] = field(default_factory=list, repr=False)
+    strict: bool = False  # --strict: a warning fails the run too
 
     @property
     def all_checks(self) -> list[Check]:
@@ -640,7 +659,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(c.status == FAIL for c in self.all_checks) else 0
+        failing = (FAIL, WARN) if self.strict else (FAIL,)
+        return 1 if any(c.status in failing for c in self.all_checks) else 0
 
     def counts(self) -> dict[str, int]:
         out = {OK: 0, WARN: 0, FAIL: 0, SKIP: 0}
@@ -649,7 +669,8 @@ class Report:
         return out
 
     def to_dict(self) -> dict:
-        return {"ok": self.exit_code == 0, "exit_code": self.exit_code, "summary": self.counts(),
+        return {"ok": self.exit_code == 0, "exit_code": self.exit_code, "strict": self.strict,
+                "summary": self.counts(),
                 "endpoints": [{"endpoint": e.endpoint, "model": e.model, "server": e.flavor,
                                "reasoning_shape": e.shape,
                                "checks": [asdict(c) for c in e.checks]} for e in self.endpoints],
@@ -673,6 +694,8 @@ class Report:
             lines.append("")
         n = self.counts()
         verdict = "FAILED" if self.exit_code else "passed"
+        if self.exit_code and not n[FAIL]:
+            verdict += " (--strict: warnings fail)"
         lines.append(f"{verdict}: {n[OK]} ok, {n[WARN]} warnings, {n[FAIL]} failed"
                      + (f", {n[SKIP]} skipped" if n[SKIP] else ""))
         return _scrub("\n".join(lines), self.secrets)
@@ -693,6 +716,11 @@ def _settings(urls: list[str], opts: Options) -> Settings:
         creds.update(tls_mode="custom", tls_verify="false" if opts.insecure else "true",
                      tls_ca_bundle=opts.ca_bundle or "", tls_client_cert=opts.client_cert or "",
                      tls_client_key=opts.client_key or "")
+    if opts.oauth2_token_url:
+        creds.update(auth_mode="oauth2", oauth2_token_url=opts.oauth2_token_url,
+                     oauth2_client_id=opts.oauth2_client_id or "",
+                     oauth2_client_secret=opts.oauth2_client_secret or "",
+                     oauth2_scope=opts.oauth2_scope or "", oauth2_audience=opts.oauth2_audience or "")
     return parse_settings(creds)
 
 
@@ -765,7 +793,7 @@ def run(urls: list[str], opts: Options | None = None, *,
             reports.append(EndpointReport(ep.name, checks, p.model, p.flavor, p.shape))
     finally:
         registry.close()
-    return Report(reports, _fleet(reports), secrets=settings.secrets())
+    return Report(reports, _fleet(reports), secrets=settings.secrets(), strict=opts.strict)
 
 
 def _read(path: str | None, what: str) -> str | None:
@@ -782,7 +810,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m deepseek_engine.doctor",
         description="Probe vLLM/SGLang endpoints as the DeepSeek Self-Hosted plugin uses them and "
-                    "report what to fix. Exit code 1 when a check fails (warnings do not fail).")
+                    "report what to fix. Exit code 1 when a check fails (warnings do not fail, "
+                    "unless --strict).")
     ap.add_argument("urls", nargs="+", metavar="URL",
                     help="OpenAI base URL of each replica, e.g. http://gpu-1:8000/v1 (as in the "
                          "plugin's Endpoint URLs; commas work too)")
@@ -800,8 +829,31 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--client-key", metavar="FILE", help="PEM client key (mutual TLS)")
     ap.add_argument("--insecure", action="store_true",
                     help="do not verify the server's certificate (testing only)")
+    ap.add_argument("--oauth2-token-url", metavar="URL",
+                    help="OAuth2 client credentials: the identity provider's token endpoint; the "
+                         "client secret is read from $DEEPSEEK_OAUTH2_CLIENT_SECRET only")
+    ap.add_argument("--oauth2-client-id", metavar="ID", help="OAuth2 client id")
+    ap.add_argument("--oauth2-scope", metavar="SCOPE", help="OAuth2 scope (optional)")
+    ap.add_argument("--oauth2-audience", metavar="AUDIENCE", help="OAuth2 audience (optional)")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 on warnings too (no reasoning parser, no tool-call parser, no "
+                         "usage on streams, ...): for a deployment gate")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     return ap
+
+
+def _oauth2_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the OAuth2 arguments, or None."""
+    rest = [f"--oauth2-{n}" for n in ("client-id", "scope", "audience")
+            if getattr(args, "oauth2_" + n.replace("-", "_"))]
+    if not args.oauth2_token_url:
+        return f"{rest[0]} needs --oauth2-token-url" if rest else None
+    if not args.oauth2_client_id:
+        return "--oauth2-token-url needs --oauth2-client-id"
+    if not os.environ.get("DEEPSEEK_OAUTH2_CLIENT_SECRET"):
+        return ("--oauth2-token-url needs the client secret in $DEEPSEEK_OAUTH2_CLIENT_SECRET (it "
+                "is never taken on the command line, where the process list would show it)")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -812,13 +864,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.1 <= args.timeout <= 3600:
         print("doctor: --timeout must be between 0.1 and 3600 seconds", file=sys.stderr)
         return 2
+    if problem := _oauth2_args(args):
+        print(f"doctor: {problem}", file=sys.stderr)
+        return 2
     try:
         opts = Options(api_key=args.api_key or os.environ.get("DEEPSEEK_API_KEY") or None,
                        model=args.model, requests=args.requests, timeout=args.timeout,
                        ca_bundle=_read(args.ca_bundle, "--ca-bundle"),
                        client_cert=_read(args.client_cert, "--client-cert"),
                        client_key=_read(args.client_key, "--client-key"),
-                       insecure=args.insecure)
+                       insecure=args.insecure, oauth2_token_url=args.oauth2_token_url,
+                       oauth2_client_id=args.oauth2_client_id,
+                       oauth2_client_secret=os.environ.get("DEEPSEEK_OAUTH2_CLIENT_SECRET") or None,
+                       oauth2_scope=args.oauth2_scope, oauth2_audience=args.oauth2_audience,
+                       strict=args.strict)
         progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
         report = run(args.urls, opts, progress=progress)
     except ConfigError as e:

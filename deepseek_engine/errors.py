@@ -6,15 +6,18 @@ another attempt (on another endpoint) may succeed, as long as nothing was shown 
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "EngineError", "ConfigError", "ConnectError", "UnreachableError", "EndpointsDownError", "TimeoutError_",
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
-    "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError",
-    "error_from_response", "server_message",
+    "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
+    "error_from_response", "server_message", "scrub", "public_message",
 ]
 
 
@@ -22,15 +25,17 @@ class EngineError(Exception):
     retryable = False
 
     def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.endpoint = endpoint
         self.status = status
         self.retry_after = retry_after
+        self.hint = hint  # what to do: shown after the message, left out of multi-endpoint summaries
 
     def __str__(self) -> str:
-        return f"[{self.endpoint}] {self.message}" if self.endpoint else self.message
+        text = f"{self.message}; {self.hint}" if self.hint else self.message
+        return f"[{self.endpoint}] {text}" if self.endpoint else text
 
 
 class ConfigError(EngineError):
@@ -93,7 +98,43 @@ class ServerError(EngineError):
     retryable = True
 
 
+class UnavailableError(ServerError):
+    """502/503/504: the server or its gateway cannot serve now (loading, draining, upstream down).
+    Still failing after the retries, it reaches Dify as a connection error, so Dify's load
+    balancing cools this credential down and tries another; other 5xx do not."""
+
+
 _MAX_MESSAGE = 400
+# the value of an Authorization header a server or gateway quoted back, whatever its source (an
+# OAuth2 token is no setting): 8+ token characters with a digit or symbol, so that prose such as
+# "Basic authentication required" stays as it is
+_AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+(?=[^\s\"',;)\]}]*[0-9_~+/=-])[^\s\"',;)\]}]{8,}",
+                         re.IGNORECASE)
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secrets nor any credential quoted from an Authorization header:
+    for everything shown outside the process (error messages, logs, the doctor's report)."""
+    # shorter values (a password "pw") would blank out ordinary words: never secrets worth the name
+    for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return _AUTH_VALUE.sub(lambda m: m.group(1) + " ***", text)
+
+
+def public_message(e: Exception, settings=None) -> str:  # noqa: ANN001 - Settings imports this module
+    """``str(e)`` as it may leave the process (to Dify, to a log): scrubbed of the settings' secrets."""
+    if settings is None:
+        return scrub(str(e))
+    secrets = settings.secrets()
+    for ep in settings.endpoints:  # a user:password in a URL is sent as HTTP Basic: base64 of both
+        parts = urlsplit(ep.url)
+        if parts.password:
+            password = unquote(parts.password)
+            pair = f"{unquote(parts.username or '')}:{password}"
+            secrets += [password, base64.b64encode(pair.encode()).decode()]
+    return scrub(str(e), secrets)
+
+
 _TAG = re.compile(r"<[^>]+>")
 _TITLE = re.compile(r"<title>(.*?)</title>|<h1>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
 
@@ -164,7 +205,8 @@ def error_from_response(status: int, body: str, endpoint: str,
         return BadRequestError(f"the server rejected the request {said}{hint}",
                                endpoint=endpoint, status=status)
     if status >= 500:
-        return ServerError(f"server error {said}. The GPU server or its gateway is failing or "
-                           "restarting; check its logs.", endpoint=endpoint, status=status,
-                           retry_after=_retry_after(retry_after))
+        cls = UnavailableError if status in (502, 503, 504) else ServerError
+        return cls(f"server error {said}. The GPU server or its gateway is failing or "
+                   "restarting; check its logs.", endpoint=endpoint, status=status,
+                   retry_after=_retry_after(retry_after))
     return BadRequestError(f"unexpected answer {said}", endpoint=endpoint, status=status)

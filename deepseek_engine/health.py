@@ -2,8 +2,12 @@
 
 Passive, like Envoy's outlier detection: a connection failure ejects an endpoint at once (a dead
 host must cost a user at most one connect timeout); other failures (5xx, timeouts, broken streams)
-eject after ``threshold`` in a row. The cool-down doubles on each repeat, capped. The active side
-(``/health`` probes that re-admit or eject) lives in ``probe.py``.
+eject after ``threshold`` in a row. The cool-down doubles on each ejection until real traffic
+succeeds again (a probe's 200 does not reset it, so a flapping endpoint stays out longer each
+time), capped. The active side (``/health`` probes that re-admit or eject) lives in ``probe.py``:
+when one watches the endpoint, a connection failure keeps it out until a probe succeeds (the
+timer alone could let it back before the next probe and cost a user a second connect timeout);
+a probe that finds no health route leaves the timer in charge.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ class EndpointHealth:
     ejections: int = 0
     ejected_until: float = 0.0
     last_error: str = ""
-    probe_down: bool = False  # the last /health probe failed: out until one succeeds
+    probe_down: bool = False  # out until a /health probe succeeds
+    unreachable: bool = False  # the current ejection is a failed connection: a probe's 200 ends it
 
     def available(self, now: float) -> bool:
         return not self.probe_down and now >= self.ejected_until
@@ -40,6 +45,8 @@ class HealthBook:
         self._book: dict[str, EndpointHealth] = {}
         self._lock = threading.Lock()
         self._turn = itertools.count()
+        # set by a probe.Prober: ``watches(url)`` and ``probe_soon(url)``
+        self.prober = None
 
     def state(self, url: str) -> EndpointHealth:
         h = self._book.get(url)
@@ -66,21 +73,47 @@ class HealthBook:
         return all(not self.state(e.url).available(now) for e in endpoints)
 
     def success(self, url: str) -> None:
+        """Real traffic succeeded: the endpoint is back and its ejection count starts over."""
         h = self.state(url)
         if h.consecutive_failures or h.ejections or h.ejected_until or h.probe_down:
             with self._lock:
                 h.consecutive_failures = 0
                 h.ejections = 0
                 h.ejected_until = 0.0
-                h.probe_down = False
+                h.probe_down = h.unreachable = False
             TELEMETRY.endpoint_state(display_url(url), True)
 
-    def failure(self, url: str, reason: str, *, severe: bool = False) -> None:
-        """Record a failure; ``severe`` (could not connect at all) ejects at once."""
+    def probe_ok(self, url: str) -> None:
+        """``/health`` answered 200: back at once if it was out for a probe or an unreachable
+        host; an ejection for failing traffic (5xx, stalls) runs its course, and the ejection
+        count stays, so a flapping endpoint's cool-down keeps growing."""
         h = self.state(url)
+        if h.probe_down or h.unreachable:
+            with self._lock:
+                h.probe_down = False
+                if h.unreachable:
+                    h.unreachable = False
+                    h.ejected_until = 0.0
+            TELEMETRY.endpoint_state(display_url(url), h.available(time.monotonic()))
+
+    def probe_unknown(self, url: str) -> None:
+        """The endpoint answered, but not with a usable health status (no route, a redirect, a
+        gateway's error page): reachable, so no longer out for a probe; the passive timer rules."""
+        h = self.state(url)
+        if h.probe_down:
+            with self._lock:
+                h.probe_down = False
+            TELEMETRY.endpoint_state(display_url(url), h.available(time.monotonic()))
+
+    def failure(self, url: str, reason: str, *, severe: bool = False) -> None:
+        """Record a failure; ``severe`` (could not connect at all) ejects at once, and while a
+        prober watches the endpoint, until a probe succeeds (one is asked for at once)."""
+        h = self.state(url)
+        prober = self.prober
+        wake = False
         with self._lock:
             h.last_error = reason
-            if time.monotonic() < h.ejected_until:
+            if h.probe_down or time.monotonic() < h.ejected_until:
                 return  # already out: more failures from the same outage do not escalate
             h.consecutive_failures += 1
             if severe or h.consecutive_failures >= self.threshold:
@@ -90,6 +123,10 @@ class HealthBook:
                 cooldown = min(self.max_cooldown, self.base_cooldown * 2 ** (h.ejections - 1))
                 h.ejected_until = max(h.ejected_until, time.monotonic() + cooldown)
                 h.consecutive_failures = 0
+                h.unreachable = severe
+                wake = h.probe_down = severe and prober is not None and prober.watches(url)
+        if wake:
+            prober.probe_soon(url)
 
     def probe_failed(self, url: str, reason: str) -> None:
         h = self.state(url)

@@ -1,7 +1,12 @@
 """Background watching of every endpoint in use: ``/health`` and ``/metrics``, off the request path.
 
-``/health``: vLLM and SGLang answer 200, or 503 while loading or draining; a vLLM still loading
-weights refuses connections. A 200 re-admits an ejected endpoint at once; a failure ejects it.
+``/health`` (next to the OpenAI routes: ``https://gw/ds/v1`` is probed at ``https://gw/ds/health``):
+vLLM and SGLang answer 200, or 503 while loading or draining; a vLLM still loading weights refuses
+connections. A 200 re-admits an endpoint set aside by a probe or a failed connection at once; a
+503, a refused connection or a timeout sets it aside until a probe answers 200. Any other answer
+(a gateway's 401/404, a redirect, its 500/502 page) means there is no usable health route: the
+endpoint is reachable, and only real traffic (passive health) can tell more. When real traffic
+cannot connect to a watched endpoint, it is probed at once, off the schedule.
 ``/metrics``: the server's own queue and KV-cache use, for the router. A scrape that fails leaves
 the router on its local signals (in-flight counts, measured time to first token).
 One thread (a greenlet under the plugin's gevent patching) serves the whole process.
@@ -43,23 +48,42 @@ class Prober:
         self.metrics_interval = (metrics_interval if metrics_interval is not None
                                  else _env_seconds("DEEPSEEK_METRICS_INTERVAL", 5.0))
         self._watched: dict[str, tuple] = {}  # url -> (Endpoint, the httpx client with its TLS)
+        self._soon: set[str] = set()  # urls to probe now, off the schedule
+        self._wake = threading.Event()
         self._no_metrics: set[str] = set()  # roots that answered 404: stop asking
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.timeout = timeout
         self._default = httpx.Client(trust_env=False, timeout=timeout)
+        book.prober = self
 
     def watch(self, endpoints, client: httpx.Client | None = None) -> None:  # noqa: ANN001
-        """Watch ``endpoints`` through ``client`` (the pool with their TLS settings)."""
-        if all(e.url in self._watched for e in endpoints):
+        """Watch ``endpoints`` through ``client`` (the pool with their TLS settings). The latest
+        client wins: a credential saved again with a corrected CA must not stay probed, and so
+        refused, through the old one."""
+        client = client or self._default
+        if all(self._watched.get(e.url, (None, None))[1] is client for e in endpoints):
             return
         with self._lock:
             for e in endpoints:
-                self._watched.setdefault(e.url, (e, client or self._default))
+                if self._watched.get(e.url, (None, None))[1] is not client:
+                    self._watched[e.url] = (e, client)
+                    if self.book.state(e.url).probe_down:
+                        self._soon.add(e.url)  # the new TLS settings may be the fix: ask now
+            self._wake.set()
             if self._thread is None and (self.health_interval > 0 or self.metrics_interval > 0):
                 self._thread = threading.Thread(target=self._loop, name="deepseek-probe", daemon=True)
                 self._thread.start()
+
+    def watches(self, url: str) -> bool:
+        """Whether a probe will re-admit ``url`` once it is healthy."""
+        return self.health_interval > 0 and url in self._watched
+
+    def probe_soon(self, url: str) -> None:
+        with self._lock:
+            self._soon.add(url)
+        self._wake.set()
 
     def _get(self, endpoint, path: str) -> httpx.Response:  # noqa: ANN001
         client = self._watched.get(endpoint.url, (None, self._default))[1]
@@ -73,12 +97,13 @@ class Prober:
             self.book.probe_failed(endpoint.url, f"health probe failed: {type(e).__name__}")
             return False
         if r.status_code == 200:
-            self.book.success(endpoint.url)
+            self.book.probe_ok(endpoint.url)
             return True
-        if r.status_code in (401, 403, 404, 405):
-            return None  # a gateway without /health: only real traffic can tell
-        self.book.probe_failed(endpoint.url, f"health answered {r.status_code} (loading or draining)")
-        return False
+        if r.status_code == 503:
+            self.book.probe_failed(endpoint.url, "health answered 503 (loading or draining)")
+            return False
+        self.book.probe_unknown(endpoint.url)  # a gateway without /health: only traffic can tell
+        return None
 
     def scrape(self, endpoint) -> None:  # noqa: ANN001
         if self.router is None or endpoint.root in self._no_metrics:
@@ -95,6 +120,13 @@ class Prober:
     def _loop(self) -> None:
         next_health = next_metrics = time.monotonic()
         while not self._stop.is_set():
+            self._wake.clear()
+            with self._lock:
+                soon, self._soon = self._soon, set()
+            for url in soon:
+                watched = self._watched.get(url)
+                if watched is not None:
+                    self._run(self.probe, watched[0])
             now = time.monotonic()
             jobs = []
             if self.health_interval > 0 and now >= next_health:
@@ -105,16 +137,21 @@ class Prober:
                 next_metrics = now + self.metrics_interval
             for endpoint, _ in list(self._watched.values()):
                 for job in jobs:
-                    try:
-                        job(endpoint)
-                    except Exception:  # a probe must never kill the loop; log and carry on
-                        log.exception("%s of %s crashed", job.__name__, endpoint)
+                    self._run(job, endpoint)
             due = min(t for t, on in ((next_health, self.health_interval > 0),
                                       (next_metrics, self.metrics_interval > 0)) if on)
-            self._stop.wait(max(0.01, due - time.monotonic()))
+            self._wake.wait(max(0.01, due - time.monotonic()))
+
+    @staticmethod
+    def _run(job, endpoint) -> None:  # noqa: ANN001
+        try:
+            job(endpoint)
+        except Exception:  # a probe must never kill the loop; log and carry on
+            log.exception("%s of %s crashed", job.__name__, endpoint)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
 
 PROBER = Prober(HEALTH, ROUTER)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ReasoningFormatter", "strip_reasoning", "OPEN", "CLOSE"]
+__all__ = ["ReasoningFormatter", "strip_reasoning", "looks_like_reasoner", "OPEN", "CLOSE"]
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -148,6 +148,16 @@ class ReasoningFormatter:
             return ""
         self._ws = text[len(body):]
         return lead + body if lead else body
+
+
+# R1 and its distills (DeepSeek-R1-0528, r1-distill-qwen-7b, deepseek-reasoner, ...-reasoning)
+_REASONER_NAME = re.compile(r"(?<![a-z0-9])r1(?![0-9])|reason|distill", re.IGNORECASE)
+
+
+def looks_like_reasoner(name: str) -> bool:
+    """Whether a model's name says it reasons: the kind of a customizable model whose operator
+    left it blank. A chat model taken for a reasoner would show its whole answer as reasoning."""
+    return bool(_REASONER_NAME.search(name))
 
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tenacity
@@ -47,15 +48,22 @@ class RetryBudget:
 
 
 class WaitFailover(wait_base):
-    """No wait while untried endpoints remain; then Retry-After (capped) or full jitter."""
+    """No wait while an untried endpoint remains; then Retry-After (capped) or full jitter.
 
-    def __init__(self, endpoints: int, base: float, cap: float, retry_after_cap: float) -> None:
+    ``endpoints``: how many there are (each attempt tries a new one), or a function saying
+    whether an untried *available* one remains: a 429 from the one healthy endpoint among ejected
+    ones must not be retried on it at once."""
+
+    def __init__(self, endpoints: int | Callable[[], bool], base: float, cap: float,
+                 retry_after_cap: float) -> None:
         self.endpoints = endpoints
         self.jitter = tenacity.wait_random_exponential(multiplier=base, max=cap)
         self.retry_after_cap = retry_after_cap
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        if retry_state.attempt_number < self.endpoints:
+        untried = (self.endpoints() if callable(self.endpoints)
+                   else retry_state.attempt_number < self.endpoints)
+        if untried:
             return 0.0
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         after = getattr(exc, "retry_after", None)
@@ -72,15 +80,19 @@ class RetryPolicy:
     retry_after_cap: float = 10.0
     budget: RetryBudget = field(default_factory=RetryBudget)
 
-    def retrying(self, endpoints: int, deadline: float) -> tenacity.Retrying:
-        def should_retry(exc: BaseException) -> bool:
+    def retrying(self, endpoints: int | Callable[[], bool], deadline: float) -> tenacity.Retrying:
+        def should_retry(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            # tenacity asks this before its stop condition: the last attempt's failure must not
+            # spend a budget token on a retry that will never happen
             return (isinstance(exc, EngineError) and exc.retryable
+                    and state.attempt_number < self.attempts
                     and time.monotonic() < deadline and self.budget.try_spend())
 
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=WaitFailover(endpoints, self.backoff_base, self.backoff_cap, self.retry_after_cap),
-            retry=tenacity.retry_if_exception(should_retry),
+            retry=should_retry,
             reraise=True,
             sleep=lambda s: time.sleep(s),  # looked up at call time: gevent-patched in the plugin
         )

@@ -100,12 +100,12 @@ class PowerOfTwo:
         return [best, *rest]
 
     def _two(self, c: list) -> tuple:
+        """Two different candidates, by weight: the second drawn from the others (redrawing until
+        it differs could spin for a million draws with weights 1000 and 0.001)."""
         weights = [e.weight for e in c]
-        a = self.rng.choices(c, weights)[0]
-        b = a
-        while b is a:  # at least two candidates here
-            b = self.rng.choices(c, weights)[0]
-        return a, b
+        i = self.rng.choices(range(len(c)), weights)[0]
+        b = self.rng.choices(c[:i] + c[i + 1:], weights[:i] + weights[i + 1:])[0]
+        return c[i], b
 
 
 class RoundRobin:

@@ -23,7 +23,7 @@ _OPTION = re.compile(r"^([a-z_]+)=(.*)$")
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     url: str  # OpenAI base URL, e.g. http://gpu-1:8000/v1 (no trailing slash)
-    root: str  # scheme://host:port: where /health, /metrics and /tokenize live
+    root: str  # the URL without its trailing /v1: where /health, /metrics and /tokenize live
     name: str  # for messages and logs: host:port/path, never credentials
     weight: float = 1.0  # relative capacity: a node with twice the GPUs gets weight=2
     zone: str = ""  # a label for messages and metrics
@@ -61,7 +61,7 @@ class Settings:
     context_size: int | None = None  # customizable models only
     max_tokens_to_sample: int | None = None
     tool_calling: bool = False
-    reasoning: bool = True
+    reasoning: bool | None = None  # customizable models; None: decided by the model's name
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
 
@@ -78,8 +78,9 @@ def _userinfo(url: str) -> list[str]:
 
 
 def display_url(url: str) -> str:
-    """``host:port/path`` without user:password, query or scheme noise."""
-    parts = urlsplit(url)
+    """``host:port/path`` without user:password, query or scheme noise. Safe to echo whatever an
+    operator typed: text without a scheme (``user:pw@gpu-1:8000``) is read as starting with a host."""
+    parts = urlsplit(url if "://" in url else "//" + url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -140,10 +141,11 @@ def _with_options(ep: Endpoint, options: list[str], pos: int) -> Endpoint:
 
 
 def _endpoint(item: str, pos: int) -> Endpoint:
-    where = f"endpoint_urls entry {pos} ({display_url(item) if '://' in item else item!r})"
+    shown = display_url(item)  # never user:password, even when the scheme is missing
+    where = f"endpoint_urls entry {pos} ({shown if '://' in item else repr(shown)})"
     if "://" not in item:
-        raise ConfigError(f"{where} has no scheme: write it as http://{item.rstrip('/')}"
-                          f"{'' if '/v1' in item else '/v1'}")
+        raise ConfigError(f"{where} has no scheme: write it as http://{shown}"
+                          f"{'' if '/v1' in shown else '/v1'}")
     parts = urlsplit(item)
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"{where}: the scheme must be http or https, not {parts.scheme!r}")
@@ -160,7 +162,9 @@ def _endpoint(item: str, pos: int) -> Endpoint:
     path = parts.path.rstrip("/") or "/v1"  # a bare host means the server's OpenAI routes
     url = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    return Endpoint(url=url, root=f"{parts.scheme}://{netloc}", name=display_url(url))
+    # /health and /metrics sit next to the OpenAI routes: a gateway's https://gw/ds/v1 -> https://gw/ds
+    root = f"{parts.scheme}://{netloc}{path.removesuffix('/v1')}"
+    return Endpoint(url=url, root=root, name=display_url(url))
 
 
 def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, label: str):
@@ -217,7 +221,7 @@ def _oauth2(creds: Mapping) -> OAuth2:
                           "provider, e.g. https://idp.example.com/oauth2/token")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"oauth2_token_url must be an http(s) URL, got {display_url(url) or url[:40]!r}")
+        raise ConfigError(f"oauth2_token_url must be an http(s) URL, got {display_url(url)!r}")
     client_id = (creds.get("oauth2_client_id") or "").strip()
     secret = (creds.get("oauth2_client_secret") or "").strip()
     if not client_id:
@@ -265,5 +269,6 @@ def parse_settings(creds: Mapping) -> Settings:
         max_tokens_to_sample=_number(creds, "max_tokens_to_sample", int, low=1, high=10_000_000,
                                      label="tokens"),
         tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
-        reasoning=(creds.get("reasoning") or "reasoning") == "reasoning",
+        # blank: the kind follows the model's name (reasoning.looks_like_reasoner)
+        reasoning={"reasoning": True, "none": False}.get(creds.get("reasoning") or ""),
     )

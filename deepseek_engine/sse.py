@@ -3,7 +3,10 @@
 Pure and incremental: feed whatever the network read returned (bytes cut anywhere, even inside a
 UTF-8 sequence or between ``\\r`` and ``\\n``) and get back the data payloads of the events that
 completed. Comments (``:`` lines, the keep-alives some gateways send), ``event``/``id``/``retry``
-fields and blank events are dropped; several ``data`` lines join with ``\\n``.
+fields and blank events are dropped; several ``data`` lines join with ``\\n``. One leading UTF-8
+byte order mark is stripped, as the spec's decoding does. An event whose data is empty or blank
+(a bare ``data:`` line) carries nothing an OpenAI-style stream can use and is dropped too (the
+spec would dispatch it as an empty message).
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ __all__ = ["SSEDecoder", "iter_sse_data"]
 class SSEDecoder:
     """Incremental SSE decoder: ``feed(chunk) -> [data, ...]``."""
 
-    __slots__ = ("_utf8", "_tail", "_data", "_skip_lf")
+    __slots__ = ("_utf8", "_tail", "_data", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._tail = ""  # an incomplete line carried to the next read
         self._data: list[str] = []  # data lines of the event being built
         self._skip_lf = False  # the previous read ended on "\r": a leading "\n" belongs to it
+        self._started = False  # some text was decoded: a BOM from here on is content
 
     def feed(self, chunk: bytes | str) -> list[str]:
         text = self._utf8.decode(chunk) if isinstance(chunk, bytes) else chunk
+        if not self._started and text:
+            self._started = True
+            if text[0] == "\ufeff":
+                text = text[1:]
         if self._skip_lf and text:
             self._skip_lf = False
             if text[0] == "\n":
@@ -57,8 +65,10 @@ class SSEDecoder:
     def _line(self, line: str, out: list[str]) -> None:
         if not line:
             if self._data:
-                out.append("\n".join(self._data))
+                data = "\n".join(self._data)
                 self._data.clear()
+                if data and not data.isspace():
+                    out.append(data)
             return
         if line[0] == ":":
             return

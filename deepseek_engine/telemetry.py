@@ -80,13 +80,26 @@ def configure(env: dict | None = None) -> Telemetry:
         TELEMETRY.json_logs = env.get("DEEPSEEK_JSON_LOGS", "").lower() in ("1", "true", "yes", "on")
         port = env.get("DEEPSEEK_METRICS_PORT", "").strip()
         if port and TELEMETRY.metrics is None:
-            TELEMETRY.metrics = _start_metrics(int(port), env.get("DEEPSEEK_METRICS_ADDR", "0.0.0.0"))
+            addr = env.get("DEEPSEEK_METRICS_ADDR", "0.0.0.0")
+            try:  # a typo in the environment must not stop the plugin: it runs without metrics
+                TELEMETRY.metrics = _start_metrics(_port(port), addr)
+            except (ValueError, OSError) as e:
+                log.warning("metrics are off: cannot serve them on DEEPSEEK_METRICS_PORT=%r "
+                            "(DEEPSEEK_METRICS_ADDR=%r): %s. Set DEEPSEEK_METRICS_PORT to a free "
+                            "port number (1-65535), or unset it", port, addr, e)
     return TELEMETRY
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError("not a port number from 1 to 65535")
+    return int(text)
 
 
 def _start_metrics(port: int, addr: str) -> dict:
     from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+    start_http_server(port, addr=addr)  # first: a port in use leaves nothing registered
     buckets = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
     metrics = {
         "requests": Counter("deepseek_requests", "LLM requests by endpoint, model and outcome",
@@ -103,5 +116,4 @@ def _start_metrics(port: int, addr: str) -> dict:
         "in_flight": Gauge("deepseek_in_flight", "Requests in flight per endpoint", ["endpoint"]),
         "up": Gauge("deepseek_endpoint_up", "1 if the endpoint is routable, 0 if ejected", ["endpoint"]),
     }
-    start_http_server(port, addr=addr)
     return metrics

@@ -1,18 +1,24 @@
-"""Credential validation in seconds: every endpoint reachable, auth accepted, model served,
-context size known, and the chat route answering a one-token request."""
+"""Credential validation in seconds: each endpoint reachable, auth accepted, model served,
+context size known, and the chat route answering a one-token request.
+
+Endpoints are checked at once, and validation passes when at least one passes every check: an
+operator lists replicas up to the autoscaler's maximum (docs/operators.md, section 3), and those
+not running now are set aside at run time until their /health answers. Each failing endpoint is
+named in the plugin's log (a warning); when none passes, the error names each one and why."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 
-from .client import ChatClient
+from .client import ChatClient, all_failed
 from .discovery import ServedModel, context_size_of, pick_served_model
-from .errors import ConfigError, ModelNotFoundError
+from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError
 from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
-from .settings import Settings
+from .settings import Endpoint, Settings
 from .warmup import WARMER
 
 __all__ = ["validate_endpoints"]
@@ -32,23 +38,59 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
     quick = replace(settings, timeouts=replace(t, connect=min(t.connect, 5.0),
                                                first_token=min(t.first_token, 30.0),
                                                idle=min(t.idle, 30.0), total=min(t.total, 60.0)))
-    found = []
-    for ep in settings.endpoints:
-        one = replace(quick, endpoints=(ep,))
-        client = ChatClient(one, policy=_QUICK, health=HealthBook())  # validation neither reads nor feeds the shared book
-        _, served = client.list_models()
-        if wanted or catalogue:
-            model = pick_served_model(served, wanted=wanted, catalogue=catalogue, endpoint=ep.name)
-        elif served:  # provider-level check: any served model proves the chat route works
-            model = ServedModel(str(served[0].get("id")), context_size_of(served[0]))
-        else:
-            raise ModelNotFoundError("the server lists no models at /v1/models", endpoint=ep.name)
-        if need_context and model.context_size is None:
-            raise ConfigError(f"[{ep.name}] the server does not report the context size of "
-                              f"{model.id!r}; enter it in context_size")
-        body = build_body(model.id, [{"role": "user", "content": "ping"}], {"max_tokens": 1})
-        for _ in client.stream(body):  # also the warm-up: the connection stays in the pool
-            pass
-        WARMER.mark(ep.url, model.id)
-        found.append(model)
+    endpoints = settings.endpoints
+    outcomes: list[ServedModel | Exception | None] = [None] * len(endpoints)
+
+    def check(i: int, ep: Endpoint) -> None:
+        try:
+            outcomes[i] = _validate_one(replace(quick, endpoints=(ep,)), ep, wanted=wanted,
+                                        catalogue=catalogue, need_context=need_context)
+        except Exception as e:  # noqa: BLE001 - handed to the caller below
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=check, args=(i, ep), daemon=True, name="deepseek-validate")
+               for i, ep in enumerate(endpoints)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for o in outcomes:
+        if isinstance(o, Exception) and not isinstance(o, EngineError):
+            raise o
+    found = [o for o in outcomes if isinstance(o, ServedModel)]
+    failed = [(ep, o) for ep, o in zip(endpoints, outcomes) if isinstance(o, EngineError)]
+    # The rule: a missing replica (unreachable, not ready, not serving the model yet) is no reason
+    # to refuse the credentials, but refused credentials are: a 401/403, a rejected client
+    # certificate or an OAuth2 client the token endpoint refuses fails validation even when other
+    # endpoints pass. Every endpoint gets the same credentials, so that is an operator error (a
+    # wrong key, or replicas started with different keys), never a replica that is not there.
+    refused = [e for _, e in failed if isinstance(e, AuthError)]
+    if refused:
+        raise refused[0]
+    if not found:
+        raise all_failed([e for _, e in failed])
+    for ep, e in failed:  # engine messages: endpoint names and reasons, never a secret
+        log.warning("endpoint %s failed validation: %s (validation passed: %d of %d endpoints "
+                    "answered; requests go to those that answer)",
+                    ep.name, e.message, len(found), len(endpoints))
     return found
+
+
+def _validate_one(one: Settings, ep: Endpoint, *, wanted: str | None, catalogue: str | None,
+                  need_context: bool) -> ServedModel:
+    client = ChatClient(one, policy=_QUICK, health=HealthBook())  # validation neither reads nor feeds the shared book
+    _, served = client.list_models()
+    if wanted or catalogue:
+        model = pick_served_model(served, wanted=wanted, catalogue=catalogue, endpoint=ep.name)
+    elif served:  # provider-level check: any served model proves the chat route works
+        model = ServedModel(str(served[0].get("id")), context_size_of(served[0]))
+    else:
+        raise ModelNotFoundError("the server lists no models at /v1/models", endpoint=ep.name)
+    if need_context and model.context_size is None:
+        raise ConfigError(f"the server does not report the context size of {model.id!r}; enter "
+                          "it in context_size", endpoint=ep.name)
+    body = build_body(model.id, [{"role": "user", "content": "ping"}], {"max_tokens": 1})
+    for _ in client.stream(body):  # also the warm-up: the connection stays in the pool
+        pass
+    WARMER.mark(ep.url, model.id)
+    return model

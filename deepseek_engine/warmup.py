@@ -9,7 +9,7 @@ import threading
 from dataclasses import replace
 
 from .client import ChatClient
-from .errors import EngineError
+from .errors import EngineError, public_message
 from .protocol import build_body
 from .retry import RetryBudget, RetryPolicy
 
@@ -29,7 +29,7 @@ def warm_once(client: ChatClient, endpoint, model: str) -> bool:  # noqa: ANN001
             pass
         return True
     except EngineError as e:  # warm-up is best effort; real traffic reports real failures
-        log.info("warm-up of %s failed: %s", endpoint, e)
+        log.info("warm-up of %s failed: %s", endpoint, public_message(e, client.settings))
         return False
 
 

@@ -9,6 +9,7 @@ from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.errors.model import CredentialsValidateFailedError
 
 from deepseek_engine import EngineError, parse_settings
+from deepseek_engine.errors import public_message
 from deepseek_engine.validation import validate_endpoints
 
 log = logging.getLogger("deepseek_selfhosted")
@@ -17,11 +18,12 @@ _WARM_RUNS = 3  # enough for CPython 3.12's adaptive interpreter to specialise t
 
 class DeepSeekSelfHostedProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: Mapping) -> None:
+        settings = None
         try:
             settings = parse_settings(credentials)
             found = validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
-        except EngineError as e:
-            raise CredentialsValidateFailedError(str(e)) from None
+        except EngineError as e:  # a server may quote the key back: never show it
+            raise CredentialsValidateFailedError(public_message(e, settings)) from None
         self._warm_request_path(credentials, found[0].id if found else None)
 
     def _warm_request_path(self, credentials: Mapping, served: str | None) -> None:

@@ -32,6 +32,9 @@ from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatCl
                              ConnectError, EngineError, RateLimitError, ServerError, Settings,
                              StreamBrokenError, TimeoutError_, build_body, parse_settings)
 from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
+from deepseek_engine.errors import UnavailableError
+from deepseek_engine.errors import public_message
+from deepseek_engine.reasoning import looks_like_reasoner
 from deepseek_engine.telemetry import TELEMETRY, configure
 from deepseek_engine.tokens import count_messages, count_text
 from deepseek_engine.validation import validate_endpoints
@@ -46,6 +49,7 @@ _DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
     (RateLimitError, InvokeRateLimitError),
     (BadRequestError, InvokeBadRequestError),
     (ConfigError, InvokeBadRequestError),
+    (UnavailableError, InvokeConnectionError),  # 502/503/504 after every retry: fail over
     (ServerError, InvokeServerUnavailableError),
     (ConnectError, InvokeConnectionError),
     (TimeoutError_, InvokeConnectionError),
@@ -54,12 +58,12 @@ _DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
 )
 
 _TEMPLATE = Path(__file__).parent / "templates" / "customizable.yaml"
-configure()  # opt-in metrics and JSON logs, from the plugin's environment
 for _name in ("deepseek_engine", "deepseek_selfhosted"):  # to the daemon's log, as the SDK does
     _logger = logging.getLogger(_name)
     _logger.setLevel(logging.INFO)
     if plugin_logger_handler not in _logger.handlers:
         _logger.addHandler(plugin_logger_handler)
+configure()  # opt-in metrics and JSON logs, from the plugin's environment (its warnings logged)
 _DEFAULT_CONTEXT = 32768
 _MAX_HOLD = 0.001  # seconds a received token may wait to share a chunk with the next ones
 
@@ -72,11 +76,21 @@ def _offload(fn, *args):  # noqa: ANN001, ANN202
     return gevent.get_hub().threadpool.apply(fn, args)
 
 
-def to_dify_error(e: EngineError) -> InvokeError:
+def to_dify_error(e: EngineError, settings: Settings | None = None) -> InvokeError:
+    """The Dify error for ``e``; its text never carries the credential's secrets, nor a token a
+    server quoted back (some gateways echo the Authorization header in their error bodies)."""
+    message = public_message(e, settings)
     for engine_cls, dify_cls in _DIFY_ERRORS:
         if isinstance(e, engine_cls):
-            return dify_cls(str(e))
-    return InvokeError(str(e))
+            return dify_cls(message)
+    return InvokeError(message)
+
+
+def _customizable_reasons(model: str, settings: Settings) -> bool:
+    """The kind the operator chose for a customizable model, else what its name says."""
+    if settings.reasoning is not None:
+        return settings.reasoning
+    return any(looks_like_reasoner(n) for n in (model, settings.served_model_name) if n)
 
 
 def _settings(credentials: Mapping) -> Settings:
@@ -140,7 +154,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         started = time.monotonic()
         request_id = f"dify-{uuid.uuid4().hex[:24]}"
         ttft = None
-        client = None
+        client = settings = None
         outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
         try:
             settings = _settings(credentials)
@@ -199,7 +213,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 finish_reason=answer.finish_reason or "stop"))
         except EngineError as e:
             error = type(e).__name__
-            raise to_dify_error(e) from None
+            raise to_dify_error(e, settings) from None
         except GeneratorExit:
             outcome = "cancelled"  # Dify stopped reading: the upstream stream is closed
             raise
@@ -255,7 +269,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     def _reasons(self, model: str, settings: Settings, credentials: Mapping) -> bool:
         if self._is_predefined(model):
             return normalise(model).startswith("deepseekr1")
-        return settings.reasoning
+        return _customizable_reasons(model, settings)
 
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
@@ -265,6 +279,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
 
     # -- validation ----------------------------------------------------------------------
     def validate_credentials(self, model: str, credentials: Mapping) -> None:
+        settings = None
         try:
             settings = _settings(credentials)
             if self._is_predefined(model):
@@ -273,7 +288,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 validate_endpoints(settings, wanted=settings.served_model_name or model,
                                    catalogue=None, need_context=settings.context_size is None)
         except EngineError as e:
-            raise CredentialsValidateFailedError(str(e)) from None
+            raise CredentialsValidateFailedError(public_message(e, settings)) from None
 
     # -- customizable models -------------------------------------------------------------
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
@@ -297,7 +312,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         if settings and settings.tool_calling:
             features += [ModelFeature.TOOL_CALL, ModelFeature.MULTI_TOOL_CALL,
                          ModelFeature.STREAM_TOOL_CALL]
-        if settings is None or settings.reasoning or settings.tool_calling:
+        if settings is None or _customizable_reasons(model, settings) or settings.tool_calling:
             features.append(ModelFeature.AGENT_THOUGHT)
         return AIModelEntity(
             model=model, label=I18nObject(en_US=model), model_type=ModelType.LLM,
@@ -315,7 +330,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                                      catalogue=None, endpoint=ep.name).context_size
         except EngineError as e:
             # a schema must still render when the server is down; invoke will say why
-            logger.warning("context size not discovered for %s: %s", model, e)
+            logger.warning("context size not discovered for %s: %s", model, public_message(e, settings))
             return None
 
     # -- errors --------------------------------------------------------------------------

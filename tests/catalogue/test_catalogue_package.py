@@ -245,3 +245,43 @@ def test_size_limit(plugin_copy: Path, tmp_path: Path) -> None:
     path = packager.build_package(plugin_copy, tmp_path / "out", require_sources=False)
     with zipfile.ZipFile(path) as zf:
         assert "blob.bin" in zf.namelist()
+
+
+# ------------------------------------------------------------------------------------------------
+# development-only engine modules
+# ------------------------------------------------------------------------------------------------
+DEV_ONLY_ENGINE = {"deepseek_engine/doctor.py"}  # the endpoint doctor: scripts/doctor, not Dify
+
+
+def test_the_doctor_is_not_packaged_and_every_other_engine_module_is(zip_entries) -> None:
+    names = {i.filename for i in zip_entries}
+    assert not names & DEV_ONLY_ENGINE
+    engine = {p.relative_to(ROOT).as_posix() for p in (ROOT / "deepseek_engine").glob("*.py")}
+    assert sorted(engine - DEV_ONLY_ENGINE - names) == []
+
+
+def _imported_modules(rel: str) -> set[str]:
+    """Repository-relative paths (without .py) of what ``rel`` imports, modules or names."""
+    import ast
+
+    package = rel.split("/")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse((ROOT / rel).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name.replace(".", "/") for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = "/".join([*base, *(node.module or "").split(".")]).strip("/")
+            out.add(module)
+            out.update(f"{module}/{a.name}" for a in node.names)  # from pkg import module
+    return out
+
+
+def test_packaged_code_imports_only_packaged_modules(zip_entries) -> None:
+    """Leaving a module out is safe only while nothing in the package imports it."""
+    names = {i.filename for i in zip_entries}
+    missing = [f"{rel} imports {mod}" for rel in sorted(n for n in names if n.endswith(".py"))
+               for mod in sorted(_imported_modules(rel))
+               for path in (f"{mod}.py", f"{mod}/__init__.py")
+               if (ROOT / path).is_file() and path not in names]
+    assert missing == []

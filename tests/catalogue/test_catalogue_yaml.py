@@ -321,7 +321,10 @@ def test_model_credential_form(provider) -> None:
     assert [(o.value, o.label.en_us) for o in forms["function_calling"].options] == [
         ("tool_call", "Tool call"), ("no_call", "Not supported"),
     ]
-    assert forms["reasoning"].default == "reasoning"
+    # blank by default: the kind follows the model name, so a V3-style chat model is not shown
+    # as one long <think> block
+    assert forms["reasoning"].default is None
+    assert "From the model name" in forms["reasoning"].placeholder.en_us
     assert [(o.value, o.label.en_us) for o in forms["reasoning"].options] == [
         ("reasoning", "Reasoning model (R1 style, shows <think>)"), ("none", "Chat model"),
     ]

@@ -104,6 +104,17 @@ def test_vllm_without_tool_parser_is_explained(make_stub, run_doctor):
     assert code == 0
 
 
+def test_simulated_vllm_without_tool_parser_is_explained(make_sim, run_doctor):
+    sim = make_sim(tool_parser=False, shape="plain", served_model="deepseek-v3")
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn" and c["data"]["parser"] is False
+    assert '"auto" tool choice requires' in c["detail"]
+    assert "--enable-auto-tool-choice --tool-call-parser deepseek_v3" in c["detail"]
+    assert code == 0
+    assert _check(rep, "metrics")["data"]["missing"] == []  # every reference series is exported
+
+
 @pytest.mark.parametrize("written", ["text", "stripped"])
 def test_tool_call_written_as_text_is_explained(make_stub, run_doctor, written):
     stub = make_stub(tools=written, owned_by="sglang")
@@ -405,3 +416,94 @@ def test_run_api_returns_a_report(make_sim):
     report = doctor.run([sim.base_url], doctor.Options(requests=1), progress=seen.append)
     assert report.exit_code == 0 and report.endpoints[0].get("models").data["model"] == "deepseek-r1"
     assert any("speed" in s for s in seen)
+
+
+# -- OAuth2 client credentials -------------------------------------------------------------------
+
+CLIENT_SECRET = "cs-doctor-SECRET-8e21"
+
+
+@pytest.fixture
+def sim_behind_idp(make_sim):
+    from oauth_server import TokenServer  # tests/security's real token endpoint
+
+    sim = make_sim(api_key="no-token-yet")
+    idp = TokenServer("doctor", CLIENT_SECRET, on_token=lambda t: setattr(sim.config, "api_key", t))
+    yield sim, idp
+    idp.close()
+
+
+def _oauth2_argv(idp, *extra):
+    return ("--oauth2-token-url", idp.url, "--oauth2-client-id", "doctor", *extra)
+
+
+def test_oauth2_endpoint_is_probed_with_a_fetched_token(sim_behind_idp, run_doctor):
+    sim, idp = sim_behind_idp
+    code, rep, text = _json(run_doctor, sim.base_url,
+                            *_oauth2_argv(idp, "--oauth2-scope", "inference", "--oauth2-audience", "gpus"),
+                            env={"DEEPSEEK_OAUTH2_CLIENT_SECRET": CLIENT_SECRET})
+    c = _check(rep, "auth")
+    assert c["status"] == "ok" and "OAuth2 token accepted" in c["detail"] and c["data"]["key_required"]
+    assert _check(rep, "reasoning")["status"] == "ok" and code == 0
+    assert len(idp.issued) == 1  # one token for every probe
+    assert idp.requests[0]["form"]["scope"] == "inference"
+    assert idp.requests[0]["form"]["audience"] == "gpus"
+    chats = [r.headers.get("authorization") for r in sim.requests if r.path.startswith("/v1/chat")]
+    assert chats and all(a == f"Bearer {idp.issued[0]}" for a in chats)
+    assert CLIENT_SECRET not in text and idp.issued[0] not in text
+
+
+def test_oauth2_client_refused_by_the_idp_names_it(sim_behind_idp, run_doctor):
+    sim, idp = sim_behind_idp
+    code, rep, text = _json(run_doctor, sim.base_url, *_oauth2_argv(idp),
+                            env={"DEEPSEEK_OAUTH2_CLIENT_SECRET": CLIENT_SECRET + "-wrong"})
+    c = _check(rep, "auth")
+    assert c["status"] == "fail" and "token endpoint refused the client (invalid_client" in c["detail"]
+    assert f"127.0.0.1:{idp.httpd.server_address[1]}/oauth2/token" in c["detail"]
+    assert code == 1 and CLIENT_SECRET not in text
+
+
+@pytest.mark.parametrize("argv, env, needle", [
+    (("--oauth2-token-url", "http://idp/token", "--oauth2-client-id", "doctor"), {},
+     "client secret in $DEEPSEEK_OAUTH2_CLIENT_SECRET"),
+    (("--oauth2-token-url", "http://idp/token"), {"DEEPSEEK_OAUTH2_CLIENT_SECRET": CLIENT_SECRET},
+     "--oauth2-token-url needs --oauth2-client-id"),
+    (("--oauth2-scope", "inference"), {}, "--oauth2-scope needs --oauth2-token-url"),
+    (("--oauth2-token-url", "idp/token", "--oauth2-client-id", "doctor"),
+     {"DEEPSEEK_OAUTH2_CLIENT_SECRET": CLIENT_SECRET}, "oauth2_token_url must be an http(s) URL"),
+])
+def test_oauth2_argument_errors(run_doctor, monkeypatch, argv, env, needle):
+    monkeypatch.delenv("DEEPSEEK_OAUTH2_CLIENT_SECRET", raising=False)
+    code, out, err = run_doctor("http://127.0.0.1:1/v1", *argv, env=env)
+    assert code == 2 and needle in err and out == ""
+    assert CLIENT_SECRET not in err
+
+
+def test_oauth2_client_secret_is_never_a_command_line_argument(run_doctor):
+    with pytest.raises(SystemExit):
+        run_doctor("http://127.0.0.1:1/v1", "--oauth2-client-secret", CLIENT_SECRET)
+
+
+# -- --strict ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("server, warned", [
+    (lambda make_sim, make_stub: make_sim(shape="think_inline"), "reasoning"),  # no reasoning parser
+    (lambda make_sim, make_stub: make_stub(tools="reject"), "tools"),  # no tool-call parser
+    (lambda make_sim, make_stub: make_sim(usage="never"), "usage"),  # no include_usage
+])
+def test_strict_fails_on_warnings(make_sim, make_stub, run_doctor, server, warned):
+    url = server(make_sim, make_stub).base_url
+    code, rep, _ = _json(run_doctor, url)
+    assert _check(rep, warned)["status"] == "warn" and code == 0  # warnings alone pass
+    code, rep, _ = _json(run_doctor, url, "--strict")
+    assert code == 1 and rep["ok"] is False and rep["strict"] is True
+    assert rep["summary"]["fail"] == 0
+    code, out, _ = run_doctor(url, "--strict")
+    assert code == 1 and out.splitlines()[-1].startswith("FAILED (--strict: warnings fail):")
+
+
+def test_strict_passes_a_clean_endpoint(make_sim, run_doctor):
+    sim = make_sim(api_key=KEY, served_model="deepseek-v3", shape="plain")
+    code, rep, _ = _json(run_doctor, sim.base_url, "--strict", env={"DEEPSEEK_API_KEY": KEY})
+    assert rep["summary"]["warn"] == 0, rep
+    assert code == 0 and rep["ok"] is True

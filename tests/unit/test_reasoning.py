@@ -1,6 +1,8 @@
+import pytest
 from hypothesis import given, strategies as st
 
-from deepseek_engine.reasoning import ReasoningFormatter, strip_reasoning
+from deepseek_engine import parse_settings
+from deepseek_engine.reasoning import ReasoningFormatter, looks_like_reasoner, strip_reasoning
 
 R = "Okay, the user sent me a message. I should reply."
 A = "Hello! How can I help?"
@@ -60,3 +62,19 @@ def test_strip_reasoning_from_history():
     assert strip_reasoning(f"{R}</think>\n\n{A}") == A
     assert strip_reasoning("no reasoning here") == "no reasoning here"
     assert strip_reasoning("<think>a</think>x <think>b</think>y") == "x y"
+
+
+@pytest.mark.parametrize("name,reasons", [
+    ("deepseek-r1", True), ("deepseek-ai/DeepSeek-R1-0528", True), ("DeepSeek-R1-Distill-Qwen-7B", True),
+    ("r1-1776", True), ("team_r1", True), ("deepseek-reasoner", True), ("qwen3-32b-reasoning", True),
+    ("my-distill-32b", True), ("deepseek-v3", False), ("deepseek-ai/DeepSeek-V3-0324", False),
+    ("qwen2.5-72b-instruct", False), ("llama-3.1-r10", False), ("gpt-oss-20b", False),
+])
+def test_model_kind_from_the_name(name, reasons):
+    assert looks_like_reasoner(name) is reasons
+
+
+@pytest.mark.parametrize("raw,kind", [(None, None), ("", None), ("reasoning", True), ("none", False)])
+def test_model_kind_field_blank_means_from_the_name(raw, kind):
+    creds = {"endpoint_urls": "http://gpu-1:8000/v1", **({} if raw is None else {"reasoning": raw})}
+    assert parse_settings(creds).reasoning is kind

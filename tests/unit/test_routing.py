@@ -91,3 +91,23 @@ def test_priority_groups_and_ejection():
     assert [e.url for e in r.order((a, b))] == [a.url, b.url]
     book.failure(a.url, "refused", severe=True)
     assert r.order((a, b))[0] == b  # the backup zone only when the primary is out
+
+
+class _CountingRandom(random.Random):
+    draws = 0
+
+    def choices(self, *a, **kw):  # noqa: ANN002, ANN003
+        self.draws += 1
+        return super().choices(*a, **kw)
+
+
+def test_p2c_draws_two_distinct_candidates_in_two_draws_whatever_the_weights():
+    heavy, light = parse_endpoints("http://a:1/v1 weight=1000, http://b:1/v1 weight=0.001")
+    rng = _CountingRandom(7)
+    p2c = PowerOfTwo(rng)
+    for _ in range(200):
+        a, b = p2c._two([heavy, light])
+        assert {a, b} == {heavy, light}
+    assert rng.draws == 400  # redrawing until different took a million draws per choice here
+    r = Router(HealthBook(), p2c)
+    assert r.order((heavy, light))[0] == heavy

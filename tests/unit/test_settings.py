@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from deepseek_engine.errors import ConfigError
@@ -67,3 +69,31 @@ def test_endpoint_options():
 def test_bad_endpoint_options(raw, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_endpoints(raw)
+
+
+SECRET = "pw-SECRET-9f2c"
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (f"ops:{SECRET}@gpu-1:8000", "has no scheme: write it as http://gpu-1:8000/v1"),
+    (f"ops:{SECRET}@gpu-1:8000/v1/", "has no scheme: write it as http://gpu-1:8000/v1"),
+    (f"http://a:1/v1, ops:{SECRET}@gpu-2", "entry 2 ('gpu-2') has no scheme"),
+    (f"ftp://ops:{SECRET}@gpu-1/v1", "scheme must be http or https"),
+])
+def test_endpoint_errors_never_echo_a_password(raw, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)) as e:
+        parse_endpoints(raw)
+    assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("url", [
+    f"ops:{SECRET}@idp.example.com/oauth2/token",  # no scheme
+    f"https://ops:{SECRET}@",  # no host: nothing left to show but the password
+    f"ftp://ops:{SECRET}@idp.example.com/token",
+])
+def test_token_url_errors_never_echo_a_password(url):
+    creds = {"endpoint_urls": "http://a:1/v1", "auth_mode": "oauth2", "oauth2_token_url": url,
+             "oauth2_client_id": "dify", "oauth2_client_secret": "x" * 8}
+    with pytest.raises(ConfigError, match="oauth2_token_url must be an http\\(s\\) URL") as e:
+        parse_settings(creds)
+    assert SECRET not in str(e.value)

@@ -43,3 +43,39 @@ def test_any_split_of_the_bytes_gives_the_same_events(cuts):
     cuts = sorted(set(cuts))
     pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)])]
     assert list(iter_sse_data(pieces)) == EXPECTED
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_an_event_with_empty_or_blank_data_is_not_dispatched():
+    stream = b"data:\n\ndata: \n\ndata:\ndata:\n\ndata:  \t\n\ndata: 1\n\n"
+    assert list(iter_sse_data([stream])) == ["1"]
+
+
+def test_empty_data_lines_inside_an_event_are_kept():
+    assert list(iter_sse_data([b"data: a\ndata:\ndata: b\n\n"])) == ["a\n\nb"]
+
+
+def test_a_leading_byte_order_mark_is_stripped_once():
+    assert list(iter_sse_data([BOM + b"data: 1\n\n"])) == ["1"]
+    assert list(iter_sse_data([BOM[:1], BOM[1:] + b"data: 1\n\n"])) == ["1"]
+    # only at the very start: a BOM later (or a second one) is content, so the line's field name
+    # is no longer "data" and the line is ignored
+    assert list(iter_sse_data([BOM + BOM + b"data: 1\n\ndata: 2\n\n"])) == ["2"]
+    assert list(iter_sse_data([b"data: 1\n\n" + BOM + b"data: 2\n\n"])) == ["1"]
+
+
+def test_a_byte_order_mark_given_as_text_is_stripped_too():
+    d = SSEDecoder()
+    assert d.feed("") == []
+    assert d.feed("\ufeffdata: 1\n\n") == ["1"]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(BOM + STREAM)), max_size=12),
+       st.sampled_from([b"", b"data:\n\n", b": ping\ndata:\n\n"]))
+def test_any_split_of_a_bom_stream_with_empty_events_gives_the_same_events(cuts, empty):
+    stream = BOM + empty + STREAM.replace(b"data: [DONE]", empty + b"data: [DONE]")
+    cuts = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    assert list(iter_sse_data(pieces)) == EXPECTED

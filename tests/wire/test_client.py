@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from deepseek_engine import AnswerAssembler, build_body
 from deepseek_engine.errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError,
                                     FirstTokenTimeout, IdleTimeout, ModelNotFoundError,
                                     RateLimitError, ServerError, StreamBrokenError)
@@ -22,6 +23,45 @@ def test_every_reasoning_shape_gives_one_think_block(shape, registry):
         text, a = run(make_client(sim.base_url, registry))
     assert text == WANT
     assert a.usage["completion_tokens"] > 0 and a.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("flavor", ["vllm", "sglang"])
+@pytest.mark.parametrize("shape", ["reasoning", "reasoning_content", "think_inline", "think_close_only"])
+def test_merged_deltas_give_the_same_think_block(shape, flavor, n, registry):
+    # vLLM merges tokens into one delta (a lagging API process, --stream-interval, MTP): reasoning
+    # and content in one delta, text on the finish chunk, R1's whitespace around </think> kept.
+    with Simulator(SimConfig(served_model="deepseek-r1", shape=shape, flavor=flavor, chunk_tokens=n)) as sim:
+        text, a = run(make_client(sim.base_url, registry))
+    assert text == WANT and a.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("flavor", ["vllm", "sglang"])
+def test_tool_call_after_reasoning_in_merged_deltas(flavor, n, registry):
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with Simulator(SimConfig(served_model="deepseek-r1", flavor=flavor, chunk_tokens=n)) as sim:
+        body = build_body("deepseek-r1", [{"role": "user", "content": "weather?"}], {}, tools=[tool])
+        a = AnswerAssembler(True)
+        text, calls = "", []
+        for d in make_client(sim.base_url, registry).stream(body):
+            if p := a.feed(d):
+                text, calls = text + p.text, calls + p.tool_calls
+        last = a.finish()
+    text, calls = text + last.text, calls + last.tool_calls
+    assert text == "<think>\nThe user wants the weather. I should call the tool.\n</think>\n\n"
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
+        ("get_weather", '{"location": "Paris"}')]
+    assert a.finish_reason == "tool_calls"
+
+
+def test_tools_on_a_server_without_tool_parser_are_a_bad_request(registry):
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    with Simulator(SimConfig(served_model="deepseek-r1", tool_parser=False)) as sim:
+        body = build_body("deepseek-r1", [{"role": "user", "content": "weather?"}], {}, tools=[tool])
+        with pytest.raises(BadRequestError, match="--enable-auto-tool-choice and --tool-call-parser"):
+            list(make_client(sim.base_url, registry).stream(body))
+        assert len(sim.requests) == 1  # never retried
 
 
 def test_request_asks_for_usage_and_streams(sim, registry):
@@ -70,7 +110,8 @@ def test_unknown_model_404(sim, registry):
 def test_refused_is_a_connect_error_quickly(registry):
     port = free_port()
     t = time.monotonic()
-    with pytest.raises(ConnectError, match="connection refused"):
+    with pytest.raises(ConnectError, match="connection refused; check that the server is running "
+                                           "and the URL and port are right"):
         run(make_client(f"http://127.0.0.1:{port}/v1", registry))
     assert time.monotonic() - t < 2
 
@@ -125,7 +166,7 @@ def test_failures_after_output_are_typed_not_retried(sim, registry, fault, exc):
 def test_stall_ends_at_the_idle_deadline(sim, registry):
     sim.inject("stall_mid_stream", after=8, seconds=5)
     t = time.monotonic()
-    with pytest.raises(IdleTimeout, match="stalled"):
+    with pytest.raises(IdleTimeout, match=r"stalled: nothing for 0.5s; .* raise idle= in timeouts"):
         run(make_client(sim.base_url, registry, timeouts="idle=0.5"))
     assert 0.4 < time.monotonic() - t < 2.5
 
@@ -162,9 +203,12 @@ def test_all_endpoints_down_answers_at_once_naming_each(registry):
         with pytest.raises(ConnectError):
             run(client)
     t = time.monotonic()
-    with pytest.raises(EndpointsDownError, match="all endpoints are down"):
+    with pytest.raises(EndpointsDownError, match="all endpoints are down") as e:
         run(client)
     assert time.monotonic() - t < 0.05
+    text = str(e.value)  # the action once, at the end; each endpoint's reason without it
+    assert text.endswith("; check that the servers are running and reachable")
+    assert text.count("check") == 1 and text.count("connection refused") == 2
 
 
 def test_early_close_closes_the_upstream_stream(registry):

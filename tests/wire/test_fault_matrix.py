@@ -16,10 +16,10 @@ from deepseek_engine.errors import EngineError  # noqa: E402
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
 
-def _chat(client, case, buffered):
-    body = build_body("deepseek-r1", [{"role": "user", "content": case.prompt}], {})
+def _chat(client, prompt, buffered):
+    body = build_body("deepseek-r1", [{"role": "user", "content": prompt}], {})
     if not buffered:
-        return run(client, content=case.prompt)[0]
+        return run(client, content=prompt)[0]
     from deepseek_engine import AnswerAssembler
     a = AnswerAssembler(True)
     text = "".join(p.text for p in (a.feed(d) for d in client.stream(body, buffered=True)) if p)
@@ -47,7 +47,7 @@ def test_fault(case, mode, registry):
                 body = build_body(case_body_model, [{"role": "user", "content": "hi"}], {})
                 list(client.stream(body, buffered=mode == "blocking"))
             else:
-                text = _chat(client, case, mode == "blocking")
+                text = _chat(client, case.prompt, mode == "blocking")
         except EngineError as e:
             outcome = type(e).__name__
         elapsed = time.monotonic() - t
@@ -57,35 +57,56 @@ def test_fault(case, mode, registry):
         assert case.at_least <= elapsed < case.within, elapsed
         if case.max_requests is not None:
             assert len([r for r in sim.requests if r.path.endswith("/chat/completions")]) <= max(case.max_requests, 1)
-        deadline = time.monotonic() + 2
-        while (sim.in_flight or sim.open_connections > 1) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sim.in_flight == 0 and sim.open_connections <= 1  # no leaked connections
+        _no_leak(sim)
 
 
-def test_one_of_two_endpoints_dead_is_invisible(registry):
+def _answer(client, mode):
+    """The whole answer of one chat, streamed or blocking (buffered), as the user gets it."""
+    return _chat(client, "hi", mode == "blocking")
+
+
+def _no_leak(sim, pooled=1):
+    deadline = time.monotonic() + 2
+    while (sim.in_flight or sim.open_connections > pooled) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.in_flight == 0 and sim.open_connections <= pooled  # no leaked connections
+
+
+@pytest.mark.parametrize("mode", ["stream", "blocking"])
+def test_one_of_two_endpoints_dead_is_invisible(registry, mode):
     with Simulator(SimConfig(served_model="deepseek-r1")) as sim:
         client = make_client([f"http://127.0.0.1:{free_port()}/v1", sim.base_url], registry, **CREDS)
         for _ in range(10):
-            assert run(client)[0] == WANT
+            t = time.monotonic()
+            assert _answer(client, mode) == WANT
+            assert time.monotonic() - t < 2.0  # a refused connect costs nothing; never a timeout
+        assert len([r for r in sim.requests if r.path.endswith("/chat/completions")]) == 10
+        _no_leak(sim)
 
 
-def test_cold_endpoint_refusing_then_503_then_healthy(registry):
+@pytest.mark.parametrize("mode", ["stream", "blocking"])
+def test_cold_endpoint_refusing_then_503_then_healthy(registry, mode):
     from deepseek_engine.errors import ConnectError, ServerError
-    sim = Simulator(SimConfig(served_model="deepseek-r1"))
     port = free_port()
     client = make_client(f"http://127.0.0.1:{port}/v1", registry, **CREDS)
     client.health.base_cooldown = 0.2  # the active prober re-admits in production; here time does
+    t = time.monotonic()
     with pytest.raises(ConnectError):
-        run(client)  # weights loading: the port is not bound yet
+        _answer(client, mode)  # weights loading: the port is not bound yet
+    assert time.monotonic() - t < 2.0
     sim = Simulator(SimConfig(served_model="deepseek-r1"), port=port).start()
     try:
         sim.inject("status", count=10, status=503)
         time.sleep(0.25)
+        t = time.monotonic()
         with pytest.raises(ServerError):
-            run(client)  # bound, but not ready
+            _answer(client, mode)  # bound, but not ready
+        assert time.monotonic() - t < 2.0
         sim.clear_faults()
         time.sleep(0.5)
-        assert run(client)[0] == WANT
+        t = time.monotonic()
+        assert _answer(client, mode) == WANT
+        assert time.monotonic() - t < 2.0
+        _no_leak(sim)
     finally:
         sim.stop()

@@ -1,0 +1,77 @@
+"""A tiny loopback HTTP/1.1 server for the cases the simulator does not script: every answer is
+bytes a test builds from the request, written in one ``sendall`` (so what a test puts in one
+answer reaches the client in one network read), then the connection closes.
+
+    with Loopback(lambda req: response(200, b"...", "text/event-stream")) as srv:
+        srv.base_url        # "http://127.0.0.1:PORT/v1"
+        srv.requests        # [Request(method, path, headers (lower-case keys), body)]
+"""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Loopback", "Request", "response", "sse"]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+    head = (f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+def sse(*events: object) -> bytes:
+    """``data:`` events: dicts as JSON, bytes as they are."""
+    return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n"
+                    for e in events)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+
+class Loopback:
+    def __init__(self, answer: Callable[[Request], bytes]) -> None:
+        self.requests: list[Request] = []
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline().decode("latin-1").split()
+                if len(line) < 2:
+                    return
+                headers: dict[str, str] = {}
+                while (h := self.rfile.readline().decode("latin-1").strip()):
+                    k, _, v = h.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = self.rfile.read(int(headers.get("content-length") or 0))
+                req = Request(line[0], line[1], headers, body)
+                owner.requests.append(req)
+                self.wfile.write(answer(req))  # one write: wfile is unbuffered (wbufsize 0)
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> Loopback:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,75 @@
+"""The active health probe: what each /health answer means, where it is asked, which client asks."""
+
+import httpx
+import pytest
+
+from deepseek_engine.health import HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.settings import parse_endpoints
+
+
+def _client(answer) -> httpx.Client:  # noqa: ANN001
+    """A client whose every request gets ``answer(request)``: a status, or an exception raised."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        out = answer(request)
+        if isinstance(out, Exception):
+            raise out
+        return httpx.Response(out)
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def _prober(answer, url="http://gpu-1:8000/v1"):  # noqa: ANN001
+    book = HealthBook()
+    prober = Prober(book, health_interval=0, metrics_interval=0)  # no thread: probes run by hand
+    (ep,) = parse_endpoints(url)
+    prober.watch((ep,), _client(answer))
+    return book, prober, ep
+
+
+@pytest.mark.parametrize("answer,verdict", [
+    (200, True),
+    (503, False),  # loading weights or draining
+    (httpx.ConnectError("refused"), False),
+    (httpx.ConnectTimeout("timed out"), False),
+    (httpx.ReadTimeout("timed out"), False),
+    # a gateway's answer: no usable health route, only real traffic can tell
+    (302, None), (401, None), (403, None), (404, None), (405, None), (500, None), (502, None),
+    (504, None),
+])
+def test_what_each_health_answer_means(answer, verdict):
+    book, prober, ep = _prober(lambda r: answer)
+    book.probe_failed(ep.url, "an earlier probe failed")
+    assert prober.probe(ep) is verdict
+    # down only for 503 and for no answer at all; an answer without a health route re-admits
+    # (the endpoint is reachable) and leaves the rest to passive health
+    assert book.state(ep.url).probe_down is (verdict is False)
+
+
+def test_gateway_error_page_does_not_eject_a_healthy_endpoint():
+    book, prober, ep = _prober(lambda r: 502)
+    assert prober.probe(ep) is None and not book.all_down((ep,))
+
+
+def test_health_is_asked_next_to_the_openai_routes():
+    seen = []
+    for url in ("http://gpu-1:8000/v1", "https://gw.example.com/ds/v1", "https://gw.example.com/ds/v1/",
+                "http://gpu-1:8000", "https://ops:pw@gw.example.com:8443/team/deepseek/v1"):
+        _, prober, ep = _prober(lambda r: seen.append(str(r.url)) or 200, url)
+        prober.probe(ep)
+    assert seen == ["http://gpu-1:8000/health", "https://gw.example.com/ds/health",
+                    "https://gw.example.com/ds/health", "http://gpu-1:8000/health",
+                    "https://gw.example.com:8443/team/deepseek/health"]  # never the user:password
+
+
+def test_a_credential_saved_again_with_new_tls_settings_is_probed_through_them():
+    # first saved with a wrong CA: every probe fails the TLS handshake and the endpoint is down
+    book = HealthBook()
+    prober = Prober(book, health_interval=0, metrics_interval=0)
+    (ep,) = parse_endpoints("https://gw.example.com/v1")
+    wrong = _client(lambda r: httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]"))
+    prober.watch((ep,), wrong)
+    assert prober.probe(ep) is False and book.all_down((ep,))
+    right = _client(lambda r: 200)  # saved again with the right CA: another pooled client
+    prober.watch((ep,), right)
+    assert prober.probe(ep) is True and not book.all_down((ep,))
+    assert prober._soon == {ep.url}  # and it was due for a probe at once, not on the schedule

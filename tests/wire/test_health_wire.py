@@ -1,0 +1,116 @@
+"""Health over real sockets: a blackholed endpoint, a re-saved TLS credential, a lone healthy
+endpoint's 429. Each with the background prober as the plugin runs it."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "security")]
+
+from blackhole import Blackhole  # noqa: E402
+from wireutil import WANT, free_port, make_client, run  # noqa: E402
+
+from deepseek_engine import ChatClient, parse_settings  # noqa: E402
+from deepseek_engine.errors import EndpointsDownError, UnreachableError  # noqa: E402
+from deepseek_engine.health import HealthBook  # noqa: E402
+from deepseek_engine.probe import Prober  # noqa: E402
+from deepseek_engine.retry import RetryPolicy  # noqa: E402
+from deepseek_engine.routing import Router  # noqa: E402
+from deepseek_sim import SimConfig, Simulator  # noqa: E402
+
+CONNECT = 0.5
+
+
+def _watched_client(urls, registry, book, prober, **creds):
+    settings = parse_settings({"endpoint_urls": urls, "timeouts": f"connect={CONNECT} idle=2 first_token=3",
+                               **creds})
+    return ChatClient(settings, registry=registry, health=book, router=Router(book), prober=prober,
+                      policy=RetryPolicy(backoff_base=0.001, backoff_cap=0.01))
+
+
+def _chats(sim, since=0):
+    return sum(1 for r in sim.requests[since:] if r.path.endswith("/chat/completions"))
+
+
+def _wait_for(cond, seconds):
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return cond()
+
+
+def test_blackholed_endpoint_costs_one_connect_timeout_then_is_skipped_until_healthy(registry):
+    primary = Simulator(SimConfig(served_model="deepseek-r1")).start()
+    backup = Simulator(SimConfig(served_model="deepseek-r1")).start()
+    # the cool-down (0.2 s) is shorter than the probe interval (1 s), as 5 s and 10 s in production
+    book = HealthBook(base_cooldown=0.2)
+    prober = Prober(book, health_interval=1.0, metrics_interval=0, timeout=0.3)
+    try:
+        client = _watched_client(f"{primary.base_url}, {backup.base_url} priority=1", registry, book, prober)
+        assert _wait_for(lambda: any(r.path == "/health" for r in primary.requests), 2)
+        assert run(client)[0] == WANT and _chats(primary) == 1 and _chats(backup) == 0
+        port = primary.port
+        primary.stop()  # the host dies: its address now drops every SYN
+        attempts = []
+        failure = book.failure
+        book.failure = lambda url, reason, severe=False: (attempts.append(url), failure(url, reason, severe=severe))
+        with Blackhole(port) as hole:
+            hole.check()
+            costs = []
+            t_end = time.monotonic() + 2.5  # several cool-downs and two probe rounds
+            while time.monotonic() < t_end:
+                t = time.monotonic()
+                assert run(client)[0] == WANT  # the backup answers: no user-visible error
+                costs.append(time.monotonic() - t)
+        assert attempts == [primary.base_url]  # one attempt, once
+        assert CONNECT * 0.8 <= costs[0] <= CONNECT + 0.5, costs[0]  # one connect timeout, no more
+        assert max(costs[1:]) < 0.3 and len(costs) > 10, costs  # then skipped, at no cost
+        assert book.state(primary.base_url).probe_down  # out until a probe answers 200
+        before = _chats(backup)
+        primary.start()  # back (same port): the next probe re-admits it
+        assert _wait_for(lambda: book.state(primary.base_url).available(time.monotonic()), 2.0)
+        assert run(client)[0] == WANT and _chats(primary) == 2 and _chats(backup) == before
+    finally:
+        prober.stop()
+        primary.stop()
+        backup.stop()
+
+
+def test_credential_saved_again_with_the_right_ca_is_probed_through_it(registry):
+    from certs import make_pki, server_context
+
+    pki = make_pki()
+    book = HealthBook()
+    prober = Prober(book, health_interval=0.1, metrics_interval=0, timeout=1.0)
+    sim = Simulator(SimConfig(served_model="deepseek-r1"), ssl_context=server_context(pki.server)).start()
+    try:
+        wrong = _watched_client(sim.base_url, registry, book, prober, tls_mode="custom",
+                                tls_ca_bundle=pki.rogue_ca.cert)
+        with pytest.raises(UnreachableError, match="certificate"):
+            run(wrong)
+        assert _wait_for(lambda: book.state(sim.base_url).probe_down, 2)  # the probe fails TLS too
+        with pytest.raises(EndpointsDownError):
+            run(wrong)
+        right = _watched_client(sim.base_url, registry, book, prober, tls_mode="custom",
+                                tls_ca_bundle=pki.ca.cert)  # the operator fixed the credential
+        assert _wait_for(lambda: not book.all_down(right.settings.endpoints), 1.0)
+        time.sleep(0.3)  # more probe rounds: the endpoint stays up, probed with the right CA
+        assert run(right)[0] == WANT
+    finally:
+        prober.stop()
+        sim.stop()
+
+
+def test_lone_healthy_endpoint_429_is_retried_after_retry_after_not_at_once(registry):
+    with Simulator(SimConfig(served_model="deepseek-r1")) as sim:
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        client = make_client([dead, sim.base_url], registry)
+        client.health.failure(dead, "refused", severe=True)  # ejected: one endpoint left
+        sim.inject("status", status=429, headers={"Retry-After": "0.3"})
+        t = time.monotonic()
+        assert run(client)[0] == WANT
+        assert time.monotonic() - t >= 0.3  # Retry-After honoured: no instant second 429
+        assert _chats(sim) == 2

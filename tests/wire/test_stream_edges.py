@@ -1,0 +1,47 @@
+"""Stream edges the simulator cannot time exactly, over a loopback server that sends each answer
+in one write: what arrives in one network read together with an in-band error."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepseek_engine import AnswerAssembler, build_body
+from deepseek_engine.errors import ServerError, StreamBrokenError
+
+from wireutil import make_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loopback import Loopback, response, sse  # noqa: E402
+
+
+def _chunk(content=None, role=None) -> dict:
+    delta = {k: v for k, v in (("role", role), ("content", content)) if v is not None}
+    return {"id": "c", "object": "chat.completion.chunk", "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+
+ERROR = {"error": {"message": "the engine died", "type": "InternalServerError", "code": 500}}
+
+
+def _shown_then_error(client):
+    """(text shown, the error) of one streamed chat that fails mid-stream."""
+    a = AnswerAssembler(expect_reasoning=False)
+    text = ""
+    with pytest.raises((ServerError, StreamBrokenError)) as e:
+        for d in client.stream(build_body("m", [{"role": "user", "content": "hi"}], {})):
+            p = a.feed(d)
+            text += p.text if p else ""
+    return text, e.value
+
+
+@pytest.mark.parametrize("bad,exc", [(ERROR, ServerError), (b'{"id": broken', StreamBrokenError)])
+def test_deltas_read_together_with_a_failing_chunk_are_delivered_first(registry, bad, exc):
+    body = sse(_chunk("", role="assistant"), _chunk("Hello"), _chunk(" world"), bad, b"[DONE]")
+    with Loopback(lambda req: response(200, body, "text/event-stream")) as srv:
+        text, err = _shown_then_error(make_client(srv.base_url, registry))
+        assert len(srv.requests) == 1  # tokens were shown: no retry
+    assert text == "Hello world"
+    assert type(err) is exc
+    if exc is ServerError:
+        assert "the engine died" in str(err)
