@@ -36,7 +36,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ import httpx
 from .client import ChatClient
 from .discovery import context_size_of, normalise
 from .errors import (AuthError, ConfigError, ConnectError, EngineError, ServerError,
-                     StreamBrokenError, error_from_response)
+                     StreamBrokenError, error_from_response, scrub)
 from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryBudget, RetryPolicy
@@ -294,7 +294,8 @@ def check_tls(p: Probe) -> Check | None:
             cert = s.getpeercert() or {}
             # TLS 1.3 servers judge the client certificate after the handshake: ask once to see
             s.settimeout(p.settings.timeouts.connect)
-            s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            path = urlsplit(p.endpoint.root).path + "/health"  # behind a gateway's path prefix too
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             answered = bool(s.recv(64))
     except ssl.SSLCertVerificationError as e:
         why = e.verify_message or e.reason or str(e)
@@ -427,11 +428,10 @@ def check_health(p: Probe) -> Check:
     if r.status_code == 503:
         return Check("health", FAIL, "/health 503: the server is starting, draining, or its engine "
                      "died (check its log); the plugin sets it aside until /health answers 200", data)
-    if r.status_code in (401, 403, 404, 405):
-        return Check("health", WARN, f"/health answers {r.status_code} (a gateway in front?): the "
-                     "plugin's background health probe cannot see this endpoint's state and relies "
-                     "on real traffic; expose the server's /health at the same address", data)
-    return Check("health", FAIL, f"/health answered {r.status_code}", data)
+    # as the plugin's probe reads it: only 503 (or no answer) means down
+    return Check("health", WARN, f"/health answers {r.status_code} (a gateway in front?): the "
+                 "plugin's background health probe cannot see this endpoint's state and relies "
+                 "on real traffic; expose the server's /health at the same address", data)
 
 
 def check_metrics(p: Probe) -> Check:
@@ -677,7 +677,7 @@ class Report:
                 "fleet": [asdict(c) for c in self.fleet]}
 
     def to_json(self) -> str:
-        return _scrub(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str),
+        return scrub(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str),
                       self.secrets)
 
     def render(self) -> str:
@@ -698,13 +698,7 @@ class Report:
             verdict += " (--strict: warnings fail)"
         lines.append(f"{verdict}: {n[OK]} ok, {n[WARN]} warnings, {n[FAIL]} failed"
                      + (f", {n[SKIP]} skipped" if n[SKIP] else ""))
-        return _scrub("\n".join(lines), self.secrets)
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "***")
-    return text
+        return scrub("\n".join(lines), self.secrets)
 
 
 def _settings(urls: list[str], opts: Options) -> Settings:

@@ -6,12 +6,10 @@ another attempt (on another endpoint) may succeed, as long as nothing was shown 
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "EngineError", "ConfigError", "ConnectError", "UnreachableError", "EndpointsDownError", "TimeoutError_",
@@ -123,16 +121,7 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 
 def public_message(e: Exception, settings=None) -> str:  # noqa: ANN001 - Settings imports this module
     """``str(e)`` as it may leave the process (to Dify, to a log): scrubbed of the settings' secrets."""
-    if settings is None:
-        return scrub(str(e))
-    secrets = settings.secrets()
-    for ep in settings.endpoints:  # a user:password in a URL is sent as HTTP Basic: base64 of both
-        parts = urlsplit(ep.url)
-        if parts.password:
-            password = unquote(parts.password)
-            pair = f"{unquote(parts.username or '')}:{password}"
-            secrets += [password, base64.b64encode(pair.encode()).decode()]
-    return scrub(str(e), secrets)
+    return scrub(str(e), settings.secrets() if settings is not None else ())
 
 
 _TAG = re.compile(r"<[^>]+>")

@@ -123,10 +123,7 @@ class Prober:
             self._wake.clear()
             with self._lock:
                 soon, self._soon = self._soon, set()
-            for url in soon:
-                watched = self._watched.get(url)
-                if watched is not None:
-                    self._run(self.probe, watched[0])
+            self._all([self.probe], [w[0] for w in map(self._watched.get, soon) if w is not None])
             now = time.monotonic()
             jobs = []
             if self.health_interval > 0 and now >= next_health:
@@ -135,19 +132,32 @@ class Prober:
             if self.metrics_interval > 0 and now >= next_metrics:
                 jobs.append(self.scrape)
                 next_metrics = now + self.metrics_interval
-            for endpoint, _ in list(self._watched.values()):
-                for job in jobs:
-                    self._run(job, endpoint)
+            if jobs:
+                self._all(jobs, [e for e, _ in list(self._watched.values())])
             due = min(t for t, on in ((next_health, self.health_interval > 0),
                                       (next_metrics, self.metrics_interval > 0)) if on)
             self._wake.wait(max(0.01, due - time.monotonic()))
 
+    def _all(self, jobs, endpoints) -> None:  # noqa: ANN001
+        """Every job for every endpoint, the endpoints side by side: a blackholed endpoint costs
+        a round one probe timeout, not one per endpoint after it."""
+        if len(endpoints) == 1:
+            self._run(jobs, endpoints[0])
+            return
+        threads = [threading.Thread(target=self._run, args=(jobs, e), name="deepseek-probe-one", daemon=True)
+                   for e in endpoints]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
     @staticmethod
-    def _run(job, endpoint) -> None:  # noqa: ANN001
-        try:
-            job(endpoint)
-        except Exception:  # a probe must never kill the loop; log and carry on
-            log.exception("%s of %s crashed", job.__name__, endpoint)
+    def _run(jobs, endpoint) -> None:  # noqa: ANN001
+        for job in jobs:
+            try:
+                job(endpoint)
+            except Exception:  # a probe must never kill the loop; log and carry on
+                log.exception("%s of %s crashed", job.__name__, endpoint)
 
     def stop(self) -> None:
         self._stop.set()

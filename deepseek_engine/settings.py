@@ -5,10 +5,11 @@ Every field gets a message an operator can act on; values that are secrets never
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .tls import TLSConfig
@@ -72,9 +73,21 @@ class Settings:
         return [s for s in out if s and len(s) >= 4]
 
 
-def _userinfo(url: str) -> list[str]:
+def basic_credentials(url: str) -> str | None:
+    """The HTTP Basic credentials (base64 of ``user:password``) a URL's userinfo stands for."""
     parts = urlsplit(url)
-    return [p for p in (parts.password,) if p]
+    if parts.username is None and parts.password is None:
+        return None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return base64.b64encode(pair.encode()).decode()
+
+
+def _userinfo(url: str) -> list[str]:
+    """A URL's password as typed, decoded, and as the HTTP Basic value sent for it."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return []
+    return [parts.password, unquote(parts.password), basic_credentials(url)]
 
 
 def display_url(url: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from .client import ChatClient, all_failed
 from .discovery import ServedModel, context_size_of, pick_served_model
-from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError
+from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, scrub
 from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
@@ -69,10 +69,10 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
         raise refused[0]
     if not found:
         raise all_failed([e for _, e in failed])
-    for ep, e in failed:  # engine messages: endpoint names and reasons, never a secret
+    for ep, e in failed:  # a server's own text may quote the key back: scrubbed
         log.warning("endpoint %s failed validation: %s (validation passed: %d of %d endpoints "
                     "answered; requests go to those that answer)",
-                    ep.name, e.message, len(found), len(endpoints))
+                    ep.name, scrub(e.message, settings.secrets()), len(found), len(endpoints))
     return found
 
 

@@ -13,7 +13,7 @@ from deepseek_engine.errors import public_message
 from deepseek_engine.validation import validate_endpoints
 
 log = logging.getLogger("deepseek_selfhosted")
-_WARM_RUNS = 3  # enough for CPython 3.12's adaptive interpreter to specialise the hot path
+_WARM_RUNS = 6  # tiny (one token each); enough for CPython 3.12's adaptive interpreter to specialise the hot path
 
 
 class DeepSeekSelfHostedProvider(ModelProvider):

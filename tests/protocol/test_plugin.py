@@ -306,3 +306,38 @@ def test_a_server_echoing_the_credentials_never_gets_them_shown(plugin, status, 
     written = {"sessions": str([r.raw_lines for r in results]), "logs": str(plugin.logs[logs:]),
                "stderr": plugin.stderr_text}
     assert [(s, where) for s in leaks for where, text in written.items() if s in text] == []
+
+
+def test_concurrent_sessions_stream_side_by_side_on_one_pooled_client(plugin):
+    """24 sessions at once through the plugin process (the SDK runs each in its own greenlet):
+    every answer whole and in order, the streams interleaved rather than served one after another,
+    and no more connections than sessions (one pooled client, keep-alive reused)."""
+    import threading
+
+    gap, n = 0.01, 24
+    with Simulator(SimConfig(served_model="deepseek-r1", shape="reasoning", inter_token=gap)) as sim:
+        prime(plugin, sim)
+        opened = sim.connections_opened
+        results: list = [None] * n
+
+        def one(i: int) -> None:
+            results[i] = plugin.invoke_llm(PROVIDER, "deepseek-r1", creds(sim), [user_message("hi")], {},
+                                           timeout=60)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        took = time.monotonic() - t0
+        new_connections = sim.connections_opened - opened
+    from deepseek_sim.script import split_pieces
+
+    one_stream = gap * (len(split_pieces(REASONING)) + len(split_pieces(ANSWER)))
+    for r in results:
+        assert r is not None and r.error is None, r and r.error
+        assert cr.check_llm_stream(r, require_usage=True) == []
+        assert cr.collect_text(r) == WANT
+    assert took < n * one_stream / 3, f"{took:.2f}s for {n} sessions: served one after another?"
+    assert new_connections <= n

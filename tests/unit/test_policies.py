@@ -60,15 +60,51 @@ def test_the_last_failure_spends_no_retry_budget():
         raise ServerError("x")
 
     try:
-        policy.retrying(5, time.monotonic() + 10)(fail)
+        policy.call(fail, 5, time.monotonic() + 10)
     except ServerError:
         pass
     assert calls == 3 and budget._tokens == 8  # two retries, two tokens; the third failure none
     try:
-        policy.retrying(5, time.monotonic() + 10)(lambda: (_ for _ in ()).throw(BadRequestError("x")))
+        policy.call(lambda: (_ for _ in ()).throw(BadRequestError("x")), 5, time.monotonic() + 10)
     except BadRequestError:
         pass
     assert budget._tokens == 8  # never retried, nothing spent
+    assert policy.call(lambda: "ok", 5, time.monotonic() + 10) == "ok" and budget._tokens == 8
+
+
+def test_call_runs_the_first_try_bare_then_tenacity_with_the_same_waits(monkeypatch):
+    """The first attempt runs outside tenacity; after it fails, the waits and the attempt count
+    are those of one tenacity loop: Retry-After for attempt 1, full jitter for attempt 2."""
+    import deepseek_engine.retry as retry
+
+    slept = []
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
+    built = []
+    real = tenacity.Retrying.__init__
+    monkeypatch.setattr(tenacity.Retrying, "__init__", lambda self, *a, **k: (built.append(1), real(self, *a, **k))[1])
+    policy = RetryPolicy(attempts=3, backoff_base=0.2, backoff_cap=4, budget=RetryBudget(cap=100))
+    assert policy.call(lambda: "ok", 1, time.monotonic() + 10) == "ok"
+    assert built == [] and slept == []  # nothing of tenacity's for a request that succeeds
+    errors = iter([RateLimitError("x", retry_after=1.5), ServerError("y")])
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        err = next(errors, None)
+        if err:
+            raise err
+        return "done"
+
+    assert policy.call(flaky, 1, time.monotonic() + 10) == "done"
+    assert len(calls) == 3 and built == [1]
+    assert slept[0] == 1.5 and 0 <= slept[1] <= 0.4  # jitter below base * 2 ** (2 - 1)
+    calls.clear()
+    always = RetryPolicy(attempts=3, backoff_base=0.0, backoff_cap=0.0, budget=RetryBudget(cap=100))
+    try:
+        always.call(lambda: calls.append(1) or (_ for _ in ()).throw(ServerError("z")), 1, time.monotonic() + 10)
+    except ServerError:
+        pass
+    assert len(calls) == 3  # at most 3 attempts, the bare one included
 
 
 def test_ejection_passive_and_growing():

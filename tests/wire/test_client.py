@@ -232,3 +232,19 @@ def test_every_endpoint_rate_limited_stays_a_rate_limit_error(registry):
         with pytest.raises(RateLimitError, match="every endpoint failed") as e:
             run(make_client([a.base_url, b.base_url], registry))
     assert f"127.0.0.1:{a.port}" in str(e.value) and f"127.0.0.1:{b.port}" in str(e.value)
+
+
+def test_a_backlog_is_reported_ready_and_a_paced_stream_is_not(registry):
+    """``more_ready`` is what lets the adapter send a backlog as one chunk and paced tokens one by
+    one: most deltas of a back-to-back stream are followed by more already received (h11's
+    buffer), none of a paced stream's are (a CRLF left of the last HTTP chunk is not an event)."""
+    def readiness(sim):
+        client = make_client(sim.base_url, registry)
+        body = build_body("deepseek-r1", [{"role": "user", "content": "[[long]]"}], {"max_tokens": 400})
+        flags = [client.more_ready for _ in client.stream(body)]
+        return sum(flags) / len(flags)
+
+    with Simulator(SimConfig(served_model="deepseek-r1")) as fast:
+        assert readiness(fast) > 0.5
+    with Simulator(SimConfig(served_model="deepseek-r1", inter_token=0.004)) as paced:
+        assert readiness(paced) < 0.1

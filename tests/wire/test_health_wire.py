@@ -114,3 +114,24 @@ def test_lone_healthy_endpoint_429_is_retried_after_retry_after_not_at_once(regi
         assert run(client)[0] == WANT
         assert time.monotonic() - t >= 0.3  # Retry-After honoured: no instant second 429
         assert _chats(sim) == 2
+
+
+def test_a_blackholed_endpoint_does_not_hold_up_the_probes_of_the_others():
+    """Endpoints are probed side by side: with two blackholed endpoints a probe round takes one
+    probe timeout, not one per endpoint, and the healthy endpoint behind them is probed in it."""
+    live = Simulator(SimConfig(served_model="deepseek-r1")).start()
+    book = HealthBook()
+    prober = Prober(book, health_interval=0, metrics_interval=0, timeout=0.6)
+    try:
+        with Blackhole() as a, Blackhole() as b:
+            a.check()
+            eps = parse_settings({"endpoint_urls": f"{a.base_url}, {b.base_url}, {live.base_url}"}).endpoints
+            t = time.monotonic()
+            prober._all([prober.probe], eps)  # noqa: SLF001 - one round, as the loop runs it
+            took = time.monotonic() - t
+        assert any(r.path == "/health" for r in live.requests)
+        assert 0.5 <= took < 1.0, f"{took:.2f}s: probed one after another?"
+        assert book.state(a.base_url).probe_down and book.state(b.base_url).probe_down
+        assert book.state(live.base_url).available(time.monotonic())
+    finally:
+        live.stop()
