@@ -293,8 +293,8 @@ class ChatClient:
         t = self.settings.timeouts
         first = min(time.monotonic() + t.first_token, deadline)
         # Straight to the pool's transport: the client's cookie, redirect, auth and event-hook
-        # layers do nothing here (no proxies either: trust_env is off) and cost ~15% of a short
-        # request (bench/run's profile). Client.get still serves the small JSON GETs.
+        # layers do nothing here (no proxies either: trust_env is off) and cost about a tenth of a
+        # short request (bench/run's profile). Client.get still serves the small JSON GETs.
         basic = basic_credentials(ep.url)
         if basic is not None:  # what httpx.Client does with a URL's user:password, and GETs still do
             headers = {**headers, "Authorization": f"Basic {basic}"}

@@ -322,8 +322,13 @@ def section_profile(cfg: dict) -> dict:
                         rec.wait(30)
                         if path.exists():
                             summary = path.with_suffix(".top.txt")
-                            summary.write_text(report.fold_summary(
-                                path, sampled="py-spy without --gil: every thread, idle samples left out"))
+                            shares = report.leaf_shares(path)
+                            out.setdefault("shares", {})[kind] = shares
+                            summary.write_text(
+                                report.fold_summary(path, sampled="py-spy without --gil: every thread, "
+                                                    "idle samples left out")
+                                + "\nworking samples by where the leaf frame is:\n"
+                                + "".join(f"{v * 100:5.1f}%  {g}\n" for g, v in shares.items()))
                             path.unlink()
                             out[f"py-spy {kind} 256 paced streams"] = str(summary.relative_to(ROOT))
                     finally:
@@ -393,12 +398,15 @@ def main() -> int:
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),
-                     "command": "bench/run" + (" --quick" if a.quick else "")}
+                     "command": "bench/run" + (" --quick" if a.quick else "") + (" --profile" if a.profile else "")}
     for name in SECTIONS:
         if name in only:
             results[name] = globals()[f"section_{name}"](cfg)
     if a.profile:
         results["profiles"] = section_profile(cfg)
+        for kind, shares in results["profiles"].pop("shares", {}).items():
+            for group, v in shares.items():
+                results.setdefault("profile_facts", {})[f"prof256_{kind}_{group}"] = f"{v * 100:.0f}%"
     results["machine"]["load_after"] = os.getloadavg()
     results["elapsed"] = time.monotonic() - started
     RESULTS.mkdir(parents=True, exist_ok=True)

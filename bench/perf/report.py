@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 import statistics
+import string
 from pathlib import Path
 
 FINDINGS = Path(__file__).with_name("findings.md")
@@ -91,10 +93,53 @@ def fold_summary(path: Path, top: int = 30,
     return "\n".join(lines) + "\n"
 
 
+#: leaves that are a thread waiting, not working (gevent's thread-pool workers block in a real
+#: lock that py-spy does not see as idle)
+IDLE_LEAVES = ("acquire_with_timeout (gevent/_threading.py",)
+GROUPS = (("own", ("deepseek_engine/", "models/llm/", "toy_plugin/", "llm.py:")),  # the plugin's own code
+          ("sdk", ("dify_plugin/", "pydantic", "copy.py")),  # the SDK runtime and its pydantic models
+          ("http", ("httpx/", "httpcore/", "h11/")),
+          ("gevent", ("gevent/",)),  # hub, cooperative sockets and locks
+          ("json", ("json/",)))
+
+
+def leaf_shares(path: Path) -> dict[str, float]:
+    """Share of the working (non-idle) samples of a py-spy raw profile by where the leaf frame is."""
+    counts: collections.Counter = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        if leaf.startswith(IDLE_LEAVES):
+            continue
+        group = next((g for g, needles in GROUPS if any(x in leaf for x in needles)), "other")
+        counts[group] += int(n)
+    total = sum(counts.values()) or 1
+    return {g: counts[g] / total for g in [g for g, _ in GROUPS] + ["other"]}
+
+
+def before_facts(results_dir: Path) -> dict[str, str]:
+    """Per-request numbers of the newest ``before-<commit>.json`` (an earlier tree's stdio run)."""
+    files = sorted(results_dir.glob("before-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return {}
+    st = json.loads(files[-1].read_text()).get("stdio") or {}
+    try:
+        plug, bare = (p50(pooled(st[k]["rounds"], "total")) for k in ("plugin", "bare"))
+    except KeyError:
+        return {}
+    return {"before_req_plugin": f"{plug * 1e3:.2f} ms", "before_req_bare": f"{bare * 1e3:.2f} ms",
+            "before_req_vs_bare": f"{plug / bare:.2f}x"}
+
+
 # ---------------------------------------------------------------------------------------------
 def write(res: dict, md_path: Path, png_path: Path) -> None:
     md: list[str] = []
     targets: list[tuple[str, str, bool | None]] = []
+    # this run's numbers for the hand-written findings ($name in bench/perf/findings.md), so the
+    # prose never quotes another run
+    facts: dict[str, str] = {}
     m = res["machine"]
     quick = res["mode"] == "quick"
     md += ["# Performance", ""]
@@ -165,6 +210,10 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                       f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | {ratio} | "
                       f"{spread(rounds, 'cpu_per_token', 1e6)} |")
         md.append("")
+        gevent_extra = p50(pooled(inp["httpx-gevent"]["rounds"], "total")) - p50(pooled(inp["httpx"]["rounds"], "total"))
+        facts.update(gevent_extra=f"{gevent_extra * 1e3:.2f} ms",
+                     cpu_event_dify=f"{cpu_tok['dify'] * 1e6:.1f} µs",
+                     cpu_event_httpx_gevent=f"{cpu_tok['httpx-gevent'] * 1e6:.1f} µs")
         for c in ("engine", "dify"):
             b = IN_BASE[c]
             r = cpu_tok[c] / cpu_tok[b]
@@ -207,12 +256,23 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
             targets.append(("per short request through stdio ≤ 1.1x (floor + raw httpx), same run",
                             f"{plug * 1e3:.2f} ms = {plug / ideal:.2f}x of {ideal * 1e3:.2f} ms",
                             plug <= 1.1 * ideal))
+        facts.update(req_plugin=f"{plug * 1e3:.2f} ms", req_bare=f"{bare * 1e3:.2f} ms",
+                     req_floor=f"{floor * 1e3:.2f} ms", req_sdk=f"{sdk * 1e3:.2f} ms",
+                     req_vs_bare=f"{plug / bare:.2f}x", req_vs_sdk=f"{plug / sdk:.2f}x")
+        if inp:
+            facts.update(req_ideal=f"{ideal * 1e3:.2f} ms", req_vs_ideal=f"{plug / ideal:.2f}x",
+                         req_bare_vs_ideal=f"{bare / ideal:.2f}x")
         lines.append(f"- against the bare httpx plugin in the same runtime: **{plug / bare:.2f}x** "
                      f"({bare * 1e3:.2f} ms); against the SDK peer: **{plug / sdk:.2f}x** ({sdk * 1e3:.2f} ms).")
         ev = p50(pooled(st["plugin"]["rounds"], "wall_per_token"))
         ev_sdk = p50(pooled(st["sdk"]["rounds"], "wall_per_token"))
         lines.append(f"- per streamed event: this plugin {ev * 1e6:.1f} µs, the SDK peer {ev_sdk * 1e6:.1f} µs "
                      f"({ev / ev_sdk:.2f}x), the floor {p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs.")
+        facts.update(ev_plugin=f"{ev * 1e6:.1f} µs", ev_sdk=f"{ev_sdk * 1e6:.1f} µs",
+                     ev_floor=f"{p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs",
+                     ev_bare=f"{p50(pooled(st['bare']['rounds'], 'wall_per_token')) * 1e6:.1f} µs",
+                     chunks_plugin=f"{p50(pooled(st['plugin']['rounds'], 'chunks_per_stream')):.0f}",
+                     tokens=str(cfg["tokens"]))
         targets.append(("per streamed chunk through stdio ≤ 30 µs", f"{ev * 1e6:.1f} µs", ev <= 30e-6))
         md += lines + [""]
 
@@ -268,6 +328,23 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
         if w:
             cap = int(top) + 8
             fl = floor_lv.get(top, {}).get("steady")
+            facts.update(top=top, top_plugin_p99=f"{pct(w['added_ttft'], 99) * 1e3:.0f} ms",
+                         top_plugin_cores=f"{w['plugin_cpu'] / w['wall']:.2f}",
+                         top_tokens_per_s=f"{len(w['added_ttft']) * cc['tokens'] / cc['duration']:.0f}")
+            for kind in ("bare", "sdk"):
+                o = cc["levels"].get(kind, {}).get(top, {}).get("steady")
+                if o:
+                    facts[f"top_{kind}_p99"] = f"{pct(o['added_ttft'], 99) * 1e3:.0f} ms"
+                    facts[f"top_{kind}_connections"] = str(o["connections_opened"])
+            if fl:
+                facts.update(top_floor_p99=f"{pct(fl['added_ttft'], 99) * 1e3:.0f} ms",
+                             top_share_p99=f"{(pct(w['added_ttft'], 99) - pct(fl['added_ttft'], 99)) * 1e3:.0f} ms",
+                             top_floor_cores=f"{fl['plugin_cpu'] / fl['wall']:.2f}",
+                             top_harness_cpu=f"{fl['harness_cpu']:.1f} s")
+            for n, modes in cc["levels"].get("floor", {}).items():
+                facts[f"floor_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
+            for n, modes in cc["levels"].get("plugin", {}).items():
+                facts[f"plugin_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
             floor_note = (f" (the runtime floor alone: {pct(fl['added_ttft'], 99) * 1e3:.1f} ms p99 added TTFT, "
                           f"{pct(fl['added_total'], 99) * 1e3:.1f} ms end-to-end)") if fl else ""
             targets.append((f"{top} concurrent streams (steady): zero errors, ≤ 20 ms p99 added, connections bounded by the pool",
@@ -332,6 +409,9 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
         for name, v in cold.items():
             if "after provider validation (served model discovered)" in name and v["first"] and v["warm"]:
                 r = p50(v["first"]) / p50(v["warm"])
+                facts.update(cold_ratio=f"{r:.2f}x", cold_first=f"{p50(v['first']) * 1e3:.2f} ms",
+                             cold_warm=f"{p50(v['warm']) * 1e3:.2f} ms",
+                             cold_range=f"{min(v['first']) * 1e3:.2f}–{max(v['first']) * 1e3:.2f} ms")
                 targets.append(("first request with warm-up (after validation, default credentials) ≤ 1.2x a warm request",
                                 f"{r:.2f}x ({p50(v['first']) * 1e3:.2f} vs {p50(v['warm']) * 1e3:.2f} ms)", r <= 1.2))
 
@@ -342,7 +422,14 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
     intro_end = next(i for i, line in enumerate(md) if line.startswith("## "))
     md[intro_end:intro_end] = head
     if FINDINGS.exists():
-        md += [FINDINGS.read_text().rstrip(), ""]
+        facts.update(commit=str(m.get("commit", "?")), machine=f"{m['cores']}-core {m['cpu']}")
+        facts.update(before_facts(FINDINGS.parents[1] / "results"))
+        facts.update(res.get("profile_facts", {}))
+        findings = string.Template(FINDINGS.read_text()).safe_substitute(facts)
+        missing = sorted({m["named"] for m in string.Template.pattern.finditer(findings) if m["named"]})
+        if missing:  # a section not run (or no --profile): say so rather than print stale numbers
+            print(f"findings: no value in this run for {', '.join('$' + n for n in missing)}")
+        md += [findings.rstrip(), ""]
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text("\n".join(md) + "\n")
     try:
