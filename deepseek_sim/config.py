@@ -42,6 +42,9 @@ class SimConfig:
     # Batch capacity (0 = unlimited): beyond it requests queue, as on a saturated GPU server:
     # their first token waits, /metrics shows them waiting and the KV cache full.
     max_running: int = 0
+    # What /metrics answers: 200 with the Prometheus text, or e.g. 500/502 (a gateway's error page)
+    # to test that routing degrades to local signals when a scrape fails.
+    metrics_status: int = 200
     # vLLM started with --enable-auto-tool-choice --tool-call-parser: without it vLLM answers 400 to
     # any request with tools and tool_choice "auto" (the SGLang flavour ignores this field).
     tool_parser: bool = True

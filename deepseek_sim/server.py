@@ -670,6 +670,9 @@ class Simulator:
                 return await self._send_error(writer, 401, "Unauthorized", keep)
             return await self._send(writer, 200, _dumps(self._models()).encode(), keep)
         if path == "/metrics":
+            if self.config.metrics_status != 200:
+                return await self._send(writer, self.config.metrics_status,
+                                        b"<html><body><h1>Bad Gateway</h1></body></html>", keep, ctype="text/html")
             return await self._send(writer, 200, self._metrics().encode(), keep,
                                     ctype="text/plain; version=0.0.4; charset=utf-8")
         if path == "/tokenize" and method == "POST":

@@ -9,6 +9,7 @@ from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.errors.model import CredentialsValidateFailedError
 
 from deepseek_engine import EngineError, parse_settings
+from deepseek_engine.discovery import normalise
 from deepseek_engine.errors import public_message
 from deepseek_engine.validation import validate_endpoints
 
@@ -33,8 +34,13 @@ class DeepSeekSelfHostedProvider(ModelProvider):
             return
         try:
             llm = self.get_model_instance(ModelType.LLM)
-            for _ in range(_WARM_RUNS):
-                for _ in llm.invoke(served, dict(credentials), [UserPromptMessage(content="ping")],
+            # the catalogue entry for what is served (the path a user who picks it takes: schema
+            # from YAML, discovery by name), and the served id itself (a customizable model)
+            key = normalise(served)
+            catalogue = next((m.model for m in llm.predefined_models() if normalise(m.model) == key), None)
+            names = [n for n in (catalogue, served) if n]
+            for i in range(_WARM_RUNS):
+                for _ in llm.invoke(names[i % len(names)], dict(credentials), [UserPromptMessage(content="ping")],
                                     {"max_tokens": 1}, None, None, True, None):
                     pass
         except Exception as e:  # noqa: BLE001 - best effort: validation already passed

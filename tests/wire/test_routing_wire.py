@@ -4,6 +4,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from deepseek_engine import ChatClient, build_body, parse_settings
 from deepseek_engine.health import HealthBook
 from deepseek_engine.probe import Prober
@@ -100,13 +102,15 @@ def test_backup_zone_only_when_primary_is_out(registry):
         backup.stop()
 
 
-def test_metrics_failures_degrade_to_local_signals(registry):
-    # a server whose /metrics is missing (a gateway): routing still follows measured speed
-    fast, slow = fleet(dict(ttft=0.005), dict(ttft=0.04))
+@pytest.mark.parametrize("status", [404, 500, 502])
+def test_metrics_failures_degrade_to_local_signals(registry, status):
+    # /metrics missing (404) or failing (a gateway's 500/502 page), scraped for real: routing
+    # still follows measured speed and no load reading is kept
+    fast, slow = fleet(dict(ttft=0.005, metrics_status=status), dict(ttft=0.04, metrics_status=status))
     try:
         client, prober = client_for([fast, slow], registry, metrics=0.05)
-        prober._no_metrics.update({fast.root_url, slow.root_url})  # as after a 404
         assert load(client, 80) == []
+        assert any(r.path == "/metrics" for r in fast.requests), "the prober scraped"
         assert served(fast) > 2 * served(slow), (served(fast), served(slow))
         assert all(client.router._s(e.url).load is None for e in client.settings.endpoints)
     finally:
