@@ -192,10 +192,18 @@ def command() -> str:
     return " ".join(["bench/routing", *map(shlex.quote, sys.argv[1:])])
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 def write_report(rows, a, seconds, cost) -> None:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = ["# Routing benchmark", "",
-             f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Command: `{command()}` "
+             f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Code: {_commit()}. Command: `{command()}` "
              f"({a.users} concurrent users, {seconds:g} s measured per run; in the dying-replica runs "
              f"the fast replica is killed {seconds / 2:g} s into the measurement).", "",
              "Fleet: three simulated vLLM replicas in their own processes: **fast** (TTFT 50 ms, 5 ms/token, "

@@ -16,12 +16,27 @@ import time
 
 import httpx
 
-from .errors import AuthError, ConnectError
+from .errors import AuthError, ConnectError, connection_reason
 from .settings import display_url
 
 __all__ = ["Auth", "NoAuth", "StaticBearer", "OAuth2ClientCredentials", "oauth2_source"]
 
 REFRESH_MARGIN = 30.0  # seconds before expiry at which a token counts as expired
+
+
+def _httpx_errors(name: str) -> tuple[type[Exception], ...]:
+    """httpx's exception class ``name``, and httpx2's: Authlib uses httpx2 when it is installed
+    (huggingface_hub, which tokenizers needs, brings it), so its transport errors are httpx2's."""
+    types = [getattr(httpx, name)]
+    try:
+        import httpx2
+    except ImportError:
+        return tuple(types)
+    return (*types, getattr(httpx2, name))
+
+
+_STATUS_ERRORS = _httpx_errors("HTTPStatusError")
+_HTTP_ERRORS = _httpx_errors("HTTPError")
 
 
 class Auth:
@@ -100,12 +115,16 @@ class OAuth2ClientCredentials(Auth):
                             f"{': ' + str(e.description)[:200] if e.description else ''}). Check "
                             "oauth2_client_id, oauth2_client_secret and the scope.",
                             endpoint=where) from None
-        except httpx.HTTPStatusError as e:
+        except _STATUS_ERRORS as e:
             raise AuthError(f"the OAuth2 token endpoint answered HTTP {e.response.status_code}",
                             endpoint=where) from None
-        except httpx.HTTPError as e:
-            raise ConnectError(f"could not reach the OAuth2 token endpoint: {type(e).__name__}",
-                               endpoint=where) from None
+        except _HTTP_ERRORS as e:
+            reason = connection_reason(e)
+            hint = ("its certificate is checked like the endpoints': put the CA that signed it in "
+                    "tls_ca_bundle" if "certificate" in reason else
+                    "check oauth2_token_url and that the identity provider is reachable from the plugin")
+            raise ConnectError(f"could not reach the OAuth2 token endpoint: {reason}", endpoint=where,
+                               hint=hint) from None
         except ValueError:
             raise AuthError("the OAuth2 token endpoint did not answer a token (JSON with "
                             "access_token)", endpoint=where) from None

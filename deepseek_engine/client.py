@@ -16,7 +16,8 @@ import httpx
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
 from .errors import (AuthError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
-                     UnreachableError, error_from_response, server_message)
+                     UnreachableError, connection_reason, error_from_response, scrub,
+                     server_message)
 from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
@@ -92,25 +93,27 @@ def _connect_error(e: httpx.HTTPError, ep: Endpoint) -> EngineError:
         return UnreachableError(f"the server's TLS certificate is {why}: set tls_ca_bundle to the CA "
                                 "that signed it (or fix the server's certificate)", endpoint=ep.name)
     if isinstance(e, httpx.ConnectError):
-        reason = _reason(e)
+        reason = connection_reason(e)
         return UnreachableError(f"could not connect: {reason}", endpoint=ep.name,
                                 hint=_REASON_HINTS.get(reason, _CHECK_SERVER))
     return ConnectError("the connection closed before the server answered (reset or restarting)",
                         endpoint=ep.name, hint=_CHECK_LOGS)
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    low = text.lower()
-    for needle, short in (("refused", "connection refused"), ("reset", "connection reset"),
-                          ("name or service", "host name not found"),
-                          ("nodename nor servname", "host name not found"),
-                          ("temporary failure in name", "host name not found"),
-                          ("no route", "no route to host"), ("unreachable", "network unreachable"),
-                          ("certificate", "TLS certificate rejected")):
-        if needle in low:
-            return short
-    return text[:200]
+def _read_text(resp: httpx.Response, ep: Endpoint) -> str:
+    """A non-streamed body (an error, or an answer that ignored "stream"), its loss typed."""
+    try:
+        return resp.read().decode("utf-8", "replace")
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        raise StreamBrokenError("the connection was cut off while the server's answer was read",
+                                endpoint=ep.name, hint=_CHECK_LOGS) from None
+
+
+def _without_credentials(text: str, headers: dict[str, str]) -> str:
+    """A server's own words without the credential this request sent: some gateways quote the
+    Authorization header back in their error pages (a bare token, not only after "Bearer")."""
+    sent = headers.get("Authorization", "").split(" ", 1)[-1]
+    return scrub(text, [sent]) if sent else text
 
 
 def _connect_timeout(seconds: float, ep: Endpoint) -> UnreachableError:
@@ -179,14 +182,14 @@ class ChatClient:
         except httpx.ConnectTimeout:
             raise _connect_timeout(t.connect, endpoint) from None
         except httpx.TimeoutException as e:
-            raise ConnectError(f"no answer within {timeout:g}s ({_reason(e)})",
+            raise ConnectError(f"no answer within {timeout:g}s ({connection_reason(e)})",
                                endpoint=endpoint.name) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
             raise _connect_error(e, endpoint) from None
         except httpx.HTTPError as e:
-            raise ConnectError(f"could not connect: {_reason(e)}", endpoint=endpoint.name) from None
+            raise ConnectError(f"could not connect: {connection_reason(e)}", endpoint=endpoint.name) from None
         if resp.status_code != 200:
-            raise error_from_response(resp.status_code, resp.text, endpoint.name,
+            raise error_from_response(resp.status_code, _without_credentials(resp.text, headers), endpoint.name,
                                       resp.headers.get("retry-after"))
         try:
             return resp.json()
@@ -314,17 +317,17 @@ class ChatClient:
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
                 raise _connect_error(e, ep) from None
             except httpx.HTTPError as e:
-                raise ConnectError(f"could not send the request: {_reason(e)}",
+                raise ConnectError(f"could not send the request: {connection_reason(e)}",
                                    endpoint=ep.name) from None
             try:
                 if resp.status_code != 200:
-                    body = resp.read().decode("utf-8", "replace")
+                    body = _without_credentials(_read_text(resp, ep), headers)
                     raise error_from_response(resp.status_code, body, ep.name,
                                               resp.headers.get("retry-after"))
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # a server or gateway that ignored "stream": take the whole answer
-                    text = resp.read().decode("utf-8", "replace")
+                    text = _read_text(resp, ep)
                     try:
                         delta = parse_completion(json.loads(text), ep.name)
                     except ValueError:
@@ -359,7 +362,10 @@ class ChatClient:
                         self.router.observe_ttft(ep.url, time.monotonic() - began)
                         if not buffered:
                             break  # from here on tokens reach the user: no more retries
-                self.health.success(ep.url)
+                if pre and (pre[-1] is _DONE or finished):
+                    self.health.success(ep.url)  # the whole answer is in: a healthy endpoint
+                # else _relay judges the endpoint when the stream ends (a replica that breaks
+                # every stream part-way must be ejected, not counted healthy at each first token)
                 return ep, resp, events, pre
             except httpx.ReadTimeout:
                 resp.close()
@@ -374,38 +380,47 @@ class ChatClient:
             set_read_budget(None)
 
     def _relay(self, ep: Endpoint, resp, events, pre: list, deadline: float) -> Iterator[ChatDelta]:
-        idle = self.settings.timeouts.idle
-        finished = False
         try:
-            last = len(pre) - 1
-            for i, item in enumerate(pre):
-                if item is _DONE:
-                    return
-                finished = finished or item.finish_reason is not None
-                self.more_ready = i < last or self._pending > 0
-                yield item
-            while True:
-                set_read_budget((idle, deadline))
-                try:
-                    item = next(events, None)
-                except httpx.ReadTimeout:
-                    raise self._timeout(None, deadline, ep, started=True) from None
-                finally:
-                    set_read_budget(None)
-                if item is None:
-                    if finished:
-                        return  # no [DONE] (transformers serve), but the answer was complete
-                    raise StreamBrokenError("the stream ended before the answer was complete "
-                                            "(the server closed it without a finish reason)",
-                                            endpoint=ep.name)
-                if item is _DONE:
-                    return
-                finished = finished or item.finish_reason is not None
-                yield item
+            yield from self._relay_items(ep, events, pre, deadline)
+        except EngineError as e:
+            if not isinstance(e, TotalTimeout):  # a stall or a cut: the endpoint's doing
+                self._record_failure(ep, e)
+            raise
+        else:
+            self.health.success(ep.url)
         finally:
             self.router.finished(ep.url)
             if resp is not None:
                 resp.close()  # also when the caller stops early: the server stops generating
+
+    def _relay_items(self, ep: Endpoint, events, pre: list, deadline: float) -> Iterator[ChatDelta]:
+        idle = self.settings.timeouts.idle
+        finished = False
+        last = len(pre) - 1
+        for i, item in enumerate(pre):
+            if item is _DONE:
+                return
+            finished = finished or item.finish_reason is not None
+            self.more_ready = i < last or self._pending > 0
+            yield item
+        while True:
+            set_read_budget((idle, deadline))
+            try:
+                item = next(events, None)
+            except httpx.ReadTimeout:
+                raise self._timeout(None, deadline, ep, started=True) from None
+            finally:
+                set_read_budget(None)
+            if item is None:
+                if finished:
+                    return  # no [DONE] (transformers serve), but the answer was complete
+                raise StreamBrokenError("the stream ended before the answer was complete "
+                                        "(the server closed it without a finish reason)",
+                                        endpoint=ep.name)
+            if item is _DONE:
+                return
+            finished = finished or item.finish_reason is not None
+            yield item
 
     def _events(self, resp: httpx.Response, ep: Endpoint) -> Iterator:
         decoder = SSEDecoder()

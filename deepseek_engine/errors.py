@@ -124,6 +124,22 @@ def public_message(e: Exception, settings=None) -> str:  # noqa: ANN001 - Settin
     return scrub(str(e), settings.secrets() if settings is not None else ())
 
 
+def connection_reason(exc: BaseException) -> str:
+    """What a transport exception means, in a few words ("connection refused", "TLS certificate
+    rejected", ...), else its own text, cut short."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    for needle, short in (("refused", "connection refused"), ("reset", "connection reset"),
+                          ("name or service", "host name not found"),
+                          ("nodename nor servname", "host name not found"),
+                          ("temporary failure in name", "host name not found"),
+                          ("no route", "no route to host"), ("unreachable", "network unreachable"),
+                          ("certificate", "TLS certificate rejected")):
+        if needle in low:
+            return short
+    return text[:200]
+
+
 _TAG = re.compile(r"<[^>]+>")
 _TITLE = re.compile(r"<title>(.*?)</title>|<h1>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
 

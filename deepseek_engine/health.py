@@ -30,6 +30,7 @@ class EndpointHealth:
     ejected_until: float = 0.0
     last_error: str = ""
     probe_down: bool = False  # out until a /health probe succeeds
+    seen_up: bool = False  # a success has been reported (the endpoint-up gauge exists)
     unreachable: bool = False  # the current ejection is a failed connection: a probe's 200 ends it
 
     def available(self, now: float) -> bool:
@@ -75,12 +76,13 @@ class HealthBook:
     def success(self, url: str) -> None:
         """Real traffic succeeded: the endpoint is back and its ejection count starts over."""
         h = self.state(url)
-        if h.consecutive_failures or h.ejections or h.ejected_until or h.probe_down:
+        if h.consecutive_failures or h.ejections or h.ejected_until or h.probe_down or not h.seen_up:
             with self._lock:
                 h.consecutive_failures = 0
                 h.ejections = 0
                 h.ejected_until = 0.0
                 h.probe_down = h.unreachable = False
+                h.seen_up = True  # the first success sets the up gauge, later ones cost nothing
             TELEMETRY.endpoint_state(display_url(url), True)
 
     def probe_ok(self, url: str) -> None:

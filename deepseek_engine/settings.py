@@ -23,8 +23,9 @@ _OPTION = re.compile(r"^([a-z_]+)=(.*)$")
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    url: str  # OpenAI base URL, e.g. http://gpu-1:8000/v1 (no trailing slash)
-    root: str  # the URL without its trailing /v1: where /health, /metrics and /tokenize live
+    # both may carry user:password: never in a repr (a log of the settings would show it)
+    url: str = field(repr=False)  # OpenAI base URL, e.g. http://gpu-1:8000/v1 (no trailing slash)
+    root: str = field(repr=False)  # the URL without its /v1: where /health, /metrics, /tokenize live
     name: str  # for messages and logs: host:port/path, never credentials
     weight: float = 1.0  # relative capacity: a node with twice the GPUs gets weight=2
     zone: str = ""  # a label for messages and metrics

@@ -1,6 +1,7 @@
 """The provider: validation of the shared credentials (endpoints, key, served model)."""
 
 import logging
+import time
 from collections.abc import Mapping
 
 from dify_plugin import ModelProvider
@@ -15,6 +16,15 @@ from deepseek_engine.validation import validate_endpoints
 
 log = logging.getLogger("deepseek_selfhosted")
 _WARM_RUNS = 6  # tiny (one token each); enough for CPython 3.12's adaptive interpreter to specialise the hot path
+_WARM_TIMEOUTS = "connect=2 first_token=5 idle=5 total=5"
+_WARM_BUDGET = 3.0  # seconds of warm-up at most, whatever the server's pace
+
+
+def _settings_or_none(credentials: Mapping):  # noqa: ANN202
+    try:
+        return parse_settings(credentials)
+    except EngineError:
+        return None
 
 
 class DeepSeekSelfHostedProvider(ModelProvider):
@@ -39,9 +49,14 @@ class DeepSeekSelfHostedProvider(ModelProvider):
             key = normalise(served)
             catalogue = next((m.model for m in llm.predefined_models() if normalise(m.model) == key), None)
             names = [n for n in (catalogue, served) if n]
+            # short deadlines: a busy GPU queue must not keep the operator's Save waiting
+            quick = {**credentials, "timeouts": _WARM_TIMEOUTS}
+            until = time.monotonic() + _WARM_BUDGET
             for i in range(_WARM_RUNS):
-                for _ in llm.invoke(names[i % len(names)], dict(credentials), [UserPromptMessage(content="ping")],
+                if time.monotonic() > until:
+                    break
+                for _ in llm.invoke(names[i % len(names)], quick, [UserPromptMessage(content="ping")],
                                     {"max_tokens": 1}, None, None, True, None):
                     pass
         except Exception as e:  # noqa: BLE001 - best effort: validation already passed
-            log.info("request-path warm-up skipped: %s", e)
+            log.info("request-path warm-up skipped: %s", public_message(e, _settings_or_none(credentials)))

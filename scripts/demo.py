@@ -8,6 +8,7 @@ answer over the daemon's JSON-lines protocol, printing reasoning, answer and usa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ def main() -> int:
     ap.add_argument("--endpoint", help="use a real vLLM/SGLang base URL instead of the simulator")
     ap.add_argument("--model", default="deepseek-r1", help="catalogue model (default deepseek-r1)")
     ap.add_argument("--prompt", default="Say hello.")
+    ap.add_argument("--api-key", default=os.environ.get("DEEPSEEK_API_KEY"),
+                    help="the server's --api-key (default: $DEEPSEEK_API_KEY)")
     args = ap.parse_args()
 
     sim = None
@@ -31,7 +34,7 @@ def main() -> int:
         sim = Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1", shape="reasoning",
                                   ttft=0.3, inter_token=0.03)).start()
         print(f"simulator: {sim.base_url} (vLLM-style, reasoning parser on)")
-    creds = {"endpoint_urls": args.endpoint or sim.base_url, "api_key": None, "served_model_name": None}
+    creds = {"endpoint_urls": args.endpoint or sim.base_url, "api_key": args.api_key, "served_model_name": None}
     try:
         with PluginProcess(ROOT).start(ready_timeout=60) as plugin:
             print(f"plugin ready in {plugin.ready_after:.2f}s (python -m main, INSTALL_METHOD=local)")

@@ -403,7 +403,8 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                "A fresh plugin process per row and start, 0.5 s after its first heartbeat; then one short "
                "request (the \"first\"), then warm requests in the same process. Provider validation "
                "(`validate_provider_credentials`) sends the endpoint a one-token request through the "
-               "shared pool, which is the plugin's warm-up.", "",
+               "shared pool and then runs the request path a few times with one-token answers: the "
+               "plugin's warm-up.", "",
                "| start | first request p50 (ms) | min–max | warm p50 (ms) | first / warm | validation (ms) | ready after start (s) |",
                "|---|---:|---:|---:|---:|---:|---:|"]
         for name, v in cold.items():

@@ -136,7 +136,9 @@ def test_stream_is_relayed_as_vllm_sends_it(plugin, recorded, name):
     text_deltas = [d for d in ex.deltas() if d.get("reasoning") or d.get("content")]
     text_chunks = [m for m in result.messages if m.get("type") == "stream"
                    and (m["data"]["delta"]["message"].get("content") or "")]
-    assert len(text_deltas) >= 16
+    # vLLM itself merges tokens into fewer deltas when its API process lags (a loaded CI box):
+    # the check is relative to what it sent, and needs only enough deltas to mean something
+    assert len(text_deltas) >= 8, f"vLLM sent only {len(text_deltas)} text deltas"
     assert len(text_chunks) >= len(text_deltas) - 4, (len(text_chunks), len(text_deltas))
     spread = text_chunks[-1]["_t"] - text_chunks[0]["_t"]
     assert spread >= 0.05 * (len(text_deltas) - 6), f"chunks arrived within {spread:.3f}s: gathered?"

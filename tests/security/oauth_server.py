@@ -1,10 +1,13 @@
-"""A real OAuth2 token endpoint for the tests (client credentials grant, expiring tokens)."""
+"""A real OAuth2 token endpoint for the tests (client credentials grant, expiring tokens), over
+plain HTTP or, with ``ssl_context``, HTTPS (as an identity provider in production is)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import secrets
+import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -12,12 +15,14 @@ from urllib.parse import parse_qs
 
 class TokenServer:
     def __init__(self, client_id: str, client_secret: str, *, expires_in: int = 3600,
-                 on_token=None) -> None:  # noqa: ANN001 - called with each new token
+                 on_token=None,  # noqa: ANN001 - called with each new token
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.expires_in = expires_in
         self.on_token = on_token
         self.revoked = False
+        self.handshake_failures = 0  # TLS handshakes a client gave up on (it did not trust us)
         self.issued: list[str] = []
         self.requests: list[dict] = []
         outer = self
@@ -53,8 +58,20 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # noqa: ANN001
+                # the handshake runs in the request's thread: one the client refused lands here
+                if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+                    outer.handshake_failures += 1
+                else:
+                    super().handle_error(request, client_address)
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        if ssl_context is not None:  # handshake on first read, in the request's thread, not accept's
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True,
+                                                        do_handshake_on_connect=False)
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/oauth2/token"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from certs import server_context
+from certs import issue, make_ca, server_context
 from oauth_server import TokenServer
 from tls_gateway import TLSGateway
 
 from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_settings
-from deepseek_engine.errors import AuthError, ConfigError, UnreachableError
+from deepseek_engine.errors import AuthError, ConfigError, ConnectError, UnreachableError
 from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryPolicy
 from deepseek_engine.transport import ClientRegistry
@@ -214,3 +214,67 @@ def test_oauth2_settings_validated():
     with pytest.raises(ConfigError, match="oauth2_client_secret is empty"):
         parse_settings({"endpoint_urls": "http://a:1/v1", "auth_mode": "oauth2",
                         "oauth2_token_url": "https://idp/token", "oauth2_client_id": "x"})
+
+
+# -- OAuth2 over HTTPS: the token endpoint is trusted like the endpoints (docs/operators.md) ---
+@pytest.fixture
+def mtls_sim_and_https_idp(pki):
+    """An mTLS gateway in front of a simulator that takes only the issued token, and a token
+    endpoint over HTTPS with the test PKI's server certificate (the CA in tls_ca_bundle)."""
+    with Simulator(SimConfig(served_model="deepseek-r1", api_key="nothing-yet")) as sim:
+        gw = TLSGateway(server_context(pki.server, client_ca=pki.ca), sim.port)
+        idp = TokenServer("dify", "s3cr3t-client", ssl_context=server_context(pki.server),
+                          on_token=lambda t: setattr(sim.config, "api_key", t))
+        try:
+            yield sim, gw, idp
+        finally:
+            idp.close()
+            gw.close()
+
+
+def test_oauth2_token_endpoint_over_https_with_the_custom_ca(mtls_sim_and_https_idp, pki):
+    sim, gw, idp = mtls_sim_and_https_idp
+    assert idp.url.startswith("https://")
+    c = client(gw.base_url, **oauth(sim, idp), **custom(tls_ca_bundle=pki.ca.cert,
+                                                      tls_client_cert=pki.client.cert,
+                                                      tls_client_key=pki.client.key))
+    assert answer(c).endswith(WANT_END)
+    assert len(idp.issued) == 1 and idp.handshake_failures == 0
+    chats = [r for r in sim.requests if r.path.endswith("/chat/completions")]
+    assert chats and all(r.headers["authorization"] == f"Bearer {idp.issued[0]}" for r in chats)
+
+
+def _fetch_from_an_untrusted_token_endpoint(pki):
+    """The endpoint is trusted (its CA is in tls_ca_bundle, mTLS gateway); the token endpoint's
+    certificate comes from another CA. Returns (what answer() raised, token server, simulator)."""
+    _, other_cert, other_key = make_ca("Other IdP CA")
+    with Simulator(SimConfig(served_model="deepseek-r1", api_key="nothing-yet")) as sim:
+        gw = TLSGateway(server_context(pki.server, client_ca=pki.ca), sim.port)
+        idp = TokenServer("dify", "s3cr3t-client",
+                          ssl_context=server_context(issue(other_cert, other_key, "127.0.0.1", server=True)))
+        try:
+            c = client(gw.base_url, **oauth(sim, idp), **custom(tls_ca_bundle=pki.ca.cert,
+                                                              tls_client_cert=pki.client.cert,
+                                                              tls_client_key=pki.client.key))
+            with pytest.raises(Exception) as e:
+                answer(c)
+        finally:
+            idp.close()
+            gw.close()
+    return e.value, idp, sim
+
+
+def test_token_endpoint_outside_the_ca_bundle_fails_before_any_request(pki):
+    err, idp, sim = _fetch_from_an_untrusted_token_endpoint(pki)
+    assert idp.issued == [] and not idp.requests  # refused at the TLS handshake: nothing sent
+    assert not [r for r in sim.requests if r.path.endswith("/chat/completions")]
+    assert "s3cr3t-client" not in str(err) and "s3cr3t-client" not in repr(err)
+
+
+def test_token_endpoint_outside_the_ca_bundle_is_a_typed_actionable_error(pki):
+    err, idp, _ = _fetch_from_an_untrusted_token_endpoint(pki)
+    assert isinstance(err, ConnectError), f"{type(err).__module__}.{type(err).__name__}: {err}"
+    where = idp.url.split("://", 1)[1]  # display_url: scheme (and any credentials) dropped
+    assert err.endpoint == where and where in str(err)
+    assert "token endpoint" in str(err)
+    assert "tls_ca_bundle" in str(err) and "certificate" in str(err)  # what is wrong, what to set

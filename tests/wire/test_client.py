@@ -248,3 +248,33 @@ def test_a_backlog_is_reported_ready_and_a_paced_stream_is_not(registry):
         assert readiness(fast) > 0.5
     with Simulator(SimConfig(served_model="deepseek-r1", inter_token=0.004)) as paced:
         assert readiness(paced) < 0.1
+
+
+def test_a_replica_that_breaks_every_stream_part_way_is_ejected(registry):
+    """Passive health counts failures after the first token too: three streams cut mid-way on
+    one replica set it aside, and the next requests go to the other one."""
+    from deepseek_engine.health import HealthBook
+
+    with Simulator(SimConfig(served_model="deepseek-r1")) as flaky, Simulator(SimConfig(served_model="deepseek-r1")) as good:
+        flaky.inject("drop_mid_stream", count=10, after=5)
+        client = make_client([flaky.base_url, f"{good.base_url} priority=1"], registry)
+        client.health = HealthBook(threshold=3, base_cooldown=30)
+        client.router.health = client.health
+        for _ in range(3):  # the primary takes them and cuts each after its first tokens
+            with pytest.raises(StreamBrokenError):
+                run(client)
+        assert not client.health.state(flaky.base_url).available(time.monotonic())
+        before = len([r for r in good.requests if r.path.endswith("/chat/completions")])
+        assert run(client)[0] == WANT  # now the backup answers, whole
+        assert len([r for r in good.requests if r.path.endswith("/chat/completions")]) == before + 1
+
+
+def test_a_url_password_goes_out_as_basic_auth_on_chat_requests(registry):
+    import base64
+
+    with Simulator(SimConfig(served_model="deepseek-r1")) as sim:
+        url = sim.base_url.replace("http://", "http://ops:s3cret-pw@")
+        assert run(make_client(url, registry))[0] == WANT
+        chats = [r for r in sim.requests if r.path.endswith("/chat/completions")]
+    sent = {k.lower(): v for k, v in chats[-1].headers.items()}
+    assert sent["authorization"] == "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()
