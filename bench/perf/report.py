@@ -70,6 +70,11 @@ def ok(flag: bool | None) -> str:
     return "–" if flag is None else ("**met**" if flag else "**not met**")
 
 
+#: leaves that are a thread waiting, not working (gevent's thread-pool workers block in a real
+#: lock that py-spy does not see as idle)
+IDLE_LEAVES = ("acquire_with_timeout (gevent/_threading.py",)
+
+
 def fold_summary(path: Path, top: int = 30,
                  sampled: str = "py-spy --gil: only the thread holding the GIL is sampled") -> str:
     """Self and inclusive shares of a py-spy raw (folded) profile."""
@@ -78,8 +83,8 @@ def fold_summary(path: Path, top: int = 30,
     total = 0
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
+        if not n.isdigit() or stack.rsplit(";", 1)[-1].startswith(IDLE_LEAVES):
+            continue  # a thread waiting is not work
         n = int(n)
         total += n
         frames = stack.split(";")
@@ -93,9 +98,6 @@ def fold_summary(path: Path, top: int = 30,
     return "\n".join(lines) + "\n"
 
 
-#: leaves that are a thread waiting, not working (gevent's thread-pool workers block in a real
-#: lock that py-spy does not see as idle)
-IDLE_LEAVES = ("acquire_with_timeout (gevent/_threading.py",)
 GROUPS = (("own", ("deepseek_engine/", "models/llm/", "toy_plugin/", "llm.py:")),  # the plugin's own code
           ("sdk", ("dify_plugin/", "pydantic", "copy.py")),  # the SDK runtime and its pydantic models
           ("http", ("httpx/", "httpcore/", "h11/")),
@@ -414,6 +416,9 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                       f"{ratio:.2f}x | {f(p50(v['validate']), 1e3) if v['validate'] else '–'} | "
                       f"{p50(v['ready']):.2f} |")
         md.append("")
+        named = next((v for n, v in cold.items() if "(served model named)" in n and v["first"] and v["warm"]), None)
+        if named:
+            facts["cold_named_ratio"] = f"{p50(named['first']) / p50(named['warm']):.2f}x"
         for name, v in cold.items():
             if "after provider validation (served model discovered)" in name and v["first"] and v["warm"]:
                 r = p50(v["first"]) / p50(v["warm"])
