@@ -121,6 +121,13 @@ def leaf_shares(path: Path) -> dict[str, float]:
     return {g: counts[g] / total for g in [g for g, _ in GROUPS] + ["other"]}
 
 
+def _share(seconds: float) -> str:
+    """The plugin's p99 over the floor's, in words: below zero is the floor's own noise."""
+    if seconds > 0:
+        return f"{seconds * 1e3:.0f} ms"
+    return f"none measurable ({seconds * 1e3:.0f} ms: the floor's p99 varies between runs by more)"
+
+
 def before_facts(results_dir: Path) -> dict[str, str]:
     """Per-request numbers of the newest ``before-<commit>.json`` (an earlier tree's stdio run)."""
     files = sorted(results_dir.glob("before-*.json"), key=lambda p: p.stat().st_mtime)
@@ -340,7 +347,7 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                     facts[f"top_{kind}_connections"] = str(o["connections_opened"])
             if fl:
                 facts.update(top_floor_p99=f"{pct(fl['added_ttft'], 99) * 1e3:.0f} ms",
-                             top_share_p99=f"{(pct(w['added_ttft'], 99) - pct(fl['added_ttft'], 99)) * 1e3:.0f} ms",
+                             top_share_p99=_share(pct(w['added_ttft'], 99) - pct(fl['added_ttft'], 99)),
                              top_floor_cores=f"{fl['plugin_cpu'] / fl['wall']:.2f}",
                              top_harness_cpu=f"{fl['harness_cpu']:.1f} s")
             for n, modes in cc["levels"].get("floor", {}).items():
