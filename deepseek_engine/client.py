@@ -23,7 +23,7 @@ from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
 from .retry import RetryPolicy
-from .settings import Endpoint, Settings, basic_credentials
+from .settings import Endpoint, Settings
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
@@ -109,10 +109,15 @@ def _read_text(resp: httpx.Response, ep: Endpoint) -> str:
                                 endpoint=ep.name, hint=_CHECK_LOGS) from None
 
 
+def _sent_credential(headers: dict[str, str]) -> str:
+    """The credential of a request's Authorization header (the token after "Bearer ", ...)."""
+    return headers.get("Authorization", "").partition(" ")[2]
+
+
 def _without_credentials(text: str, headers: dict[str, str]) -> str:
     """A server's own words without the credential this request sent: some gateways quote the
     Authorization header back in their error pages (a bare token, not only after "Bearer")."""
-    sent = headers.get("Authorization", "").split(" ", 1)[-1]
+    sent = _sent_credential(headers)
     return scrub(text, [sent]) if sent else text
 
 
@@ -160,7 +165,7 @@ class ChatClient:
         N requests refused at once cause one refetch, not N."""
         if not self.auth.refreshable:
             return None
-        self.auth.invalidate(headers.get("Authorization", "").removeprefix("Bearer "))
+        self.auth.invalidate(_sent_credential(headers))
         return {**headers, **self.auth.headers()}
 
     # -- small JSON GETs (/models, /health, ...) -------------------------------------------
@@ -270,7 +275,6 @@ class ChatClient:
             if e.retryable and len({x.endpoint for x in errors}) > 1:
                 raise all_failed(errors) from None
             raise
-        assert opened is not None
         self.last_endpoint = opened[0]
         yield from self._relay(*opened, deadline)
 
@@ -298,9 +302,8 @@ class ChatClient:
         # Straight to the pool's transport: the client's cookie, redirect, auth and event-hook
         # layers do nothing here (no proxies either: trust_env is off) and cost about a tenth of a
         # short request (bench/run's profile). Client.get still serves the small JSON GETs.
-        basic = basic_credentials(ep.url)
-        if basic is not None:  # what httpx.Client does with a URL's user:password, and GETs still do
-            headers = {**headers, "Authorization": f"Basic {basic}"}
+        if ep.basic is not None:  # what httpx.Client does with a URL's user:password, and GETs still do
+            headers = {**headers, "Authorization": f"Basic {ep.basic}"}
         request = httpx.Request("POST", ep.url + "/chat/completions", content=payload, headers=headers,
                                 extensions={"timeout": {"connect": t.connect, "read": t.first_token,
                                                         "write": t.connect, "pool": t.connect}})
@@ -334,7 +337,6 @@ class ChatClient:
                         raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
                     resp.close()
-                    self.health.success(ep.url)
                     self.router.observe_ttft(ep.url, time.monotonic() - began)
                     return ep, None, iter(()), [delta, _DONE]
                 events = self._events(resp, ep)
@@ -362,10 +364,8 @@ class ChatClient:
                         self.router.observe_ttft(ep.url, time.monotonic() - began)
                         if not buffered:
                             break  # from here on tokens reach the user: no more retries
-                if pre and (pre[-1] is _DONE or finished):
-                    self.health.success(ep.url)  # the whole answer is in: a healthy endpoint
-                # else _relay judges the endpoint when the stream ends (a replica that breaks
-                # every stream part-way must be ejected, not counted healthy at each first token)
+                # _relay judges the endpoint when the stream ends (a replica that breaks every
+                # stream part-way must be ejected, not counted healthy at each first token)
                 return ep, resp, events, pre
             except httpx.ReadTimeout:
                 resp.close()

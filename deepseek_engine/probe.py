@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -141,15 +142,11 @@ class Prober:
     def _all(self, jobs, endpoints) -> None:  # noqa: ANN001
         """Every job for every endpoint, the endpoints side by side: a blackholed endpoint costs
         a round one probe timeout, not one per endpoint after it."""
-        if len(endpoints) == 1:
+        if len(endpoints) == 1:  # the common case: no thread
             self._run(jobs, endpoints[0])
-            return
-        threads = [threading.Thread(target=self._run, args=(jobs, e), name="deepseek-probe-one", daemon=True)
-                   for e in endpoints]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        elif endpoints:
+            with ThreadPoolExecutor(len(endpoints), thread_name_prefix="deepseek-probe") as pool:
+                list(pool.map(lambda e: self._run(jobs, e), endpoints))
 
     @staticmethod
     def _run(jobs, endpoint) -> None:  # noqa: ANN001

@@ -30,6 +30,8 @@ class Endpoint:
     weight: float = 1.0  # relative capacity: a node with twice the GPUs gets weight=2
     zone: str = ""  # a label for messages and metrics
     priority: int = 0  # 0 = primary; higher groups take traffic only when lower ones cannot
+    # the Basic credentials the URL's user:password stands for, worked out once (sent with chat)
+    basic: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return self.name
@@ -70,7 +72,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value, so anything shown can be checked or scrubbed against them."""
         out = [self.api_key, self.tls.client_key, self.oauth2.client_secret if self.oauth2 else None]
-        out += [p for e in self.endpoints for p in _userinfo(e.url)]
+        out += [p for e in self.endpoints for p in _userinfo(e)]
         return [s for s in out if s and len(s) >= 4]
 
 
@@ -83,12 +85,12 @@ def basic_credentials(url: str) -> str | None:
     return base64.b64encode(pair.encode()).decode()
 
 
-def _userinfo(url: str) -> list[str]:
-    """A URL's password as typed, decoded, and as the HTTP Basic value sent for it."""
-    parts = urlsplit(url)
-    if not parts.password:
+def _userinfo(ep: Endpoint) -> list[str]:
+    """An endpoint URL's password as typed, decoded, and as the HTTP Basic value sent for it."""
+    password = urlsplit(ep.url).password
+    if not password:
         return []
-    return [parts.password, unquote(parts.password), basic_credentials(url)]
+    return [password, unquote(password), ep.basic]
 
 
 def display_url(url: str) -> str:
@@ -178,7 +180,7 @@ def _endpoint(item: str, pos: int) -> Endpoint:
     netloc = parts.netloc.rsplit("@", 1)[-1]
     # /health and /metrics sit next to the OpenAI routes: a gateway's https://gw/ds/v1 -> https://gw/ds
     root = f"{parts.scheme}://{netloc}{path.removesuffix('/v1')}"
-    return Endpoint(url=url, root=root, name=display_url(url))
+    return Endpoint(url=url, root=root, name=display_url(url), basic=basic_credentials(url))
 
 
 def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, label: str):

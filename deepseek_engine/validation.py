@@ -9,7 +9,7 @@ named in the plugin's log (a warning); when none passes, the error names each on
 from __future__ import annotations
 
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .client import ChatClient, all_failed
@@ -39,21 +39,16 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
                                                first_token=min(t.first_token, 30.0),
                                                idle=min(t.idle, 30.0), total=min(t.total, 60.0)))
     endpoints = settings.endpoints
-    outcomes: list[ServedModel | Exception | None] = [None] * len(endpoints)
 
-    def check(i: int, ep: Endpoint) -> None:
+    def check(ep: Endpoint) -> ServedModel | Exception:
         try:
-            outcomes[i] = _validate_one(replace(quick, endpoints=(ep,)), ep, wanted=wanted,
-                                        catalogue=catalogue, need_context=need_context)
+            return _validate_one(replace(quick, endpoints=(ep,)), ep, wanted=wanted,
+                                 catalogue=catalogue, need_context=need_context)
         except Exception as e:  # noqa: BLE001 - handed to the caller below
-            outcomes[i] = e
+            return e
 
-    threads = [threading.Thread(target=check, args=(i, ep), daemon=True, name="deepseek-validate")
-               for i, ep in enumerate(endpoints)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    with ThreadPoolExecutor(len(endpoints), thread_name_prefix="deepseek-validate") as pool:
+        outcomes = list(pool.map(check, endpoints))  # side by side: dead replicas cost one timeout
     for o in outcomes:
         if isinstance(o, Exception) and not isinstance(o, EngineError):
             raise o

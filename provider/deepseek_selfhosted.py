@@ -9,7 +9,7 @@ from dify_plugin.entities.model import ModelType
 from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.errors.model import CredentialsValidateFailedError
 
-from deepseek_engine import EngineError, parse_settings
+from deepseek_engine import EngineError, Settings, parse_settings
 from deepseek_engine.discovery import normalise
 from deepseek_engine.errors import public_message
 from deepseek_engine.validation import validate_endpoints
@@ -20,12 +20,6 @@ _WARM_TIMEOUTS = "connect=2 first_token=5 idle=5 total=5"
 _WARM_BUDGET = 3.0  # seconds of warm-up at most, whatever the server's pace
 
 
-def _settings_or_none(credentials: Mapping):  # noqa: ANN202
-    try:
-        return parse_settings(credentials)
-    except EngineError:
-        return None
-
 
 class DeepSeekSelfHostedProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: Mapping) -> None:
@@ -35,9 +29,9 @@ class DeepSeekSelfHostedProvider(ModelProvider):
             found = validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
         except EngineError as e:  # a server may quote the key back: never show it
             raise CredentialsValidateFailedError(public_message(e, settings)) from None
-        self._warm_request_path(credentials, found[0].id if found else None)
+        self._warm_request_path(credentials, settings, found[0].id if found else None)
 
-    def _warm_request_path(self, credentials: Mapping, served: str | None) -> None:
+    def _warm_request_path(self, credentials: Mapping, settings: Settings, served: str | None) -> None:
         """Run a user's request path (SDK invoke, adapter, engine, chunk building; discovery
         cached) a few times with one-token answers, so the first real request is a warm one."""
         if not served:
@@ -59,4 +53,4 @@ class DeepSeekSelfHostedProvider(ModelProvider):
                                     {"max_tokens": 1}, None, None, True, None):
                     pass
         except Exception as e:  # noqa: BLE001 - best effort: validation already passed
-            log.info("request-path warm-up skipped: %s", public_message(e, _settings_or_none(credentials)))
+            log.info("request-path warm-up skipped: %s", public_message(e, settings))
