@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests" / "protocol"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realvllm as rv  # noqa: E402
-from harness import PluginProcess  # noqa: E402
+from plugin_util import running_plugin  # noqa: E402
 from recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy  # noqa: E402
 
 MODE = os.environ.get("DEEPSEEK_REAL_VLLM", "auto").strip().lower()
@@ -142,11 +142,8 @@ def vllm_servers():
 @pytest.fixture(scope="session")
 def plugin():
     """The plugin, launched as the Dify daemon launches it (``python -m main``, stdio protocol)."""
-    p = PluginProcess(ROOT).start(ready_timeout=60)
-    try:
+    with running_plugin() as p:
         yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture(params=["parsed", "raw"])
