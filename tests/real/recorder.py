@@ -35,6 +35,7 @@ class Exchange:
     response: bytes = b""
     done: bool = False
     forwarded: bytes | None = None  # the body as forwarded, when patch_json changed it
+    sent: list[float] = field(default_factory=list)  # time.monotonic() of each paced event written
 
     @property
     def json(self) -> dict | None:
@@ -84,6 +85,9 @@ class RecordingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # as vLLM's own server (uvicorn on asyncio) does: with Nagle on, a paced event waits for
+            # the ACK of the one before and the delayed-ACK timer (40-200 ms) can send two together
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -138,6 +142,7 @@ class RecordingProxy:
                                     ev += b"\n\n"
                                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                                     self.wfile.flush()
+                                    ex.sent.append(time.monotonic())
                                     time.sleep(pace)
                                 continue
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
