@@ -8,13 +8,15 @@ stream reads up to the first token before the caller sees anything.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
 import httpx
 
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
-from .errors import (AuthError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
+from .context import max_tokens_that_fit
+from .errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
                      UnreachableError, connection_reason, error_from_response, scrub,
                      server_message)
@@ -33,12 +35,17 @@ __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
 
 DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
+log = logging.getLogger(__name__)
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_SERVER = "check that the server is running and the URL and port are right"
 _REASON_HINTS = {"host name not found": "check the host name in the URL",
                  "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
 _CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
+
+
+def _encode(body: dict) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _receive_buffer(resp: httpx.Response):  # noqa: ANN202
@@ -237,7 +244,7 @@ class ChatClient:
         if self.health.all_down(endpoints):
             raise EndpointsDownError(self._down_message(endpoints),
                                      hint="check that the servers are running and reachable")
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = _encode(body)
         deadline = time.monotonic() + settings.timeouts.total
         order = self.router.order(endpoints)
         self.policy.budget.record_request()
@@ -246,23 +253,31 @@ class ChatClient:
         headers = self._headers
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
             headers = {**headers, "X-Request-Id": request_id}
-        refreshed = False
+        refreshed = fitted = False
 
         def attempt():  # noqa: ANN202 - one try, at the next endpoint
-            nonlocal headers, refreshed
+            nonlocal headers, refreshed, payload, fitted
             ep = self._next(order, tried)
             if ep is None:  # every endpoint failed and is cooling down: stop here
                 raise all_failed(errors, final=True)
             tried.append(ep)
             try:
-                try:
-                    return self._open(ep, payload, deadline, buffered, headers)
-                except AuthError:
-                    fresh = None if refreshed else self._fresh_headers(headers)
-                    if fresh is None:
-                        raise
-                    refreshed, headers = True, fresh  # once per request, not per endpoint
-                    return self._open(ep, payload, deadline, buffered, headers)
+                while True:  # the request as asked, then corrected once for each reason below
+                    try:
+                        return self._open(ep, payload, deadline, buffered, headers)
+                    except AuthError:
+                        fresh = None if refreshed else self._fresh_headers(headers)
+                        if fresh is None:
+                            raise
+                        refreshed, headers = True, fresh  # once per request, not per endpoint
+                    except BadRequestError as e:
+                        fit = None if fitted else max_tokens_that_fit(e.message, body.get("max_tokens"))
+                        if fit is None:
+                            raise
+                        log.info("max_tokens %s lowered to %s to fit the context window of %s",
+                                 body.get("max_tokens"), fit, ep.name)
+                        fitted = True  # once per request: every endpoint gets the request that fits
+                        payload = _encode({**body, "max_tokens": fit})
             except EngineError as e:
                 errors.append(e)
                 TELEMETRY.attempt_failed(ep.name, e, retried=e.retryable)

@@ -32,7 +32,8 @@ R1's whitespace around ``</think>`` stays on both sides of the reasoning cut;
 ``chunk_tokens`` tokens per delta whatever their kind (reasoning and content
 in one delta, text on the finish chunk, "length" on the last token's chunk);
 prompt + max_tokens over the context is generated up to the context's end.
-The SGLang flavour keeps one kind per delta and a finish chunk of its own.
+The SGLang flavour keeps one kind per delta and a finish chunk of its own, and words its
+context-length refusals as SGLang's tokenizer manager does (prompt + max_tokens >= context).
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions,
 POST /tokenize, GET /metrics (and /ping, /version for vLLM). Unknown paths: 404.

@@ -824,9 +824,15 @@ class Simulator:
                    f"contains at least {seen} input tokens, which exceeds this limit even without any output "
                    f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={seen})")
             return await self._send_error(writer, 400, msg, keep, param="input_tokens")
-        if not vllm and n_prompt + (max_tokens or 0) > cfg.max_model_len:
-            msg = (f"This model's maximum context length is {cfg.max_model_len} tokens. However, your request "
-                   f"has {n_prompt} input tokens. Please reduce the length of the input messages.")
+        if not vllm and n_prompt >= cfg.max_model_len:  # SGLang's tokenizer manager, word for word
+            msg = (f"The input ({n_prompt} tokens) is longer than the model's context length "
+                   f"({cfg.max_model_len} tokens).")
+            return await self._send_error(writer, 400, msg, keep)
+        if not vllm and max_tokens is not None and n_prompt + max_tokens >= cfg.max_model_len:
+            msg = (f"Requested token count exceeds the model's maximum context length of {cfg.max_model_len} "
+                   f"tokens. You requested a total of {n_prompt + max_tokens} tokens: {n_prompt} tokens from "
+                   f"the input messages and {max_tokens} tokens for the completion. Please reduce the number "
+                   f"of tokens in the input messages or the completion to fit within the limit.")
             return await self._send_error(writer, 400, msg, keep)
         # vLLM 0.32 accepts prompt + max_tokens over the context and stops generating at its end.
         limit = room if max_tokens is None else min(max_tokens, room)

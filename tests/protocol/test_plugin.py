@@ -213,6 +213,19 @@ def test_context_overflow_is_bad_request_with_server_message(plugin):
     assert "maximum context length is 50 tokens" in result.error["message"]
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_catalogue_max_tokens_over_a_small_served_context_still_answers(plugin, stream):
+    """The catalogue's R1 default (max_tokens 8192) against a distill served with
+    --max-model-len 2048: the answer comes, asking the server for what fits."""
+    with Simulator(SimConfig(served_model="deepseek-r1", max_model_len=2048)) as sim:
+        result = chat(plugin, creds(sim), params={"max_tokens": 8192}, stream=stream)
+        asked = [r.body.get("max_tokens") for r in sim.requests if r.path.endswith("/chat/completions")
+                 and r.body.get("max_tokens") != 1]  # not the background warm-up
+    assert result.error is None, result.error
+    assert cr.collect_text(result) == WANT
+    assert asked == [8192, 2048]
+
+
 def test_refused_is_connection_error(plugin):
     result = chat(plugin, creds(free_url(), served_model_name="deepseek-r1"))
     assert result.error["error_type"] == "InvokeConnectionError"

@@ -271,6 +271,22 @@ def test_too_long_prompt_is_a_bad_request_with_the_servers_message(plugin, serve
     assert cr.check_llm_stream(result) == []
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "blocking"])
+def test_catalogue_max_tokens_over_the_served_context_still_answers(plugin, recorded, stream):
+    """Dify's R1 default (max_tokens 8192) against this server's max_model_len of 2048: vLLM
+    refuses ("max_tokens=8192 cannot be greater than max_model_len=2048"); the plugin asks again
+    for what fits and the user gets the answer."""
+    proxy = recorded["parsed"]
+    result = invoke(plugin, "deepseek-r1", creds(proxy), params={**R1_PARAMS, "max_tokens": 8192},
+                    stream=stream)
+    assert_clean(result, blocking=not stream)
+    assert cr.collect_text(result) == WANT
+    refused, answered = [e for e in proxy.chats() if e.json.get("max_tokens") != 1][-2:]
+    assert (refused.status, refused.json["max_tokens"]) == (400, 8192)
+    assert b"cannot be greater than max_model_len=2048" in refused.response
+    assert (answered.status, answered.json["max_tokens"]) == (200, 2048)
+
+
 def test_tools_against_a_server_without_a_tool_parser_is_a_bad_request(plugin, vllm_servers):
     """A server started without ``--enable-auto-tool-choice --tool-call-parser`` refuses every
     request with tools (the plugin sends ``tool_choice: "auto"``, and vLLM's default with tools is

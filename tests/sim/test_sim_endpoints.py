@@ -87,9 +87,19 @@ def test_sglang_rejects_prompt_plus_max_tokens_over_context(make_sim):
     messages = [{"role": "user", "content": "word " * 90}]
     r = httpx.post(sim.base_url + "/chat/completions", json={"messages": messages, "max_tokens": 20})
     assert r.status_code == 400
-    assert r.json()["message"] == ("This model's maximum context length is 100 tokens. However, your request has "
-                                   "94 input tokens. Please reduce the length of the input messages.")
+    assert r.json()["message"] == (
+        "Requested token count exceeds the model's maximum context length of 100 tokens. You requested a total "
+        "of 114 tokens: 94 tokens from the input messages and 20 tokens for the completion. Please reduce the "
+        "number of tokens in the input messages or the completion to fit within the limit.")
+    # SGLang refuses prompt + max_tokens == context too (>=); one less fits
+    r = httpx.post(sim.base_url + "/chat/completions", json={"messages": messages, "max_tokens": 6})
+    assert r.status_code == 400
+    assert httpx.post(sim.base_url + "/chat/completions",
+                      json={"messages": messages, "max_tokens": 5}).status_code == 200
     assert httpx.post(sim.base_url + "/chat/completions", json={"messages": messages}).status_code == 200
+    r = httpx.post(sim.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "word " * 100}]})
+    assert r.status_code == 400
+    assert r.json()["message"] == "The input (104 tokens) is longer than the model's context length (100 tokens)."
 
 
 def test_vllm_max_tokens_over_max_model_len(make_sim):

@@ -100,6 +100,24 @@ def test_context_overflow_is_bad_request_with_server_message(registry):
         assert len(sim.requests) == 1  # never retried
 
 
+@pytest.mark.parametrize("flavor", ["vllm", "sglang"])
+def test_max_tokens_over_the_servers_context_is_lowered_to_what_fits(flavor, registry):
+    """Dify's catalogue default (8192 for R1) against a replica started with a small
+    --max-model-len: sent again asking for what fits, on the same endpoint, instead of an error."""
+    with Simulator(SimConfig(served_model="deepseek-r1", flavor=flavor, max_model_len=300)) as sim:
+        client = make_client(sim.base_url, registry)
+        text, a = run(client, max_tokens=8192)
+        assert text == WANT and a.finish_reason == "stop"
+        prompt = a.usage["prompt_tokens"]
+        # vLLM refuses max_tokens over max_model_len (and lets the prompt use the rest); SGLang
+        # refuses prompt + max_tokens >= its context length
+        fit = 300 if flavor == "vllm" else 300 - prompt - 1
+        assert [r.body["max_tokens"] for r in sim.requests] == [8192, fit]
+        assert not client.health.all_down(client.settings.endpoints)  # not the endpoint's fault
+        with pytest.raises(BadRequestError, match="context length"):  # nothing fits: the error stands
+            run(client, content="word " * 400, max_tokens=8192)
+
+
 def test_unknown_model_404(sim, registry):
     client = make_client(sim.base_url, registry)
     from deepseek_engine import build_body
