@@ -24,11 +24,13 @@ from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
+from .resume import Progress, continuation_body, relabel
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
+from .tokens import count_text
 from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
@@ -36,6 +38,7 @@ __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
 DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
 log = logging.getLogger(__name__)
+_MAX_RESUMES = 2  # continuations of one answer; a third cut is reported
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_SERVER = "check that the server is running and the URL and port are right"
 _REASON_HINTS = {"host name not found": "check the host name in the URL",
@@ -238,21 +241,61 @@ class ChatClient:
                request_id: str | None = None) -> Iterator[ChatDelta]:
         """Deltas of one chat completion. ``buffered``: the caller shows nothing until the end
         (blocking mode), so a failure at any point may be retried, not just before the first
-        token; the whole answer is read before the first delta is returned."""
+        token; the whole answer is read before the first delta is returned. A stream that breaks
+        after its first tokens is continued (``resume.py``), on another endpoint when one is up."""
         settings = self.settings
         endpoints = settings.endpoints
         if self.health.all_down(endpoints):
             raise EndpointsDownError(self._down_message(endpoints),
                                      hint="check that the servers are running and reachable")
-        payload = _encode(body)
         deadline = time.monotonic() + settings.timeouts.total
         order = self.router.order(endpoints)
         self.policy.budget.record_request()
-        errors: list[EngineError] = []
-        tried: list[Endpoint] = []
         headers = self._headers
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
             headers = {**headers, "X-Request-Id": request_id}
+        opened = self._start(body, order, [], deadline, buffered, headers)
+        if buffered:  # read whole before the caller saw anything: retried from scratch instead
+            self.last_endpoint = opened[0]
+            yield from self._relay(*opened, deadline)
+            return
+        progress = Progress()
+        produced = resumes = 0
+        while True:
+            self.last_endpoint = ep = opened[0]
+            try:
+                for d in self._relay(*opened, deadline):
+                    if resumes:
+                        d = relabel(d, progress)
+                    progress.record(d)
+                    yield d
+                return
+            except EngineError as e:
+                if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
+                    log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
+                    return
+                if not e.retryable or isinstance(e, TotalTimeout) or resumes >= _MAX_RESUMES:
+                    raise
+                produced = count_text(["".join(progress.reasoning), "".join(progress.content)])
+                again = continuation_body(body, progress, produced)
+                if again is None:
+                    raise
+                TELEMETRY.attempt_failed(ep.name, e, retried=True)
+                try:
+                    opened = self._start(again, order, [ep], deadline, False, headers)
+                except EngineError as failed:
+                    log.warning("could not continue the stream cut at %s: %s", ep.name, failed.message)
+                    raise e from None  # the cut is what the user needs to hear about
+                resumes += 1
+                log.warning("stream from %s broke after %d tokens (%s); continued on %s",
+                            ep.name, produced, e.message, opened[0].name)
+
+    def _start(self, body: dict, order: list[Endpoint], tried: list[Endpoint], deadline: float,
+               buffered: bool, headers: dict[str, str]):
+        """Open ``body``'s stream at the first endpoint that takes it (retries, failover,
+        one token refresh, one ``max_tokens`` fit); ``tried`` are endpoints to use last."""
+        payload = _encode(body)
+        errors: list[EngineError] = []
         refreshed = fitted = False
 
         def attempt():  # noqa: ANN202 - one try, at the next endpoint
@@ -285,13 +328,11 @@ class ChatClient:
                 raise
 
         try:
-            opened = self.policy.call(attempt, lambda: self._untried(order, tried), deadline)
+            return self.policy.call(attempt, lambda: self._untried(order, tried), deadline)
         except EngineError as e:
             if e.retryable and len({x.endpoint for x in errors}) > 1:
                 raise all_failed(errors) from None
             raise
-        self.last_endpoint = opened[0]
-        yield from self._relay(*opened, deadline)
 
     def _untried(self, order: list[Endpoint], tried: list[Endpoint]) -> bool:
         """Whether an available endpoint this request has not tried remains: retry at once then."""

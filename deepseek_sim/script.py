@@ -130,6 +130,37 @@ def wants_tools(body: dict) -> bool:
 
 
 def generate(body: dict, shape: str, vllm: bool = False) -> Iterator[Piece]:
+    """The scripted reply, or with ``continue_final_message`` the rest of it after the final
+    assistant message (a model continues its own text from any token).
+
+    vLLM's ``deepseek_r1`` parser, seeing no ``</think>`` in what it generates, labels a
+    continued answer as reasoning (R1's template drops everything up to ``</think>`` from the
+    assistant message); SGLang's detectors are told the previous content and label it right."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if not (body.get("continue_final_message") and last.get("role") == "assistant"):
+        yield from _reply(body, shape, vllm)
+        return
+    prefix = content_text(last.get("content"))
+    raw = "<think>\n" if shape in ("reasoning", "reasoning_content") else ""
+    in_reasoning = False
+    pieces = _reply({**body, "messages": messages[:-1]}, shape, vllm)
+    for piece in pieces:  # what the model wrote, until it matches what was already shown
+        if piece[0] == "r":
+            in_reasoning = True
+        elif in_reasoning and piece[0] == "c":
+            raw, in_reasoning = raw + "</think>", False
+        raw += piece[1] if piece[0] in ("r", "c") else ""
+        if raw.rsplit("</think>", 1)[-1] == prefix:  # R1's template keeps only what follows </think>
+            break
+    else:
+        return  # not this model's text: nothing to continue
+    mislabel = vllm and shape in ("reasoning", "reasoning_content") and "</think>" in raw
+    for piece in pieces:
+        yield ("r", piece[1]) if mislabel and piece[0] == "c" else piece
+
+
+def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
     """Yield the scripted reply for a chat request ``body`` as token pieces.
 
     ``vllm``: the text as vLLM's reasoning parser cuts R1's ``…\n</think>\n\n…``: reasoning ends

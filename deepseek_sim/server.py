@@ -299,6 +299,14 @@ def _vllm_request_error(body: Any, cfg: SimConfig) -> RequestError | None:
         return 400, (f"max_tokens={max_tokens} cannot be greater than max_model_len={cfg.max_model_len}. "
                      f"Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})"), \
             {"param": "max_tokens"}
+    if body.get("continue_final_message") and body.get("add_generation_prompt", True):
+        return 400, ("Cannot set both `add_generation_prompt` and `continue_final_message` to True."), {}
+    final = messages[-1].get("content") if body.get("continue_final_message") else None
+    if isinstance(final, str) and "</think>" in final:  # R1's template drops up to </think>
+        return 400, ("continue_final_message is set but the final message does not appear in the chat after "
+                     "applying the chat template! This can happen if the chat template deletes portions of "
+                     "the final message. Please verify the chat template and final message in your chat to "
+                     f"ensure they are compatible.Final message to continue: {final}"), {}
     return None
 
 

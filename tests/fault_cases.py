@@ -48,9 +48,15 @@ CASES = [
     Case("500", OK, OK, 2.0, fault=dict(kind="status", status=500)),
     Case("503", OK, OK, 2.0, fault=dict(kind="status", status=503)),
     Case("html-502", OK, OK, 2.0, fault=dict(kind="html_502")),
-    Case("malformed-chunk", BROKEN, OK, 2.0, fault=dict(kind="malformed_chunk", after=10)),
-    Case("drop-mid-stream", BROKEN, OK, 2.0, fault=dict(kind="drop_mid_stream", after=10)),
-    Case("stall-mid-stream", IDLE, OK, 3.5, fault=dict(kind="stall_mid_stream", after=10, seconds=30)),
+    # after tokens were shown a stream is continued from the last one (streaming) or the
+    # request retried (blocking): the user gets the exact answer either way
+    Case("malformed-chunk", OK, OK, 2.0, fault=dict(kind="malformed_chunk", after=10)),
+    Case("drop-mid-stream", OK, OK, 2.0, fault=dict(kind="drop_mid_stream", after=10)),
+    Case("stall-mid-stream", OK, OK, 3.5, fault=dict(kind="stall_mid_stream", after=10, seconds=30)),
+    # ... and when it keeps failing, the typed error (streaming: after two continuations)
+    Case("drop-mid-stream-always", BROKEN, BROKEN, 3.0, fault=dict(kind="drop_mid_stream", after=10, count=9)),
+    Case("stall-mid-stream-always", IDLE, IDLE, 6.0,
+         fault=dict(kind="stall_mid_stream", after=10, seconds=30, count=9)),
     Case("no-done", OK, OK, 2.0, sim=dict(send_done=False)),
     Case("slow-headers", OK, OK, 3.5, fault=dict(kind="slow_headers", seconds=5)),
     Case("context-overflow-400", BAD, BAD, 2.0, sim=dict(max_model_len=60), prompt="word " * 100,

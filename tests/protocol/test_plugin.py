@@ -232,9 +232,26 @@ def test_refused_is_connection_error(plugin):
     assert "refused; check that the server is running" in result.error["message"]
 
 
+@pytest.mark.parametrize("after", [6, 24], ids=["in-reasoning", "in-answer"])
+def test_a_stream_cut_mid_way_is_continued_from_the_last_token_shown(plugin, r1, after):
+    """The user sees the whole answer once, as one think block and the answer: the server is
+    asked to continue the assistant message shown so far (vLLM labels a continued answer as
+    reasoning; it is shown as the answer)."""
+    prime(plugin, r1)
+    since = len(r1.requests)
+    r1.inject("drop_mid_stream", after=after)
+    result = chat(plugin, creds(r1))
+    assert result.error is None, result.error
+    assert cr.collect_text(result) == WANT
+    chats = [r.body for r in r1.requests[since:] if r.path.endswith("/chat/completions")]
+    assert len(chats) == 2 and chats[1]["continue_final_message"] is True
+    shown = chats[1]["messages"][-1]["content"]
+    assert shown.startswith("<think>\nOkay,") == (after == 6), shown  # in the answer: the answer only
+
+
 def test_drop_mid_stream_is_connection_error_after_partial_output(plugin, r1):
     prime(plugin, r1)
-    r1.inject("drop_mid_stream", after=10)
+    r1.inject("drop_mid_stream", after=10, count=9)  # every continuation is cut too
     result = chat(plugin, creds(r1))
     assert result.error["error_type"] == "InvokeConnectionError"
     assert "cut off" in result.error["message"] and "check the server's logs" in result.error["message"]

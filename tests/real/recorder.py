@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class RecordingProxy:
         self.patch_json: dict | None = None
         #: when set, SSE events are relayed one by one this many seconds apart (a slow GPU's pace)
         self.pace_events: float | None = None
+        #: when set, the next stream is cut off after this many SSE events
+        self.cut_after: int | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -129,21 +132,31 @@ class RecordingProxy:
                         buf = bytearray()
                         pending = b""
                         pace = proxy.pace_events
+                        cut = None
+                        if (self.headers.get("X-Request-Id") or "").startswith("dify-"):
+                            cut, proxy.cut_after = proxy.cut_after, None  # one invoke's stream only
                         while True:
                             piece = resp.read1(65536)
                             if not piece:
                                 break
                             buf += piece
                             ex.response = bytes(buf)
-                            if pace:  # one SSE event per HTTP chunk, `pace` seconds apart
+                            if pace or cut:  # one SSE event per HTTP chunk, `pace` seconds apart
                                 pending += piece
                                 *events, pending = pending.split(b"\n\n")
                                 for ev in events:
+                                    if cut is not None and len(ex.sent) >= cut:
+                                        # a GPU node dying mid-answer: no terminating chunk
+                                        self.close_connection = True
+                                        self.connection.shutdown(socket.SHUT_RDWR)
+                                        ex.done = True
+                                        return
                                     ev += b"\n\n"
                                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                                     self.wfile.flush()
                                     ex.sent.append(time.monotonic())
-                                    time.sleep(pace)
+                                    if pace:
+                                        time.sleep(pace)
                                 continue
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                             self.wfile.flush()

@@ -102,6 +102,28 @@ def test_sglang_rejects_prompt_plus_max_tokens_over_context(make_sim):
     assert r.json()["message"] == "The input (104 tokens) is longer than the model's context length (100 tokens)."
 
 
+@pytest.mark.parametrize("flavor", ["vllm", "sglang"])
+def test_continue_final_message_goes_on_from_the_assistant_text(make_sim, flavor):
+    sim = make_sim(flavor=flavor)
+    # the answer shown so far (R1's template keeps only what follows </think>); vLLM's parser
+    # passes on the "\n\n" after </think>, SGLang's trims it
+    shown = ("\n\n" if flavor == "vllm" else "") + "Hello! I am"
+    body = {"messages": [*HI, {"role": "assistant", "content": shown}], "continue_final_message": True,
+            "add_generation_prompt": False}
+    msg = httpx.post(sim.base_url + "/chat/completions", json=body).json()["choices"][0]["message"]
+    rest = " a simulated DeepSeek model. How can I help you today?"
+    # vLLM's deepseek_r1 parser sees no </think> in what it generates: it calls the rest reasoning
+    got = (msg.get("reasoning") or msg.get("reasoning_content")) if flavor == "vllm" else msg["content"]
+    assert got == rest
+    if flavor == "vllm":  # and refuses both flags at once, as vLLM does
+        r = httpx.post(sim.base_url + "/chat/completions", json={**body, "add_generation_prompt": True})
+        assert r.status_code == 400 and "Cannot set both" in r.json()["error"]["message"]
+        # and a final message the template cuts down (everything up to </think>) cannot be continued
+        cut = {**body, "messages": [*HI, {"role": "assistant", "content": "<think>\nOkay.\n</think>" + shown}]}
+        r = httpx.post(sim.base_url + "/chat/completions", json=cut)
+        assert r.status_code == 400 and "does not appear in the chat" in r.json()["error"]["message"]
+
+
 def test_vllm_max_tokens_over_max_model_len(make_sim):
     sim = make_sim(max_model_len=2048)
     r = httpx.post(sim.base_url + "/chat/completions", json={"messages": HI, "max_tokens": 3000})

@@ -38,9 +38,10 @@ def _shown_then_error(client):
 @pytest.mark.parametrize("bad,exc", [(ERROR, ServerError), (b'{"id": broken', StreamBrokenError)])
 def test_deltas_read_together_with_a_failing_chunk_are_delivered_first(registry, bad, exc):
     body = sse(_chunk("", role="assistant"), _chunk("Hello"), _chunk(" world"), bad, b"[DONE]")
-    with Loopback(lambda req: response(200, body, "text/event-stream")) as srv:
+    with Loopback(lambda req: response(200, body if not srv.requests[1:] else sse(bad), "text/event-stream")) as srv:
         text, err = _shown_then_error(make_client(srv.base_url, registry))
-        assert len(srv.requests) == 1  # tokens were shown: no retry
+        # tokens were shown: never asked again from the start, only to continue (which fails here)
+        assert all(b'"continue_final_message":true' in r.body for r in srv.requests[1:])
     assert text == "Hello world"
     assert type(err) is exc
     if exc is ServerError:

@@ -1,0 +1,87 @@
+"""Resuming a stream that broke after its first tokens: ask a server to continue the same answer.
+
+Once tokens have reached the user a request cannot be retried (the answer would start again). It
+can be *continued*: the conversation plus what was already shown, as a final assistant message with
+``continue_final_message`` (vLLM and SGLang both accept it), and the server goes on from the last
+token shown. The user sees a pause, not an error. Pure: the bookkeeping and the request are
+tested without a server.
+
+Reasoning models need care. R1's chat templates drop everything up to ``</think>`` from assistant
+messages, so a stream cut during the answer is continued from the answer alone, and a server's
+reasoning parser, seeing no ``</think>`` in what it generates, labels the rest of the answer as
+reasoning: ``relabel`` puts it back.
+"""
+
+from __future__ import annotations
+
+from .protocol import ChatDelta
+
+__all__ = ["Progress", "continuation_body", "relabel"]
+
+
+class Progress:
+    """What a stream has delivered so far, as the server labelled it."""
+
+    __slots__ = ("reasoning", "content", "tool_calls", "finished")
+
+    def __init__(self) -> None:
+        self.reasoning: list[str] = []
+        self.content: list[str] = []
+        self.tool_calls = False
+        self.finished = False
+
+    def record(self, d: ChatDelta) -> None:
+        if d.reasoning:
+            self.reasoning.append(d.reasoning)
+        if d.content:
+            self.content.append(d.content)
+        if d.tool_calls:
+            self.tool_calls = True
+        if d.finish_reason:
+            self.finished = True
+
+    @property
+    def answering(self) -> bool:
+        """Whether the answer itself (not only reasoning) has begun."""
+        return bool(self.content)
+
+    def generated(self) -> str:
+        """The assistant message to continue: the model's output so far as a chat template keeps
+        it. During the reasoning that is the reasoning inside ``<think>`` (a parser's reasoning
+        goes back in; inline tags already are); once the answer began, only the answer, because
+        R1's templates drop everything up to ``</think>`` and vLLM then refuses to continue a
+        message it cannot find in the prompt."""
+        content = "".join(self.content)
+        if not self.reasoning:
+            return content.rsplit("</think>", 1)[-1]
+        return content if content else "<think>\n" + "".join(self.reasoning)
+
+
+def continuation_body(body: dict, progress: Progress, produced_tokens: int) -> dict | None:
+    """The request that continues ``body``'s answer after ``progress``, or None when it cannot
+    be continued: nothing shown yet (retry instead), the answer was complete, or a tool call
+    had started (its arguments cannot be continued reliably)."""
+    if progress.finished or progress.tool_calls:
+        return None
+    prefix = progress.generated()
+    if not prefix:
+        return None
+    out = {**body, "messages": [*body["messages"], {"role": "assistant", "content": prefix}],
+           "continue_final_message": True, "add_generation_prompt": False}
+    limit = body.get("max_tokens")
+    if isinstance(limit, int):
+        if limit - produced_tokens < 1:
+            return None  # the answer had used its whole budget: it was about to end anyway
+        out["max_tokens"] = limit - produced_tokens
+    return out
+
+
+def relabel(d: ChatDelta, progress: Progress) -> ChatDelta:
+    """A continued delta as the user must see it: after a cut during the answer, what the server
+    calls reasoning is the rest of the answer."""
+    if d.reasoning and progress.answering:
+        d = ChatDelta("", d.reasoning + d.content, d.tool_calls, d.finish_reason, d.usage)
+    # the continuing server counts what was already shown as prompt: the caller counts the
+    # whole exchange offline instead
+    d.usage = None
+    return d

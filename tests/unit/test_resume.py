@@ -1,0 +1,53 @@
+"""Continuing a stream cut after its first tokens: what is asked, and how the rest is shown."""
+
+from deepseek_engine.protocol import ChatDelta
+from deepseek_engine.resume import Progress, continuation_body, relabel
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}
+
+
+def progress(*deltas: ChatDelta) -> Progress:
+    p = Progress()
+    for d in deltas:
+        p.record(d)
+    return p
+
+
+def test_reasoning_from_a_parser_goes_back_inside_think():
+    p = progress(ChatDelta(reasoning="Okay,"), ChatDelta(reasoning=" the user"))
+    assert p.generated() == "<think>\nOkay, the user" and not p.answering
+    p.record(ChatDelta(content="\n\nHello!"))
+    assert p.generated() == "\n\nHello!" and p.answering  # what R1's template keeps of it
+
+
+def test_inline_think_tags_are_kept_as_sent():
+    p = progress(ChatDelta(content="<think>\nOkay,"), ChatDelta(content=" the user"))
+    assert p.generated() == "<think>\nOkay, the user"
+    p.record(ChatDelta(content="</think>\n\nHello!"))
+    assert p.generated() == "\n\nHello!"
+
+
+def test_the_continuation_asks_to_go_on_from_what_was_shown():
+    body = continuation_body(BODY, progress(ChatDelta(reasoning="Okay,")), produced_tokens=3)
+    assert body["messages"] == [*BODY["messages"], {"role": "assistant", "content": "<think>\nOkay,"}]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["max_tokens"] == 97 and body["stream"] is True
+    assert BODY["messages"] == [{"role": "user", "content": "hi"}]  # the original is untouched
+
+
+def test_no_continuation_when_it_cannot_be_one():
+    assert continuation_body(BODY, Progress(), 0) is None  # nothing shown: a plain retry instead
+    assert continuation_body(BODY, progress(ChatDelta(content="a", finish_reason="stop")), 1) is None
+    assert continuation_body(BODY, progress(ChatDelta(tool_calls=[{"index": 0}])), 1) is None
+    assert continuation_body(BODY, progress(ChatDelta(content="a")), 100) is None  # budget spent
+    unlimited = {k: v for k, v in BODY.items() if k != "max_tokens"}
+    assert "max_tokens" not in continuation_body(unlimited, progress(ChatDelta(content="a")), 1)
+
+
+def test_a_continued_answer_labelled_reasoning_is_shown_as_answer():
+    answering = progress(ChatDelta(reasoning="R"), ChatDelta(content="Hello"))
+    d = relabel(ChatDelta(reasoning=" world", usage={"prompt_tokens": 9}), answering)
+    assert (d.reasoning, d.content, d.usage) == ("", " world", None)
+    reasoning = progress(ChatDelta(reasoning="Okay,"))
+    d = relabel(ChatDelta(reasoning=" the user"), reasoning)  # still reasoning: stays reasoning
+    assert (d.reasoning, d.content) == (" the user", "")
