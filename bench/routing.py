@@ -178,13 +178,13 @@ NOTES = """Notes:
 - The router learns each replica's capacity from its /metrics (running requests / KV-cache use) and
   counts what this process sent since the last scrape, so it stops sending to a replica one request
   before that replica would queue, while another has room.
-- When the fast replica is killed, blocking callers (as workflow and agent calls are) see no error:
-  a request cut off by the dying replica is retried on another one; their "TTFT" column is the time
-  to the whole answer. A *streaming* user whose tokens were already flowing from the killed replica
-  does see a connection error (the streaming rows count them): a retry could only repeat tokens
-  already shown. Requests that had not received a token yet are retried elsewhere. The load-aware
-  router gives the fast replica most of the traffic (up to its 8 batch slots), so more streams are
-  in flight on it when it dies than under round robin or random: its streaming row counts those.
+- When the fast replica is killed, no caller should see an error: a blocking call (as workflow and
+  agent calls are) cut off by the dying replica is retried on another one (its "TTFT" column is the
+  time to the whole answer); a *streaming* answer whose tokens were already flowing is continued on
+  another replica from the last token shown (`continue_final_message`), so the user sees a pause,
+  not an error; requests that had not received a token yet are retried elsewhere. The error column
+  counts what still reached users, and in brackets how many of those cut a stream after its tokens
+  were shown.
 - Times are on a loaded {cores}-core machine with the simulators and the load generator sharing it;
   compare rows within one run, not across machines."""
 
