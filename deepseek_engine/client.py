@@ -30,7 +30,6 @@ from .settings import Endpoint, Settings
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
-from .tokens import count_text
 from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
@@ -260,7 +259,7 @@ class ChatClient:
             yield from self._relay(*opened, deadline)
             return
         progress = Progress()
-        produced = resumes = 0
+        resumes = 0
         while True:
             self.last_endpoint = ep = opened[0]
             try:
@@ -276,8 +275,7 @@ class ChatClient:
                     return
                 if not e.retryable or isinstance(e, TotalTimeout) or resumes >= _MAX_RESUMES:
                     raise
-                produced = count_text(["".join(progress.reasoning), "".join(progress.content)])
-                again = continuation_body(body, progress, produced)
+                again = continuation_body(body, progress)
                 if again is None:
                     raise
                 TELEMETRY.attempt_failed(ep.name, e, retried=True)
@@ -288,7 +286,7 @@ class ChatClient:
                     raise e from None  # the cut is what the user needs to hear about
                 resumes += 1
                 log.warning("stream from %s broke after %d tokens (%s); continued on %s",
-                            ep.name, produced, e.message, opened[0].name)
+                            ep.name, progress.tokens, e.message, opened[0].name)
 
     def _start(self, body: dict, order: list[Endpoint], tried: list[Endpoint], deadline: float,
                buffered: bool, headers: dict[str, str]):

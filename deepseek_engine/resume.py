@@ -22,15 +22,20 @@ __all__ = ["Progress", "continuation_body", "relabel"]
 class Progress:
     """What a stream has delivered so far, as the server labelled it."""
 
-    __slots__ = ("reasoning", "content", "tool_calls", "finished")
+    __slots__ = ("reasoning", "content", "tool_calls", "finished", "tokens")
 
     def __init__(self) -> None:
         self.reasoning: list[str] = []
         self.content: list[str] = []
         self.tool_calls = False
         self.finished = False
+        # deltas with text: one token each from vLLM and SGLang unless merged, so a lower bound
+        # on the tokens generated (counting with a tokenizer would be another model's count)
+        self.tokens = 0
 
     def record(self, d: ChatDelta) -> None:
+        if d.reasoning or d.content:
+            self.tokens += 1
         if d.reasoning:
             self.reasoning.append(d.reasoning)
         if d.content:
@@ -57,7 +62,7 @@ class Progress:
         return content if content else "<think>\n" + "".join(self.reasoning)
 
 
-def continuation_body(body: dict, progress: Progress, produced_tokens: int) -> dict | None:
+def continuation_body(body: dict, progress: Progress) -> dict | None:
     """The request that continues ``body``'s answer after ``progress``, or None when it cannot
     be continued: nothing shown yet (retry instead), the answer was complete, or a tool call
     had started (its arguments cannot be continued reliably)."""
@@ -70,9 +75,9 @@ def continuation_body(body: dict, progress: Progress, produced_tokens: int) -> d
            "continue_final_message": True, "add_generation_prompt": False}
     limit = body.get("max_tokens")
     if isinstance(limit, int):
-        if limit - produced_tokens < 1:
-            return None  # the answer had used its whole budget: it was about to end anyway
-        out["max_tokens"] = limit - produced_tokens
+        # what is left of the budget, by a lower bound of what was used: a user's answer is never
+        # cut shorter than asked (merged deltas may let it run a little longer)
+        out["max_tokens"] = max(1, limit - progress.tokens)
     return out
 
 

@@ -28,20 +28,23 @@ def test_inline_think_tags_are_kept_as_sent():
 
 
 def test_the_continuation_asks_to_go_on_from_what_was_shown():
-    body = continuation_body(BODY, progress(ChatDelta(reasoning="Okay,")), produced_tokens=3)
-    assert body["messages"] == [*BODY["messages"], {"role": "assistant", "content": "<think>\nOkay,"}]
+    body = continuation_body(BODY, progress(ChatDelta(reasoning="Okay,"), ChatDelta(reasoning=" the"),
+                                            ChatDelta(reasoning=" user"), ChatDelta(usage={"x": 1})))
+    assert body["messages"] == [*BODY["messages"], {"role": "assistant", "content": "<think>\nOkay, the user"}]
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["max_tokens"] == 97 and body["stream"] is True
     assert BODY["messages"] == [{"role": "user", "content": "hi"}]  # the original is untouched
 
 
 def test_no_continuation_when_it_cannot_be_one():
-    assert continuation_body(BODY, Progress(), 0) is None  # nothing shown: a plain retry instead
-    assert continuation_body(BODY, progress(ChatDelta(content="a", finish_reason="stop")), 1) is None
-    assert continuation_body(BODY, progress(ChatDelta(tool_calls=[{"index": 0}])), 1) is None
-    assert continuation_body(BODY, progress(ChatDelta(content="a")), 100) is None  # budget spent
+    assert continuation_body(BODY, Progress()) is None  # nothing shown: a plain retry instead
+    assert continuation_body(BODY, progress(ChatDelta(content="a", finish_reason="stop"))) is None
+    assert continuation_body(BODY, progress(ChatDelta(tool_calls=[{"index": 0}]))) is None
+    # the budget looks spent: the server still ends the answer itself
+    spent = progress(*[ChatDelta(content="a")] * 120)
+    assert continuation_body(BODY, spent)["max_tokens"] == 1
     unlimited = {k: v for k, v in BODY.items() if k != "max_tokens"}
-    assert "max_tokens" not in continuation_body(unlimited, progress(ChatDelta(content="a")), 1)
+    assert "max_tokens" not in continuation_body(unlimited, progress(ChatDelta(content="a")))
 
 
 def test_a_continued_answer_labelled_reasoning_is_shown_as_answer():
