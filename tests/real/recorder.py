@@ -37,6 +37,7 @@ class Exchange:
     done: bool = False
     forwarded: bytes | None = None  # the body as forwarded, when patch_json changed it
     sent: list[float] = field(default_factory=list)  # time.monotonic() of each paced event written
+    cut: bool = False  # the relay cut this stream off (RecordingProxy.cut_at)
 
     @property
     def json(self) -> dict | None:
@@ -81,8 +82,9 @@ class RecordingProxy:
         self.patch_json: dict | None = None
         #: when set, SSE events are relayed one by one this many seconds apart (a slow GPU's pace)
         self.pace_events: float | None = None
-        #: when set, the next stream is cut off after this many SSE events
-        self.cut_after: int | None = None
+        #: when set, the next invoke's stream is cut off after the SSE event holding these bytes
+        #: (a marker, not a count: a loaded vLLM merges tokens into fewer events)
+        self.cut_at: bytes | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -134,7 +136,7 @@ class RecordingProxy:
                         pace = proxy.pace_events
                         cut = None
                         if (self.headers.get("X-Request-Id") or "").startswith("dify-"):
-                            cut, proxy.cut_after = proxy.cut_after, None  # one invoke's stream only
+                            cut, proxy.cut_at = proxy.cut_at, None  # one invoke's stream only
                         while True:
                             piece = resp.read1(65536)
                             if not piece:
@@ -145,16 +147,16 @@ class RecordingProxy:
                                 pending += piece
                                 *events, pending = pending.split(b"\n\n")
                                 for ev in events:
-                                    if cut is not None and len(ex.sent) >= cut:
-                                        # a GPU node dying mid-answer: no terminating chunk
-                                        self.close_connection = True
-                                        self.connection.shutdown(socket.SHUT_RDWR)
-                                        ex.done = True
-                                        return
                                     ev += b"\n\n"
                                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                                     self.wfile.flush()
                                     ex.sent.append(time.monotonic())
+                                    if cut is not None and cut in ev:
+                                        # a GPU node dying mid-answer: no terminating chunk
+                                        self.close_connection = True
+                                        self.connection.shutdown(socket.SHUT_RDWR)
+                                        ex.done = ex.cut = True
+                                        return
                                     if pace:
                                         time.sleep(pace)
                                 continue
