@@ -18,6 +18,7 @@ through a list of checks, each returning a ``Check(name, status, detail, data)``
                <think> / bare </think> (no reasoning parser) / none (a chat model)
     tools      a tool offered: tool_calls back means the tool-call parser is on
     usage      stream_options.include_usage honoured        speed    median TTFT and tokens/s
+    continue   continue_final_message accepted: a stream cut mid-answer can be continued
 
 Statuses: ok, warn (works, but worth fixing; does not fail the run unless ``--strict``), fail,
 skip (a check it depends on failed). Exit code: 0 when nothing failed, 1 when a check failed (or,
@@ -619,6 +620,27 @@ def check_usage(p: Probe) -> Check:
                  {"usage": False})
 
 
+def check_continue(p: Probe) -> Check:
+    """Whether a stream cut after its first tokens can be continued (``continue_final_message``,
+    what the plugin sends to recover one) rather than ending in an error."""
+    body = build_body(p.model, [{"role": "user", "content": "Say hello."},
+                                {"role": "assistant", "content": "Hello"}],
+                      {"max_tokens": 4, "temperature": 0.6})
+    body.update(continue_final_message=True, add_generation_prompt=False)
+    raw = _raw_chat(p, body, lambda r: bool(r.content or r.finish_reason))
+    if raw.error is None:
+        return Check("continue", OK, "a stream cut mid-answer can be continued from its last token "
+                     "(continue_final_message accepted)", {"continue": True})
+    if isinstance(raw.error, ConnectError) or raw.status is None or raw.status >= 500:
+        return Check("continue", FAIL, f"the continuation request failed: {raw.error.message}",
+                     {"status": raw.status})
+    return Check("continue", WARN, f"the server refuses continue_final_message ({raw.error.message[:200]}): "
+                 "a stream cut after its first tokens (a GPU node dying, a proxy timing out) reaches "
+                 "users as an error instead of being continued. vLLM and SGLang accept it; check the "
+                 "server's version, or the gateway in front that drops unknown fields",
+                 {"continue": False, "status": raw.status})
+
+
 # (check, the checks it needs): a check whose need failed is skipped
 CHECKS: list[tuple[Callable[[Probe], Check | None], tuple[str, ...]]] = [
     (check_connect, ()),
@@ -631,6 +653,7 @@ CHECKS: list[tuple[Callable[[Probe], Check | None], tuple[str, ...]]] = [
     (check_tools, ("models", "reasoning")),
     (check_speed, ("models", "reasoning")),
     (check_usage, ("speed",)),
+    (check_continue, ("speed",)),
 ]
 
 

@@ -22,11 +22,13 @@ TOOL_STRIPPED = "functionget_weather\n```json\n{\"location\": \"Paris\"}\n```"
 class Stub:
     def __init__(self, *, owned_by: str = "vllm", model: str = "deepseek-v3",
                  max_model_len: int | None = 16384, tools: str = "reject",
-                 metrics: bool = True, health: int = 200) -> None:
+                 metrics: bool = True, health: int = 200, continuation: bool = True) -> None:
         """tools: "reject" (vLLM's 400), "text" (the call as raw text with DeepSeek's special
-        tokens), "stripped" (the same with special tokens skipped), "ignore" (a plain answer)."""
+        tokens), "stripped" (the same with special tokens skipped), "ignore" (a plain answer).
+        continuation: False refuses continue_final_message as a strict OpenAI schema does."""
         self.owned_by, self.model, self.max_model_len = owned_by, model, max_model_len
         self.tools, self.metrics, self.health = tools, metrics, health
+        self.continuation = continuation
         self.bodies: list[dict] = []
         stub = self
 
@@ -60,6 +62,11 @@ class Stub:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.bodies.append(body)
                 text = "Hello! How can I help?"
+                if body.get("continue_final_message") and not stub.continuation:
+                    err = {"error": {"message": "continue_final_message: Extra inputs are not permitted",
+                                     "type": "BadRequestError", "param": None, "code": 400}}
+                    self._send(400, json.dumps(err).encode())
+                    return
                 if body.get("tools"):
                     if stub.tools == "reject":
                         err = {"error": {"message": VLLM_NO_TOOLS, "type": "BadRequestError",

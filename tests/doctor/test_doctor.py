@@ -70,7 +70,7 @@ def test_text_report_lists_every_check(make_sim, run_doctor):
     assert code == 0
     lines = out.splitlines()
     for name in ("connect", "auth", "models", "health", "metrics", "reasoning", "tools", "speed",
-                 "usage"):
+                 "usage", "continue"):
         assert any(line.split()[1:2] == [name] for line in lines if line.startswith("  ")), name
     assert any(line.startswith("  warn  reasoning") for line in lines)
     assert lines[-1].startswith("passed:")
@@ -254,6 +254,23 @@ def test_usage_missing_warns(make_sim, run_doctor):
     sim2 = make_sim()
     _, rep, _ = _json(run_doctor, sim2.base_url)
     assert _check(rep, "usage")["status"] == "ok"
+
+
+def test_continuation_support_is_reported(make_sim, make_stub, run_doctor):
+    """What the plugin needs to continue a cut stream: accepted by the simulator (as by vLLM and
+    SGLang), refused by a strict server, which warns (a cut stream would reach users as an error)."""
+    sim = make_sim(shape="reasoning")
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    assert _check(rep, "continue")["status"] == "ok"
+    sent = [r.body for r in sim.requests if r.path.endswith("/chat/completions")
+            and r.body.get("continue_final_message")]
+    assert sent and sent[0]["add_generation_prompt"] is False and sent[0]["messages"][-1]["role"] == "assistant"
+    stub = make_stub(tools="ignore", continuation=False)
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "continue")
+    assert c["status"] == "warn" and "reaches users as an error" in c["detail"], c
+    assert "Extra inputs are not permitted" in c["detail"]
+    assert code == 0  # a warning, not a failure
 
 
 def test_speed_reports_median_ttft_and_rate(make_sim, run_doctor):
