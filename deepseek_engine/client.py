@@ -262,8 +262,9 @@ class ChatClient:
         resumes = 0
         while True:
             self.last_endpoint = ep = opened[0]
+            relay = self._relay(*opened, deadline)
             try:
-                for d in self._relay(*opened, deadline):
+                for d in relay:
                     if resumes:
                         d = relabel(d, progress)
                     progress.record(d)
@@ -287,6 +288,8 @@ class ChatClient:
                 resumes += 1
                 log.warning("stream from %s broke after %d tokens (%s); continued on %s",
                             ep.name, progress.tokens, e.message, opened[0].name)
+            finally:
+                relay.close()  # the caller stopped reading: the upstream stream closes now
 
     def _start(self, body: dict, order: list[Endpoint], tried: list[Endpoint], deadline: float,
                buffered: bool, headers: dict[str, str]):
