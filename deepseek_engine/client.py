@@ -24,7 +24,7 @@ from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
-from .resume import Progress, continuation_body, relabel
+from .resume import Progress, continuation_body, relabel, starts_over
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .sse import SSEDecoder
@@ -260,17 +260,28 @@ class ChatClient:
             return
         progress = Progress()
         resumes = 0
+        cut: EngineError | None = None  # what broke the stream being continued
         while True:
             self.last_endpoint = ep = opened[0]
             relay = self._relay(*opened, deadline)
             try:
                 for d in relay:
+                    if cut is not None and (d.reasoning or d.content):
+                        if starts_over(d, progress):
+                            log.warning("%s began the answer again instead of continuing it "
+                                        "(continue_final_message ignored)", ep.name)
+                            break
+                        cut = None  # it continues: from here on its deltas are the answer's
                     if resumes:
                         d = relabel(d, progress)
                     progress.record(d)
                     yield d
-                return
+                else:
+                    return
+                raise cut  # shown once already: the error the user would have had
             except EngineError as e:
+                if e is cut:
+                    raise
                 if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
                     log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
                     return
@@ -285,7 +296,7 @@ class ChatClient:
                 except EngineError as failed:
                     log.warning("could not continue the stream cut at %s: %s", ep.name, failed.message)
                     raise e from None  # the cut is what the user needs to hear about
-                resumes += 1
+                resumes, cut = resumes + 1, e
                 log.warning("stream from %s broke after %d tokens (%s); continued on %s",
                             ep.name, progress.tokens, e.message, opened[0].name)
             finally:

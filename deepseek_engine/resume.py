@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from .protocol import ChatDelta
 
-__all__ = ["Progress", "continuation_body", "relabel"]
+__all__ = ["Progress", "continuation_body", "relabel", "starts_over"]
 
 
 class Progress:
     """What a stream has delivered so far, as the server labelled it."""
 
-    __slots__ = ("reasoning", "content", "tool_calls", "finished", "tokens")
+    __slots__ = ("reasoning", "content", "tool_calls", "finished", "tokens", "first")
 
     def __init__(self) -> None:
         self.reasoning: list[str] = []
@@ -32,10 +32,12 @@ class Progress:
         # deltas with text: one token each from vLLM and SGLang unless merged, so a lower bound
         # on the tokens generated (counting with a tokenizer would be another model's count)
         self.tokens = 0
+        self.first = ""  # the first text shown, to tell a continuation from a fresh start
 
     def record(self, d: ChatDelta) -> None:
         if d.reasoning or d.content:
             self.tokens += 1
+            self.first = self.first or d.reasoning + d.content
         if d.reasoning:
             self.reasoning.append(d.reasoning)
         if d.content:
@@ -79,6 +81,14 @@ def continuation_body(body: dict, progress: Progress) -> dict | None:
         # cut shorter than asked (merged deltas may let it run a little longer)
         out["max_tokens"] = max(1, limit - progress.tokens)
     return out
+
+
+def starts_over(d: ChatDelta, progress: Progress) -> bool:
+    """Whether the first text of a continuation repeats the first text shown: a server that
+    ignored ``continue_final_message`` and began the answer again (never shown twice)."""
+    text, first = d.reasoning + d.content, progress.first
+    n = min(len(text), len(first))  # deltas merge differently in each stream: compare the overlap
+    return len(text[:n].strip()) >= 3 and text[:n] == first[:n]
 
 
 def relabel(d: ChatDelta, progress: Progress) -> ChatDelta:

@@ -1,7 +1,7 @@
 """Continuing a stream cut after its first tokens: what is asked, and how the rest is shown."""
 
 from deepseek_engine.protocol import ChatDelta
-from deepseek_engine.resume import Progress, continuation_body, relabel
+from deepseek_engine.resume import Progress, continuation_body, relabel, starts_over
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}
 
@@ -54,3 +54,14 @@ def test_a_continued_answer_labelled_reasoning_is_shown_as_answer():
     reasoning = progress(ChatDelta(reasoning="Okay,"))
     d = relabel(ChatDelta(reasoning=" the user"), reasoning)  # still reasoning: stays reasoning
     assert (d.reasoning, d.content) == (" the user", "")
+
+
+def test_a_fresh_start_is_told_from_a_continuation():
+    shown = progress(ChatDelta(reasoning="Okay,"), ChatDelta(reasoning=" the user"))
+    assert starts_over(ChatDelta(reasoning="Okay,"), shown)  # the answer from the top again
+    assert starts_over(ChatDelta(content="Okay,"), shown)  # whatever the label
+    assert starts_over(ChatDelta(reasoning="Okay, the user sent"), shown)  # merged otherwise
+    assert starts_over(ChatDelta(reasoning="Oka"), shown)
+    assert not starts_over(ChatDelta(reasoning="Ok"), shown)  # too short to tell
+    assert not starts_over(ChatDelta(reasoning=" sent"), shown)
+    assert not starts_over(ChatDelta(content="\n"), progress(ChatDelta(content="\n")))  # too short to tell
