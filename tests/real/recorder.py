@@ -37,7 +37,7 @@ class Exchange:
     done: bool = False
     forwarded: bytes | None = None  # the body as forwarded, when patch_json changed it
     sent: list[float] = field(default_factory=list)  # time.monotonic() of each paced event written
-    cut: bool = False  # the relay cut this stream off (RecordingProxy.cut_at)
+    cut: bytes = b""  # the last event relayed before the relay cut this stream off (cut_at)
 
     @property
     def json(self) -> dict | None:
@@ -155,7 +155,7 @@ class RecordingProxy:
                                         # a GPU node dying mid-answer: no terminating chunk
                                         self.close_connection = True
                                         self.connection.shutdown(socket.SHUT_RDWR)
-                                        ex.done = ex.cut = True
+                                        ex.done, ex.cut = True, ev
                                         return
                                     if pace:
                                         time.sleep(pace)

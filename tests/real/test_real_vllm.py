@@ -159,19 +159,27 @@ def test_a_stream_cut_mid_way_is_continued_by_vllm(plugin, recorded, name, marke
     the assistant message shown so far (``continue_final_message``) and the user gets the whole
     answer, one think block, each token once."""
     proxy = recorded[name]
-    before = len(proxy.chats())
-    proxy.cut_at = marker
-    result = invoke(plugin, "deepseek-r1", creds(proxy))
-    assert_clean(result)
-    assert cr.collect_text(result) == WANT
-    mine = [e for e in proxy.chats()[before:] if (e.headers.get("X-Request-Id") or "").startswith("dify-")]
-    assert [e.cut for e in mine] == [True, False], [e.json for e in mine]
+    for _ in range(4):  # a loaded vLLM may merge the rest of the answer into the marker's event
+        before = len(proxy.chats())
+        proxy.cut_at = marker
+        result = invoke(plugin, "deepseek-r1", creds(proxy))
+        assert_clean(result)
+        assert cr.collect_text(result) == WANT
+        mine = [e for e in proxy.chats()[before:] if (e.headers.get("X-Request-Id") or "").startswith("dify-")]
+        assert mine and mine[0].cut, "the relay did not cut the stream"
+        if b'"finish_reason":"stop"' not in mine[0].cut:
+            break
+        assert len(mine) == 1  # the answer was whole at the cut: nothing to continue
+    else:
+        pytest.fail("vLLM sent the whole answer in the marker's event four times: no cut mid-answer")
+    assert [bool(e.cut) for e in mine] == [True, False], [e.json for e in mine]
     cut, again = mine
     assert "continue_final_message" not in cut.json
     assert again.json["continue_final_message"] is True and again.json["add_generation_prompt"] is False
     shown = again.json["messages"][-1]
     # in the answer, the answer alone: vLLM refuses to continue what R1's template drops
-    assert shown["role"] == "assistant" and shown["content"].startswith("<think>") == (marker == b" the user"), shown
+    in_reasoning = marker == b" the user" and b"Hello" not in cut.cut  # (merged events may reach past it)
+    assert shown["role"] == "assistant" and shown["content"].startswith("<think>") == in_reasoning, shown
     assert again.status == 200 and again.done
 
 
