@@ -278,10 +278,7 @@ class ChatClient:
                     yield d
                 else:
                     return
-                raise cut  # shown once already: the error the user would have had
             except EngineError as e:
-                if e is cut:
-                    raise
                 if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
                     log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
                     return
@@ -299,8 +296,10 @@ class ChatClient:
                 resumes, cut = resumes + 1, e
                 log.warning("stream from %s broke after %d tokens (%s); continued on %s",
                             ep.name, progress.tokens, e.message, opened[0].name)
+                continue
             finally:
                 relay.close()  # the caller stopped reading: the upstream stream closes now
+            raise cut  # the server started over: what was shown stays, with the cut's error
 
     def _start(self, body: dict, order: list[Endpoint], tried: list[Endpoint], deadline: float,
                buffered: bool, headers: dict[str, str]):
