@@ -74,6 +74,12 @@ class Exchange:
         return {k: (v[0], v[1]) for k, v in calls.items()}
 
 
+def is_invoke(headers) -> bool:  # noqa: ANN001
+    """A request made for a Dify invoke: it carries the plugin's ``X-Request-Id`` (validation
+    warm-ups and health probes do not)."""
+    return (headers.get("X-Request-Id") or "").startswith("dify-")
+
+
 class RecordingProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
@@ -135,7 +141,7 @@ class RecordingProxy:
                         pending = b""
                         pace = proxy.pace_events
                         cut = None
-                        if (self.headers.get("X-Request-Id") or "").startswith("dify-"):
+                        if is_invoke(self.headers):
                             cut, proxy.cut_at = proxy.cut_at, None  # one invoke's stream only
                         while True:
                             piece = resp.read1(65536)
@@ -204,11 +210,14 @@ class RecordingProxy:
     def chats(self) -> list[Exchange]:
         return [e for e in self.exchanges if e.path.endswith("/chat/completions")]
 
+    def invokes(self, since: int = 0) -> list[Exchange]:
+        """The chat requests made for Dify invokes, from the ``since``-th chat request on."""
+        return [e for e in self.chats()[since:] if is_invoke(e.headers)]
+
     def last_invoke(self, pred=None) -> Exchange:
-        """The last chat request made for a Dify invoke (it carries the plugin's ``X-Request-Id``;
-        validation warm-ups and health probes do not)."""
-        for e in reversed(self.chats()):
-            if (e.headers.get("X-Request-Id") or "").startswith("dify-") and (pred is None or pred(e)):
+        """The last chat request made for a Dify invoke."""
+        for e in reversed(self.invokes()):
+            if pred is None or pred(e):
                 return e
         raise LookupError(f"no invoke recorded among {[(e.method, e.path) for e in self.exchanges]}")
 
