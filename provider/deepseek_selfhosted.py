@@ -20,7 +20,6 @@ _WARM_TIMEOUTS = "connect=2 first_token=5 idle=5 total=5"
 _WARM_BUDGET = 3.0  # seconds of warm-up at most, whatever the server's pace
 
 
-
 class DeepSeekSelfHostedProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: Mapping) -> None:
         settings = None
