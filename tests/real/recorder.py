@@ -34,7 +34,7 @@ class Exchange:
     status: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
     response: bytes = b""
-    done: bool = False
+    done: bool = False  # the response ended (set before its end is relayed, so no one sees it first)
     forwarded: bytes | None = None  # the body as forwarded, when patch_json changed it
     sent: list[float] = field(default_factory=list)  # time.monotonic() of each paced event written
     cut: bytes = b""  # the last event relayed before the relay cut this stream off (cut_at)
@@ -130,7 +130,7 @@ class RecordingProxy:
                     length = resp.getheader("Content-Length")
                     if length is not None:
                         data = resp.read()
-                        ex.response = data
+                        ex.response, ex.done = data, True
                         self.send_header("Content-Length", str(len(data)))
                         self.end_headers()
                         self.wfile.write(data)
@@ -146,6 +146,7 @@ class RecordingProxy:
                         while True:
                             piece = resp.read1(65536)
                             if not piece:
+                                ex.done = True
                                 break
                             buf += piece
                             ex.response = bytes(buf)
@@ -159,9 +160,9 @@ class RecordingProxy:
                                     ex.sent.append(time.monotonic())
                                     if cut is not None and cut in ev:
                                         # a GPU node dying mid-answer: no terminating chunk
+                                        ex.done, ex.cut = True, ev  # before the plugin can see the cut
                                         self.close_connection = True
                                         self.connection.shutdown(socket.SHUT_RDWR)
-                                        ex.done, ex.cut = True, ev
                                         return
                                     if pace:
                                         time.sleep(pace)
@@ -172,7 +173,6 @@ class RecordingProxy:
                             self.wfile.write(b"%x\r\n%s\r\n" % (len(pending), pending))
                         self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
-                    ex.done = True
                 finally:
                     up.close()
 
