@@ -24,9 +24,9 @@ from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
-from .resume import Progress, continuation_body, relabel, starts_over
+from .resume import Progress, continuation_body, continuation_timeouts, continue_on, relabel, starts_over
 from .retry import RetryPolicy
-from .settings import Endpoint, Settings
+from .settings import Endpoint, Settings, Timeouts
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
@@ -253,7 +253,7 @@ class ChatClient:
         headers = self._headers
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
             headers = {**headers, "X-Request-Id": request_id}
-        opened = self._start(body, order, [], deadline, buffered, headers)
+        opened = self._start(body, order, deadline, buffered, headers, settings.timeouts)
         if buffered:  # read whole before the caller saw anything: retried from scratch instead
             self.last_endpoint = opened[0]
             yield from self._relay(*opened, deadline)
@@ -285,11 +285,13 @@ class ChatClient:
                 if not e.retryable or isinstance(e, TotalTimeout) or resumes >= _MAX_RESUMES:
                     raise
                 again = continuation_body(body, progress)
-                if again is None:
+                where = continue_on(e, ep, order)
+                if again is None or not where:
                     raise
                 TELEMETRY.attempt_failed(ep.name, e, retried=True)
                 try:
-                    opened = self._start(again, order, [ep], deadline, False, headers)
+                    opened = self._start(again, where, deadline, False, headers,
+                                         continuation_timeouts(settings.timeouts))
                 except EngineError as failed:
                     log.warning("could not continue the stream cut at %s: %s", ep.name, failed.message)
                     raise e from None  # the cut is what the user needs to hear about
@@ -301,12 +303,13 @@ class ChatClient:
                 relay.close()  # the caller stopped reading: the upstream stream closes now
             raise cut  # the server started over: what was shown stays, with the cut's error
 
-    def _start(self, body: dict, order: list[Endpoint], tried: list[Endpoint], deadline: float,
-               buffered: bool, headers: dict[str, str]):
+    def _start(self, body: dict, order: list[Endpoint], deadline: float, buffered: bool,
+               headers: dict[str, str], timeouts: Timeouts):
         """Open ``body``'s stream at the first endpoint that takes it (retries, failover,
-        one token refresh, one ``max_tokens`` fit); ``tried`` are endpoints to use last."""
+        one token refresh, one ``max_tokens`` fit)."""
         payload = _encode(body)
         errors: list[EngineError] = []
+        tried: list[Endpoint] = []
         refreshed = fitted = False
 
         def attempt():  # noqa: ANN202 - one try, at the next endpoint
@@ -318,7 +321,7 @@ class ChatClient:
             try:
                 while True:  # the request as asked, then corrected once for each reason below
                     try:
-                        return self._open(ep, payload, deadline, buffered, headers)
+                        return self._open(ep, payload, deadline, buffered, headers, timeouts)
                     except AuthError:
                         fresh = None if refreshed else self._fresh_headers(headers)
                         if fresh is None:
@@ -363,8 +366,7 @@ class ChatClient:
         return up[0] if up else None
 
     def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool,
-              headers: dict[str, str]):
-        t = self.settings.timeouts
+              headers: dict[str, str], t: Timeouts):
         first = min(time.monotonic() + t.first_token, deadline)
         # Straight to the pool's transport: the client's cookie, redirect, auth and event-hook
         # layers do nothing here (no proxies either: trust_env is off) and cost about a tenth of a
@@ -383,7 +385,7 @@ class ChatClient:
             except httpx.ConnectTimeout:
                 raise _connect_timeout(t.connect, ep) from None
             except httpx.ReadTimeout:
-                raise self._timeout(first, deadline, ep, started=False) from None
+                raise self._timeout(t, deadline, ep, started=False) from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
                 raise _connect_error(e, ep) from None
             except httpx.HTTPError as e:
@@ -414,7 +416,7 @@ class ChatClient:
                     try:
                         item = next(events, None)
                     except httpx.ReadTimeout:
-                        raise self._timeout(first, deadline, ep, started=started) from None
+                        raise self._timeout(t, deadline, ep, started=started) from None
                     if item is None:  # the body ended without [DONE]
                         if buffered:
                             if not finished:
@@ -436,7 +438,7 @@ class ChatClient:
                 return ep, resp, events, pre
             except httpx.ReadTimeout:
                 resp.close()
-                raise self._timeout(first, deadline, ep, started=False) from None
+                raise self._timeout(t, deadline, ep, started=False) from None
             except BaseException:
                 resp.close()
                 raise
@@ -475,7 +477,7 @@ class ChatClient:
             try:
                 item = next(events, None)
             except httpx.ReadTimeout:
-                raise self._timeout(None, deadline, ep, started=True) from None
+                raise self._timeout(self.settings.timeouts, deadline, ep, started=True) from None
             finally:
                 set_read_budget(None)
             if item is None:
@@ -529,9 +531,8 @@ class ChatClient:
                                     "or a proxy dropped it)", endpoint=ep.name,
                                     hint=_CHECK_PROXY) from None
 
-    def _timeout(self, first: float | None, deadline: float, ep: Endpoint, *,
+    def _timeout(self, t: Timeouts, deadline: float, ep: Endpoint, *,
                  started: bool) -> TimeoutError_:
-        t = self.settings.timeouts
         if time.monotonic() >= deadline - 0.01:
             return TotalTimeout(f"the answer took longer than the total timeout ({t.total:g}s)",
                                 endpoint=ep.name)

@@ -10,13 +10,23 @@ Reasoning models need care. R1's chat templates drop everything up to ``</think>
 messages, so a stream cut during the answer is continued from the answer alone, and a server's
 reasoning parser, seeing no ``</think>`` in what it generates, labels the rest of the answer as
 reasoning: ``relabel`` puts it back.
+
+A continuation keeps to the idle timeout: the user is waiting mid-answer, so its first token is
+due within ``idle`` like any other (``continuation_timeouts``), and a stream that *stalled* is
+continued only on another endpoint (``continue_on``): a server that stopped mid-answer is likely
+stuck, and waiting on it again would turn one idle timeout into several.
 """
 
 from __future__ import annotations
 
-from .protocol import ChatDelta
+from dataclasses import replace
 
-__all__ = ["Progress", "continuation_body", "relabel", "starts_over"]
+from .errors import EngineError, IdleTimeout
+from .protocol import ChatDelta
+from .settings import Endpoint, Timeouts
+
+__all__ = ["Progress", "continuation_body", "continuation_timeouts", "continue_on", "relabel",
+           "starts_over"]
 
 
 class Progress:
@@ -81,6 +91,19 @@ def continuation_body(body: dict, progress: Progress) -> dict | None:
         # cut shorter than asked (merged deltas may let it run a little longer)
         out["max_tokens"] = max(1, limit - progress.tokens)
     return out
+
+
+def continue_on(error: EngineError, cut: Endpoint, order: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints a stream cut at ``cut`` by ``error`` may be continued on, best first: the
+    others, then (unless it stalled) ``cut`` itself (a dropped connection, a proxy's doing, or a
+    server that restarted and refuses at once)."""
+    others = [e for e in order if e != cut]
+    return others if isinstance(error, IdleTimeout) else [*others, cut]
+
+
+def continuation_timeouts(t: Timeouts) -> Timeouts:
+    """A continuation's first token is the next token of an answer being shown: due within idle."""
+    return replace(t, first_token=min(t.first_token, t.idle))
 
 
 def starts_over(d: ChatDelta, progress: Progress) -> bool:

@@ -1,7 +1,10 @@
 """Continuing a stream cut after its first tokens: what is asked, and how the rest is shown."""
 
+from deepseek_engine.errors import IdleTimeout, StreamBrokenError
 from deepseek_engine.protocol import ChatDelta
-from deepseek_engine.resume import Progress, continuation_body, relabel, starts_over
+from deepseek_engine.resume import (Progress, continuation_body, continuation_timeouts, continue_on, relabel,
+                                    starts_over)
+from deepseek_engine.settings import Timeouts, parse_endpoints
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}
 
@@ -65,3 +68,16 @@ def test_a_fresh_start_is_told_from_a_continuation():
     assert not starts_over(ChatDelta(reasoning="Ok"), shown)  # too short to tell
     assert not starts_over(ChatDelta(reasoning=" sent"), shown)
     assert not starts_over(ChatDelta(content="\n"), progress(ChatDelta(content="\n")))  # too short to tell
+
+
+def test_a_stall_is_continued_elsewhere_only_and_a_cut_anywhere():
+    a, b, c = parse_endpoints("http://gpu-a:8000/v1, http://gpu-b:8000/v1, http://gpu-c:8000/v1")
+    stalled, cut = IdleTimeout("stalled", endpoint="gpu-b"), StreamBrokenError("cut", endpoint="gpu-b")
+    assert continue_on(stalled, b, [a, b, c]) == [a, c]
+    assert continue_on(stalled, b, [b]) == []  # a lone endpoint that stalled: the error stands
+    assert continue_on(cut, b, [b, a, c]) == [a, c, b]  # the others first, the cut one last
+
+
+def test_a_continuation_must_start_within_idle():
+    assert continuation_timeouts(Timeouts(first_token=300, idle=60)) == Timeouts(first_token=60, idle=60)
+    assert continuation_timeouts(Timeouts(first_token=5, idle=60)).first_token == 5
