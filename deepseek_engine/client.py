@@ -24,7 +24,8 @@ from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
-from .resume import Progress, continuation_body, continuation_timeouts, continue_on, relabel, starts_over
+from .resume import (Progress, StartedOver, continuation_body, continuation_timeouts, continue_on, relabel,
+                     unless_started_over)
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings, Timeouts
 from .sse import SSEDecoder
@@ -260,24 +261,21 @@ class ChatClient:
             return
         progress = Progress()
         resumes = 0
-        cut: EngineError | None = None  # what broke the stream being continued
+        cut: EngineError | None = None  # what broke the last stream
         while True:
             self.last_endpoint = ep = opened[0]
             relay = self._relay(*opened, deadline)
             try:
-                for d in relay:
-                    if cut is not None and (d.reasoning or d.content):
-                        if starts_over(d, progress):
-                            log.warning("%s began the answer again instead of continuing it "
-                                        "(continue_final_message ignored)", ep.name)
-                            break
-                        cut = None  # it continues: from here on its deltas are the answer's
+                for d in relay if cut is None else unless_started_over(relay, progress.shown()):
                     if resumes:
                         d = relabel(d, progress)
                     progress.record(d)
                     yield d
                 else:
                     return
+            except StartedOver:
+                log.warning("%s began the answer again instead of continuing it "
+                            "(continue_final_message ignored)", ep.name)
             except EngineError as e:
                 if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
                     log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
@@ -301,7 +299,7 @@ class ChatClient:
                 continue
             finally:
                 relay.close()  # the caller stopped reading: the upstream stream closes now
-            raise cut  # the server started over: what was shown stays, with the cut's error
+            raise cut  # what was shown stays, with the cut's error
 
     def _start(self, body: dict, order: list[Endpoint], deadline: float, buffered: bool,
                headers: dict[str, str], timeouts: Timeouts):

@@ -19,20 +19,21 @@ stuck, and waiting on it again would turn one idle timeout into several.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from .errors import EngineError, IdleTimeout
 from .protocol import ChatDelta
 from .settings import Endpoint, Timeouts
 
-__all__ = ["Progress", "continuation_body", "continuation_timeouts", "continue_on", "relabel",
-           "starts_over"]
+__all__ = ["Progress", "StartedOver", "continuation_body", "continuation_timeouts", "continue_on",
+           "relabel", "unless_started_over"]
 
 
 class Progress:
     """What a stream has delivered so far, as the server labelled it."""
 
-    __slots__ = ("reasoning", "content", "tool_calls", "finished", "tokens", "first")
+    __slots__ = ("reasoning", "content", "tool_calls", "finished", "tokens")
 
     def __init__(self) -> None:
         self.reasoning: list[str] = []
@@ -42,12 +43,10 @@ class Progress:
         # deltas with text: one token each from vLLM and SGLang unless merged, so a lower bound
         # on the tokens generated (counting with a tokenizer would be another model's count)
         self.tokens = 0
-        self.first = ""  # the first text shown, to tell a continuation from a fresh start
 
     def record(self, d: ChatDelta) -> None:
         if d.reasoning or d.content:
             self.tokens += 1
-            self.first = self.first or d.reasoning + d.content
         if d.reasoning:
             self.reasoning.append(d.reasoning)
         if d.content:
@@ -61,6 +60,10 @@ class Progress:
     def answering(self) -> bool:
         """Whether the answer itself (not only reasoning) has begun."""
         return bool(self.content)
+
+    def shown(self) -> str:
+        """All text delivered so far, reasoning first, as labelled when it arrived."""
+        return "".join(self.reasoning) + "".join(self.content)
 
     def generated(self) -> str:
         """The assistant message to continue: the model's output so far as a chat template keeps
@@ -106,12 +109,32 @@ def continuation_timeouts(t: Timeouts) -> Timeouts:
     return replace(t, first_token=min(t.first_token, t.idle))
 
 
-def starts_over(d: ChatDelta, progress: Progress) -> bool:
-    """Whether the first text of a continuation repeats the first text shown: a server that
-    ignored ``continue_final_message`` and began the answer again (never shown twice)."""
-    text, first = d.reasoning + d.content, progress.first
-    n = min(len(text), len(first))  # deltas merge differently in each stream: compare the overlap
-    return len(text[:n].strip()) >= 3 and text[:n] == first[:n]
+class StartedOver(Exception):
+    """The server began the answer again instead of continuing it (``continue_final_message``
+    ignored): nothing of it was shown."""
+
+
+_TELLING = 8  # non-blank characters of repeated text that make a fresh start certain
+
+
+def unless_started_over(deltas: Iterator[ChatDelta], shown: str) -> Iterator[ChatDelta]:
+    """A continuation's ``deltas``, once they are known to continue ``shown``. Text that so far
+    repeats the start of ``shown`` is held back until it is long enough to tell (``_TELLING``
+    non-blank characters, or all of a shorter ``shown``); a fresh start raises ``StartedOver``
+    and none of it is shown. Text that differs passes at once, and so does all that follows."""
+    held: list[ChatDelta] = []
+    text = ""
+    for d in deltas:
+        held.append(d)
+        text += d.reasoning + d.content
+        n = min(len(text), len(shown))  # deltas merge differently in each stream: the overlap
+        if text[:n] != shown[:n]:
+            break
+        repeated = len("".join(text[:n].split()))  # non-blank characters
+        if repeated >= _TELLING or (n == len(shown) and repeated):
+            raise StartedOver
+    yield from held  # a continuation (or one that ended before it could be told)
+    yield from deltas
 
 
 def relabel(d: ChatDelta, progress: Progress) -> ChatDelta:

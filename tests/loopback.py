@@ -1,6 +1,7 @@
 """A tiny loopback HTTP/1.1 server for the cases the simulator does not script: every answer is
 bytes a test builds from the request, written in one ``sendall`` (so what a test puts in one
-answer reaches the client in one network read), then the connection closes.
+answer reaches the client in one network read), then the connection closes. An answer given as
+a list of byte strings is written piece by piece, ``PACE`` seconds apart (one read each).
 
     with Loopback(lambda req: response(200, b"...", "text/event-stream")) as srv:
         srv.base_url        # "http://127.0.0.1:PORT/v1"
@@ -10,12 +11,16 @@ answer reaches the client in one network read), then the connection closes.
 from __future__ import annotations
 
 import json
+import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Loopback", "Request", "response", "sse"]
+
+PACE = 0.02
 
 
 @dataclass
@@ -59,7 +64,14 @@ class Loopback:
                 body = self.rfile.read(int(headers.get("content-length") or 0))
                 req = Request(line[0], line[1], headers, body)
                 owner.requests.append(req)
-                self.wfile.write(answer(req))  # one write: wfile is unbuffered (wbufsize 0)
+                out = answer(req)
+                if isinstance(out, bytes):
+                    self.wfile.write(out)  # one write: wfile is unbuffered (wbufsize 0)
+                    return
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no merging
+                for piece in out:
+                    self.wfile.write(piece)
+                    time.sleep(PACE)
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -1,9 +1,11 @@
 """Continuing a stream cut after its first tokens: what is asked, and how the rest is shown."""
 
+import pytest
+
 from deepseek_engine.errors import IdleTimeout, StreamBrokenError
 from deepseek_engine.protocol import ChatDelta
-from deepseek_engine.resume import (Progress, continuation_body, continuation_timeouts, continue_on, relabel,
-                                    starts_over)
+from deepseek_engine.resume import (Progress, StartedOver, continuation_body, continuation_timeouts, continue_on,
+                                    relabel, unless_started_over)
 from deepseek_engine.settings import Timeouts, parse_endpoints
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}
@@ -59,15 +61,39 @@ def test_a_continued_answer_labelled_reasoning_is_shown_as_answer():
     assert (d.reasoning, d.content) == (" the user", "")
 
 
+def _judged(shown: str, *texts: str, label: str = "reasoning") -> list[str]:
+    """What a continuation of ``shown`` that sends ``texts`` delivers; raises StartedOver."""
+    deltas = [ChatDelta(**{label: t}) for t in texts]
+    return [d.reasoning + d.content for d in unless_started_over(iter(deltas), shown)]
+
+
 def test_a_fresh_start_is_told_from_a_continuation():
-    shown = progress(ChatDelta(reasoning="Okay,"), ChatDelta(reasoning=" the user"))
-    assert starts_over(ChatDelta(reasoning="Okay,"), shown)  # the answer from the top again
-    assert starts_over(ChatDelta(content="Okay,"), shown)  # whatever the label
-    assert starts_over(ChatDelta(reasoning="Okay, the user sent"), shown)  # merged otherwise
-    assert starts_over(ChatDelta(reasoning="Oka"), shown)
-    assert not starts_over(ChatDelta(reasoning="Ok"), shown)  # too short to tell
-    assert not starts_over(ChatDelta(reasoning=" sent"), shown)
-    assert not starts_over(ChatDelta(content="\n"), progress(ChatDelta(content="\n")))  # too short to tell
+    shown = "Okay, the user sent"
+    for fresh in (["Okay,", " the user"], ["Okay, the user sent me"], ["Oka", "y", ", t", "he"]):
+        with pytest.raises(StartedOver):
+            _judged(shown, *fresh, " more")  # the answer from the top again, however merged
+    with pytest.raises(StartedOver):
+        _judged(shown, "Okay,", " the user", label="content")  # whatever the label
+    assert _judged(shown, " me", " a message.") == [" me", " a message."]  # a continuation
+    assert _judged(shown, "Okay") == ["Okay"]  # ended before it could be told: it continued
+    # the first text shown was short: a fresh start is still caught, over all of what was shown
+    with pytest.raises(StartedOver):
+        _judged("I", "I", " am")
+    assert _judged("I", " am", " here") == [" am", " here"]
+    assert _judged("\n", "\n", "Hello") == ["\n", "Hello"]  # blank: nothing to tell by
+
+
+def test_repeated_text_is_held_until_it_can_be_told():
+    seen = []
+
+    def sent():
+        for t in ("Okay", ", t", " cat"):  # repeats "Okay, t" (6 non-blank), then differs
+            seen.append(t)
+            yield ChatDelta(reasoning=t)
+
+    out = unless_started_over(sent(), "Okay, the user")
+    assert next(out).reasoning == "Okay" and seen == ["Okay", ", t", " cat"]  # held till told
+    assert [d.reasoning for d in out] == [", t", " cat"]
 
 
 def test_a_stall_is_continued_elsewhere_only_and_a_cut_anywhere():

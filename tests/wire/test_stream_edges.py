@@ -48,14 +48,24 @@ def test_deltas_read_together_with_a_failing_chunk_are_delivered_first(registry,
         assert "the engine died" in str(err)
 
 
-def test_a_server_that_starts_over_instead_of_continuing_is_not_shown_twice(registry):
+def _one_event_per_read(events: bytes) -> list[bytes]:
+    """An event-stream response in pieces, one event each, so the engine cannot merge them."""
+    head, sep, body = response(200, events, "text/event-stream").partition(b"\r\n\r\n")
+    return [head + sep, *(e + b"\n\n" for e in body.split(b"\n\n") if e)]
+
+
+@pytest.mark.parametrize("shown,fresh", [(["Hello", " world"], ["Hello", " world", "!"]),
+                                         (["H", "ello world"], ["H", "e", "llo", " world!"])],
+                         ids=["same-split", "one-letter-first"])
+def test_a_server_that_starts_over_instead_of_continuing_is_not_shown_twice(registry, shown, fresh):
     """A server that ignores continue_final_message answers from the start again: that answer is
-    dropped and the user gets the error of the cut, with what was shown shown once."""
-    first = sse(_chunk("", role="assistant"), _chunk("Hello"), _chunk(" world"), b'{"id": broken')
+    dropped and the user gets the error of the cut, with what was shown shown once (however its
+    tokens are split: the fresh start is held back until it can be told)."""
+    first = _one_event_per_read(sse(_chunk("", role="assistant"), *map(_chunk, shown), b'{"id": broken'))
     finish = {"id": "c", "object": "chat.completion.chunk", "model": "m",
               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    again = sse(_chunk("", role="assistant"), _chunk("Hello"), _chunk(" world"), _chunk("!"), finish, b"[DONE]")
-    with Loopback(lambda req: response(200, again if srv.requests[1:] else first, "text/event-stream")) as srv:
+    again = _one_event_per_read(sse(_chunk("", role="assistant"), *map(_chunk, fresh), finish, b"[DONE]"))
+    with Loopback(lambda req: again if srv.requests[1:] else first) as srv:
         text, err = _shown_then_error(make_client(srv.base_url, registry))
         assert len(srv.requests) == 2 and b'"continue_final_message":true' in srv.requests[1].body
     assert text == "Hello world" and type(err) is StreamBrokenError
