@@ -4,7 +4,8 @@ bench/results/performance.json (the raw samples).
 
     bench/run            # full run, about 3 minutes on 2 cores (4 with --profile)
     bench/run --quick    # smoke run, under a minute; writes bench/results/quick/ (not the docs)
-    bench/run --only inproc,stdio     # some sections: inproc stdio concurrency h2 cold
+    bench/run --only inproc,stdio     # some sections (inproc stdio concurrency h2 cold): report
+                                      # and samples in bench/results/partial/, not the docs
     bench/run --profile  # also write profiles (pyinstrument, py-spy) to bench/results/profiles/
     bench/run --render bench/results/performance.json   # rewrite the report only (no measuring)
     BENCH_PLUGIN_ROOT=/path/to/other/checkout bench/run  # measure another tree as "this plugin"
@@ -380,8 +381,11 @@ def main() -> int:
     ap.add_argument("--render", metavar="JSON", help="only rewrite the report from a results file "
                     "(e.g. bench/results/performance.json after editing bench/perf/findings.md)")
     a = ap.parse_args()
-    if a.out is None:
-        a.out = str(RESULTS / "quick" / "performance.md" if a.quick else ROOT / "docs" / "performance.md")
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    if a.out is None:  # only a whole run replaces the docs
+        a.out = str(RESULTS / "quick" / "performance.md" if a.quick
+                    else ROOT / "docs" / "performance.md" if set(only) == set(SECTIONS)
+                    else RESULTS / "partial" / "performance.md")
     if a.render:
         out = Path(a.out)
         report.write(json.loads(Path(a.render).read_text()), out, out.with_suffix(".png"))
@@ -395,7 +399,6 @@ def main() -> int:
         cfg = dict(rounds=5, rounds_stdio=3, rounds_h2=2, short_n=300, warmup=30, streams=5, tokens=2000,
                    levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0, conc_kinds=("plugin", "floor", "bare", "sdk"),
                    after_n=50, h2_gevent=(False, True), h2_concurrency=32, cold_starts=8, cold_warm_n=30)
-    only = [s.strip() for s in a.only.split(",") if s.strip()]
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),
                      "command": "bench/run" + (" --quick" if a.quick else "") + (" --profile" if a.profile else "")}
@@ -409,12 +412,17 @@ def main() -> int:
                 results.setdefault("profile_facts", {})[f"prof256_{kind}_{group}"] = f"{v * 100:.0f}%"
     results["machine"]["load_after"] = os.getloadavg()
     results["elapsed"] = time.monotonic() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "performance-quick.json" if a.quick else "performance.json"
-    (RESULTS / name).write_text(json.dumps(results, indent=1, default=str))
     out = Path(a.out)
+    # the committed samples are the committed report's: a run of some sections, or one whose
+    # report goes elsewhere, keeps its samples beside its own report instead
+    whole = set(only) == set(SECTIONS) and out.resolve() == (ROOT / "docs" / "performance.md").resolve()
+    raw = RESULTS / "performance.json" if whole else out.with_suffix(".json")
+    if a.quick:
+        raw = RESULTS / "performance-quick.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1, default=str))
     report.write(results, out, out.with_suffix(".png"))
-    log(f"wrote {out} and {out.with_suffix('.png')} in {results['elapsed']:.0f}s")
+    log(f"wrote {out}, {out.with_suffix('.png')} and {raw} in {results['elapsed']:.0f}s")
     return 0
 
 
