@@ -22,6 +22,9 @@ class ChatDelta:
     tool_calls: list | None = None  # raw OpenAI tool-call deltas
     finish_reason: str | None = None
     usage: dict | None = None
+    # server events with text merged into this one (``coalesce``): vLLM and SGLang send a token
+    # per event, so a lower bound on the tokens in it
+    events: int = 1
 
     @property
     def has_output(self) -> bool:
@@ -39,9 +42,11 @@ def coalesce(deltas: list[ChatDelta]) -> list[ChatDelta]:
     for d in deltas:
         if cur is None or (d.reasoning and cur.content) or (cur.tool_calls and (d.reasoning or d.content)):
             cur = ChatDelta(d.reasoning, d.content, list(d.tool_calls) if d.tool_calls else None,
-                            d.finish_reason, d.usage)
+                            d.finish_reason, d.usage, d.events if d.reasoning or d.content else 0)
             out.append(cur)
             continue
+        if d.reasoning or d.content:
+            cur.events += d.events
         cur.reasoning += d.reasoning
         cur.content += d.content
         if d.tool_calls:

@@ -40,13 +40,13 @@ class Progress:
         self.content: list[str] = []
         self.tool_calls = False
         self.finished = False
-        # deltas with text: one token each from vLLM and SGLang unless merged, so a lower bound
-        # on the tokens generated (counting with a tokenizer would be another model's count)
+        # server events with text: one token each from vLLM and SGLang, so a lower bound on the
+        # tokens generated (counting with a tokenizer would be another model's count)
         self.tokens = 0
 
     def record(self, d: ChatDelta) -> None:
         if d.reasoning or d.content:
-            self.tokens += 1
+            self.tokens += d.events
         if d.reasoning:
             self.reasoning.append(d.reasoning)
         if d.content:
@@ -91,7 +91,7 @@ def continuation_body(body: dict, progress: Progress) -> dict | None:
     limit = body.get("max_tokens")
     if isinstance(limit, int):
         # what is left of the budget, by a lower bound of what was used: a user's answer is never
-        # cut shorter than asked (merged deltas may let it run a little longer)
+        # cut shorter than asked (a server event carrying several tokens lets it run a little longer)
         out["max_tokens"] = max(1, limit - progress.tokens)
     return out
 
@@ -141,7 +141,7 @@ def relabel(d: ChatDelta, progress: Progress) -> ChatDelta:
     """A continued delta as the user must see it: after a cut during the answer, what the server
     calls reasoning is the rest of the answer."""
     if d.reasoning and progress.answering:
-        d = ChatDelta("", d.reasoning + d.content, d.tool_calls, d.finish_reason, d.usage)
+        d = ChatDelta("", d.reasoning + d.content, d.tool_calls, d.finish_reason, d.usage, d.events)
     # the continuing server counts what was already shown as prompt: the caller counts the
     # whole exchange offline instead
     d.usage = None

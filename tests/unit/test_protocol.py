@@ -62,3 +62,5 @@ def test_coalesce_keeps_order_and_merges_what_arrived_together():
                     ChatDelta(finish_reason="stop"), ChatDelta(usage={"prompt_tokens": 1})])
     assert [(d.reasoning, d.content) for d in got] == [("ab", "cd"), ("late", "")]
     assert len(got[1].tool_calls) == 2 and got[1].finish_reason == "stop" and got[1].usage
+    assert [d.events for d in got] == [4, 1]  # the events with text each merges (tokens, at least)
+    assert coalesce([ChatDelta(usage={}), ChatDelta(content="a"), ChatDelta(content="b")])[0].events == 2

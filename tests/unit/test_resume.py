@@ -48,6 +48,8 @@ def test_no_continuation_when_it_cannot_be_one():
     # the budget looks spent: the server still ends the answer itself
     spent = progress(*[ChatDelta(content="a")] * 120)
     assert continuation_body(BODY, spent)["max_tokens"] == 1
+    merged = progress(ChatDelta(content="Hello world, how", events=4))  # one network read, 4 tokens
+    assert continuation_body(BODY, merged)["max_tokens"] == 96
     unlimited = {k: v for k, v in BODY.items() if k != "max_tokens"}
     assert "max_tokens" not in continuation_body(unlimited, progress(ChatDelta(content="a")))
 

@@ -176,11 +176,12 @@ def test_html_502_message_is_readable(sim, registry):
 ])
 def test_failures_after_output_are_continued_never_repeated(sim, registry, fault, exc):
     sim.inject(**fault)
-    text, _ = run(make_client(sim.base_url, registry))
+    text, _ = run(make_client(sim.base_url, registry), max_tokens=200)
     assert text == WANT  # the rest of the answer, nothing shown twice
     first, again = sim.requests
     assert "continue_final_message" not in first.body
     assert again.body["continue_final_message"] is True and again.body["add_generation_prompt"] is False
+    assert again.body["max_tokens"] == 200 - 7  # the budget left: 7 tokens followed the role chunk
     shown = again.body["messages"][-1]
     assert shown["role"] == "assistant" and WANT.startswith(shown["content"]) and shown["content"]
     # a fault that keeps coming: the typed error after two continuations

@@ -24,12 +24,12 @@ def _chunk(content=None, role=None) -> dict:
 ERROR = {"error": {"message": "the engine died", "type": "InternalServerError", "code": 500}}
 
 
-def _shown_then_error(client):
+def _shown_then_error(client, **params):
     """(text shown, the error) of one streamed chat that fails mid-stream."""
     a = AnswerAssembler(expect_reasoning=False)
     text = ""
     with pytest.raises((ServerError, StreamBrokenError)) as e:
-        for d in client.stream(build_body("m", [{"role": "user", "content": "hi"}], {})):
+        for d in client.stream(build_body("m", [{"role": "user", "content": "hi"}], params)):
             p = a.feed(d)
             text += p.text if p else ""
     return text, e.value
@@ -39,9 +39,11 @@ def _shown_then_error(client):
 def test_deltas_read_together_with_a_failing_chunk_are_delivered_first(registry, bad, exc):
     body = sse(_chunk("", role="assistant"), _chunk("Hello"), _chunk(" world"), bad, b"[DONE]")
     with Loopback(lambda req: response(200, body if not srv.requests[1:] else sse(bad), "text/event-stream")) as srv:
-        text, err = _shown_then_error(make_client(srv.base_url, registry))
+        text, err = _shown_then_error(make_client(srv.base_url, registry), max_tokens=50)
         # tokens were shown: never asked again from the start, only to continue (which fails here)
         assert all(b'"continue_final_message":true' in r.body for r in srv.requests[1:])
+        # with what is left of the budget: two tokens, though they arrived as one delta
+        assert all(b'"max_tokens":48' in r.body for r in srv.requests[1:]) and srv.requests[1:]
     assert text == "Hello world"
     assert type(err) is exc
     if exc is ServerError:
