@@ -6,13 +6,16 @@ Operators often leave ``served_model_name`` blank; vLLM then serves the HF repo 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
 
-from .errors import ModelNotFoundError
+from .errors import EngineError, ModelNotFoundError
 from .settings import Endpoint
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ServedModel", "normalise", "pick_served_model", "context_size_of", "ModelDirectory",
            "DIRECTORY"]
@@ -69,10 +72,34 @@ def pick_served_model(served: list[dict], *, wanted: str | None, catalogue: str 
 class ModelDirectory:
     """``/v1/models`` answers cached per endpoint set for ``ttl`` seconds (process-wide)."""
 
-    def __init__(self, ttl: float = 60.0) -> None:
+    def __init__(self, ttl: float = 60.0, retry: float = 5.0) -> None:
         self.ttl = ttl
+        self.retry = retry  # seconds between background fetches that failed
         self._cache: dict[tuple, tuple[float, Endpoint, list[dict]]] = {}
+        self._tried: dict[tuple, float] = {}  # key -> when a background fetch last started
         self._lock = threading.Lock()
+
+    def known(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]] | None:  # noqa: ANN001
+        """The last answer for ``key``, however old, at once; when there is none or it is stale,
+        one background ``fetch`` refreshes it. For callers that must not wait on a server (a
+        schema Dify asks for before every request)."""
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is None or now - hit[0] >= self.ttl:
+            with self._lock:
+                due = now - self._tried.get(key, float("-inf")) >= self.retry
+                if due:
+                    self._tried[key] = now
+            if due:
+                threading.Thread(target=self._refresh, args=(key, fetch), daemon=True,
+                                 name="deepseek-discovery").start()
+        return (hit[1], hit[2]) if hit else None
+
+    def _refresh(self, key: tuple, fetch) -> None:  # noqa: ANN001
+        try:
+            self.get(key, fetch)
+        except EngineError as e:  # the next request reports the server's own words
+            log.info("served models of %s not refreshed: %s", e.endpoint or "the endpoints", type(e).__name__)
 
     def get(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]]:  # noqa: ANN001
         hit = self._cache.get(key)

@@ -33,7 +33,8 @@ from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatCl
                              ConnectError, EngineError, RateLimitError, ServerError, Settings,
                              StreamBrokenError, TimeoutError_, build_body, parse_settings)
 from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
-from deepseek_engine.errors import UnavailableError, public_message
+from deepseek_engine.errors import ModelNotFoundError, UnavailableError, public_message
+from deepseek_engine.health import HEALTH, HealthBook
 from deepseek_engine.reasoning import looks_like_reasoner
 from deepseek_engine.telemetry import TELEMETRY, configure
 from deepseek_engine.tokens import count_messages, count_text
@@ -105,6 +106,37 @@ def _settings(credentials: Mapping) -> Settings:
 @functools.lru_cache(maxsize=64)
 def _parsed(items: tuple) -> Settings:
     return parse_settings(dict(items))
+
+
+@functools.cache
+def _template_rules() -> tuple[dict, ...]:
+    """The customizable model's parameter rules, read once (the SDK asks for the schema on
+    every request)."""
+    return tuple(yaml.safe_load(_TEMPLATE.read_text())["parameter_rules"])
+
+
+_FITTED: dict[tuple[str, int], AIModelEntity] = {}
+
+
+def _fitted(schema: AIModelEntity, context: int) -> AIModelEntity:
+    """A catalogue ``schema`` for a server whose context is ``context`` tokens, when that is less
+    than the model card's; max_tokens then defaults to half of it at most (the rest is the
+    prompt's and the history's). Its maximum stays the card's: the SDK checks every request's
+    parameters against it, and apps saved with more are fitted at the server (``context.py``).
+    Cached: the SDK asks for the schema on every request."""
+    declared = schema.model_properties.get(ModelPropertyKey.CONTEXT_SIZE)
+    if not isinstance(declared, int) or context >= declared:
+        return schema
+    key = (schema.model, context)
+    out = _FITTED.get(key)
+    if out is None:
+        out = schema.model_copy(deep=True)
+        out.model_properties[ModelPropertyKey.CONTEXT_SIZE] = context
+        for rule in out.parameter_rules:
+            if rule.name == "max_tokens" and rule.default is not None:
+                rule.default = min(rule.default, max(1, context // 2))
+        _FITTED[key] = out
+    return out
 
 
 def _text(content: object) -> str:
@@ -294,6 +326,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             settings = _settings(credentials)
             if self._is_predefined(model):
                 validate_endpoints(settings, wanted=settings.served_model_name, catalogue=model)
+                self._known_context(model, settings)  # read the served context for its schema
             else:
                 validate_endpoints(settings, wanted=settings.served_model_name or model,
                                    catalogue=None, need_context=settings.context_size is None)
@@ -312,7 +345,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         context = context or _DEFAULT_CONTEXT
         max_out = (settings.max_tokens_to_sample if settings else None) or min(8192, context)
         rules = []
-        for raw in yaml.safe_load(_TEMPLATE.read_text())["parameter_rules"]:
+        for raw in _template_rules():
             rule = dict(raw)
             if rule.get("name") == "max_tokens":
                 rule["max"] = max_out
@@ -331,11 +364,45 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                               ModelPropertyKey.CONTEXT_SIZE: context},
             parameter_rules=rules)
 
+    def get_model_schema(self, model: str, credentials: Mapping | None = None) -> AIModelEntity | None:
+        """A catalogue model as it is served. Dify sizes the history it sends, and lowers
+        max_tokens, by the schema's context size: a replica started with a smaller
+        ``--max-model-len`` than the model card's is announced with its own, or long
+        conversations would be packed past it and refused."""
+        schema = super().get_model_schema(model, credentials)
+        if schema is None or not credentials or schema.fetch_from != FetchFrom.PREDEFINED_MODEL:
+            return schema
+        try:
+            settings = _settings(credentials)
+        except ConfigError:
+            return schema  # invoke and validation say what is wrong
+        served = self._known_context(model, settings)
+        return _fitted(schema, served) if served else schema
+
+    @staticmethod
+    def _known_context(model: str, settings: Settings) -> int | None:
+        """The served context of catalogue ``model`` as last read, without waiting on a server:
+        a missing or stale answer is refreshed in the background (by a client that neither
+        reads nor feeds the shared health book, so requests still meet and report their own
+        errors)."""
+        known = DIRECTORY.known(tuple(e.url for e in settings.endpoints),
+                                lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models())
+        if known is None:
+            return None
+        ep, served = known
+        try:
+            return pick_served_model(served, wanted=settings.served_model_name, catalogue=model,
+                                     endpoint=ep.name).context_size
+        except ModelNotFoundError:
+            return None  # validation and invoke say which models are served
+
     @staticmethod
     def _discovered_context(model: str, settings: Settings) -> int | None:
         try:
-            client = ChatClient(settings)
-            ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints), client.list_models)
+            if HEALTH.all_down(settings.endpoints):
+                return None  # known down: a schema answers at once, not after a connect timeout
+            ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints),
+                                       lambda: ChatClient(settings).list_models())
             return pick_served_model(served, wanted=settings.served_model_name or model,
                                      catalogue=None, endpoint=ep.name).context_size
         except EngineError as e:

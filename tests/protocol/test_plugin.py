@@ -17,6 +17,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import chunk_rules as cr  # noqa: E402
 from harness import assistant_message, tool_message, user_message  # noqa: E402
+from blackhole import Blackhole  # noqa: E402
 from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
 
 from loopback import Loopback, response  # noqa: E402
@@ -189,6 +190,38 @@ def test_customizable_model_reads_context_from_server(plugin):
     schema = res.chunks[0]["model_schema"]
     assert schema["model_properties"]["context_size"] == 12345
     assert "tool-call" in schema["features"]
+
+
+def test_a_catalogue_model_is_announced_with_the_context_its_server_serves(plugin):
+    """Dify sizes the history it sends by the schema's context: a distill served with
+    --max-model-len 4096 is announced with 4096 (max_tokens half of it by default; its maximum
+    stays the card's, which the SDK checks requests against), one served with the card's full
+    context, or a server that cannot be asked, with the card's."""
+    model = "deepseek-r1-distill-qwen-7b"
+
+    def schema(c):
+        res = plugin.get_ai_model_schemas(PROVIDER, model, c)
+        assert res.error is None, res.error
+        s = res.chunks[0]["model_schema"]
+        rule = next(r for r in s["parameter_rules"] if r["name"] == "max_tokens")
+        return s["model_properties"]["context_size"], rule["max"], rule["default"]
+
+    def settled(c):  # read in the background after validation: never waited for
+        assert plugin.validate_model_credentials(PROVIDER, model, c).error is None
+        plugin.wait_for(lambda: schema(c)[0] != 131072, timeout=2, interval=0.05)
+        return schema(c)
+
+    with Simulator(SimConfig(served_model=f"deepseek-ai/{model}", max_model_len=4096)) as sim:
+        assert settled(creds(sim)) == (4096, 32768, 2048)
+        assert len([r for r in sim.requests if r.path == "/v1/models"]) <= 3  # cached, not asked per schema
+    with Simulator(SimConfig(served_model=model, max_model_len=200_000)) as sim:
+        assert settled(creds(sim)) == (131072, 32768, 8192)  # the card's: never announced larger
+    assert schema(creds(free_url())) == (131072, 32768, 8192)  # down: the card's, no error
+    with Blackhole() as dead:  # a host that drops SYNs: a schema never waits on it
+        dead.check()
+        t = time.monotonic()
+        assert schema(creds(dead.base_url)) == (131072, 32768, 8192)
+        assert time.monotonic() - t < 0.5
 
 
 # -- typed errors ----------------------------------------------------------------------------

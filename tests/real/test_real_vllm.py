@@ -100,6 +100,24 @@ def test_customizable_model_schema_context_is_the_servers_max_model_len(plugin, 
     assert max_tokens["max"] <= rv.MAX_MODEL_LEN
 
 
+def test_a_catalogue_model_is_announced_with_the_servers_max_model_len(plugin, server):
+    """The one model vLLM serves stands for the catalogue's R1: after validation Dify gets its
+    real context (read in the background, never waited for)."""
+    assert plugin.validate_model_credentials(PROVIDER, "deepseek-r1", creds(server)).error is None
+
+    def schema():
+        res = plugin.get_ai_model_schemas(PROVIDER, "deepseek-r1", creds(server))
+        assert res.error is None, res.error
+        return res.chunks[0]["model_schema"]
+
+    plugin.wait_for(lambda: schema()["model_properties"]["context_size"] == rv.MAX_MODEL_LEN,
+                    timeout=5, interval=0.1)
+    schema = schema()
+    assert schema["model_properties"]["context_size"] == rv.MAX_MODEL_LEN
+    max_tokens = next(r for r in schema["parameter_rules"] if r["name"] == "max_tokens")
+    assert max_tokens["default"] == rv.MAX_MODEL_LEN // 2
+
+
 def test_unknown_customizable_model_lists_what_is_served(plugin, server):
     res = plugin.validate_model_credentials(PROVIDER, "no-such-model", custom_creds(server))
     assert res.error is not None and res.error["error_type"] == "CredentialsValidateFailedError", res.error
