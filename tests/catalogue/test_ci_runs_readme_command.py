@@ -13,3 +13,5 @@ def test_ci_runs_the_readmes_test_command():
     assert "\n" not in command, command  # one command
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()]
     assert command in ci, (command, ci)
+    # CI can run real vLLM: there the tier must not be skipped, so it is required before the run
+    assert "export DEEPSEEK_REAL_VLLM=require" in ci[:ci.index(command)], ci
