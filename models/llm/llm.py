@@ -36,6 +36,7 @@ from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
 from deepseek_engine.errors import ModelNotFoundError, UnavailableError, public_message
 from deepseek_engine.health import HEALTH, HealthBook
 from deepseek_engine.reasoning import looks_like_reasoner
+from deepseek_engine.settings import Endpoint
 from deepseek_engine.telemetry import TELEMETRY, configure
 from deepseek_engine.tokens import count_messages, count_text
 from deepseek_engine.validation import validate_endpoints
@@ -106,6 +107,16 @@ def _settings(credentials: Mapping) -> Settings:
 @functools.lru_cache(maxsize=64)
 def _parsed(items: tuple) -> Settings:
     return parse_settings(dict(items))
+
+
+def _endpoint_set(settings: Settings) -> tuple[str, ...]:
+    """What the served-model directory is keyed by: replicas of one set serve the same models."""
+    return tuple(e.url for e in settings.endpoints)
+
+
+def _served_models(settings: Settings) -> tuple[Endpoint, list[dict]]:
+    """``/v1/models`` of ``settings``' endpoints, cached process-wide (``DIRECTORY``)."""
+    return DIRECTORY.get(_endpoint_set(settings), lambda: ChatClient(settings).list_models())
 
 
 @functools.cache
@@ -304,8 +315,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             return settings.served_model_name
         if not self._is_predefined(model):
             return model  # customizable: the operator typed the served name
-        client = ChatClient(settings)
-        ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints), client.list_models)
+        ep, served = _served_models(settings)
         return pick_served_model(served, wanted=None, catalogue=model, endpoint=ep.name).id
 
     def _reasons(self, model: str, settings: Settings, credentials: Mapping) -> bool:
@@ -385,7 +395,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         a missing or stale answer is refreshed in the background (by a client that neither
         reads nor feeds the shared health book, so requests still meet and report their own
         errors)."""
-        known = DIRECTORY.known(tuple(e.url for e in settings.endpoints),
+        known = DIRECTORY.known(_endpoint_set(settings),
                                 lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models())
         if known is None:
             return None
@@ -401,8 +411,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         try:
             if HEALTH.all_down(settings.endpoints):
                 return None  # known down: a schema answers at once, not after a connect timeout
-            ep, served = DIRECTORY.get(tuple(e.url for e in settings.endpoints),
-                                       lambda: ChatClient(settings).list_models())
+            ep, served = _served_models(settings)
             return pick_served_model(served, wanted=settings.served_model_name or model,
                                      catalogue=None, endpoint=ep.name).context_size
         except EngineError as e:
