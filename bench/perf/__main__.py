@@ -382,10 +382,10 @@ def main() -> int:
                     "(e.g. bench/results/performance.json after editing bench/perf/findings.md)")
     a = ap.parse_args()
     only = [s.strip() for s in a.only.split(",") if s.strip()]
+    docs = ROOT / "docs" / "performance.md"
     if a.out is None:  # only a whole run replaces the docs
         a.out = str(RESULTS / "quick" / "performance.md" if a.quick
-                    else ROOT / "docs" / "performance.md" if set(only) == set(SECTIONS)
-                    else RESULTS / "partial" / "performance.md")
+                    else docs if set(only) == set(SECTIONS) else RESULTS / "partial" / "performance.md")
     if a.render:
         out = Path(a.out)
         report.write(json.loads(Path(a.render).read_text()), out, out.with_suffix(".png"))
@@ -415,10 +415,9 @@ def main() -> int:
     out = Path(a.out)
     # the committed samples are the committed report's: a run of some sections, or one whose
     # report goes elsewhere, keeps its samples beside its own report instead
-    whole = set(only) == set(SECTIONS) and out.resolve() == (ROOT / "docs" / "performance.md").resolve()
-    raw = RESULTS / "performance.json" if whole else out.with_suffix(".json")
-    if a.quick:
-        raw = RESULTS / "performance-quick.json"
+    raw = (RESULTS / "performance-quick.json" if a.quick
+           else RESULTS / "performance.json" if set(only) == set(SECTIONS) and out.resolve() == docs.resolve()
+           else out.with_suffix(".json"))
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(results, indent=1, default=str))
     report.write(results, out, out.with_suffix(".png"))
