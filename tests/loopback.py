@@ -1,7 +1,10 @@
 """A tiny loopback HTTP/1.1 server for the cases the simulator does not script: every answer is
 bytes a test builds from the request, written in one ``sendall`` (so what a test puts in one
 answer reaches the client in one network read), then the connection closes. An answer given as
-a list of byte strings is written piece by piece, ``PACE`` seconds apart (one read each).
+a list (or any iterable) of byte strings is written piece by piece, ``PACE`` seconds apart (one
+read each); a number among the pieces is a pause of that many seconds instead of ``PACE`` (a
+hostile upstream that trickles, or holds the connection open). A client that goes away ends the
+answer.
 
     with Loopback(lambda req: response(200, b"...", "text/event-stream")) as srv:
         srv.base_url        # "http://127.0.0.1:PORT/v1"
@@ -69,9 +72,18 @@ class Loopback:
                     self.wfile.write(out)  # one write: wfile is unbuffered (wbufsize 0)
                     return
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no merging
+                pause = 0.0  # before the first piece: none
                 for piece in out:
-                    self.wfile.write(piece)
-                    time.sleep(PACE)
+                    if isinstance(piece, (int, float)):
+                        pause = piece
+                        continue
+                    time.sleep(pause)
+                    pause = PACE
+                    try:
+                        self.wfile.write(piece)
+                    except OSError:  # the client went away
+                        return
+                time.sleep(pause)  # PACE, or a pause given last: the connection held open
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
