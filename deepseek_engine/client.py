@@ -11,13 +11,15 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
 from .context import max_tokens_that_fit
 from .errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
-                     IdleTimeout, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
+                     IdleTimeout, RateLimitError, ServerError, StreamBrokenError, TimeoutError_, TLSError,
+                     TotalTimeout,
                      UnreachableError, connection_reason, error_from_response, scrub,
                      server_message)
 from .health import HEALTH, HealthBook
@@ -32,6 +34,7 @@ from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
 from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
+from .transport import connect_timeout as _connect_timeout, connection_error as _connect_error
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
 
@@ -39,10 +42,8 @@ DEFAULT_POLICY = RetryPolicy()
 _DONE = object()
 log = logging.getLogger(__name__)
 _MAX_RESUMES = 2  # continuations of one answer; a third cut is reported
+_TRIAL_CONNECT = 2.0  # seconds to connect to an endpoint tried while set aside (health.begin_trial)
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
-_CHECK_SERVER = "check that the server is running and the URL and port are right"
-_REASON_HINTS = {"host name not found": "check the host name in the URL",
-                 "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
 _CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
 
@@ -90,26 +91,6 @@ def make_auth(settings: Settings, client: httpx.Client) -> Auth:
     return NoAuth()
 
 
-def _connect_error(e: httpx.HTTPError, ep: Endpoint) -> EngineError:
-    text = str(e).lower()
-    if "alert" in text and any(k in text for k in ("certificate", "unknown ca", "access denied",
-                                                    "handshake failure")):
-        return AuthError("the server rejected this client's TLS certificate (mutual TLS): check "
-                         "tls_client_cert and tls_client_key, and that the server trusts their CA",
-                         endpoint=ep.name)
-    if "certificate_verify_failed" in text or "certificate verify failed" in text:
-        why = "expired" if "expired" in text else "not trusted" if "issuer" in text or "self" in text \
-            else "not valid for this host" if "hostname" in text or "ip address" in text else "rejected"
-        return UnreachableError(f"the server's TLS certificate is {why}: set tls_ca_bundle to the CA "
-                                "that signed it (or fix the server's certificate)", endpoint=ep.name)
-    if isinstance(e, httpx.ConnectError):
-        reason = connection_reason(e)
-        return UnreachableError(f"could not connect: {reason}", endpoint=ep.name,
-                                hint=_REASON_HINTS.get(reason, _CHECK_SERVER))
-    return ConnectError("the connection closed before the server answered (reset or restarting)",
-                        endpoint=ep.name, hint=_CHECK_LOGS)
-
-
 def _read_text(resp: httpx.Response, ep: Endpoint) -> str:
     """A non-streamed body (an error, or an answer that ignored "stream"), its loss typed."""
     try:
@@ -131,19 +112,15 @@ def _without_credentials(text: str, headers: dict[str, str]) -> str:
     return scrub(text, [sent]) if sent else text
 
 
-def _connect_timeout(seconds: float, ep: Endpoint) -> UnreachableError:
-    return UnreachableError(f"could not connect within {seconds:g}s", endpoint=ep.name,
-                            hint="check the URL, and that no firewall drops the connection")
-
-
 class ChatClient:
     def __init__(self, settings: Settings, *, registry: ClientRegistry = CLIENTS,
                  health: HealthBook = HEALTH, policy: RetryPolicy = DEFAULT_POLICY,
                  prober: Prober | None = PROBER, router: Router | None = None) -> None:
         self.settings = settings
+        self.scope = settings.scope
         self.registry = registry
         self.health = health
-        self.policy = policy
+        self.policy = policy.scoped(settings.scope)
         self.router = router or (ROUTER if health is HEALTH else Router(health))
         tls = settings.tls
         # build_context starts from the system's CA store (not certifi's copy)
@@ -216,7 +193,7 @@ class ChatClient:
     def list_models(self) -> tuple[Endpoint, list[dict]]:
         """``/v1/models`` of the first endpoint that answers."""
         errors: list[EngineError] = []
-        for ep in self.router.order(self.settings.endpoints):
+        for ep in self.router.order(self.settings.endpoints, self.scope):
             try:
                 data = self.get_json(ep, ep.url + "/models", timeout=min(30.0, self.settings.timeouts.first_token))
             except EngineError as e:
@@ -233,8 +210,9 @@ class ChatClient:
         raise all_failed(errors)
 
     def _record_failure(self, ep: Endpoint, e: EngineError) -> None:
-        if e.retryable:  # the endpoint's fault, not the request's
-            self.health.failure(ep.url, str(e.message)[:200], severe=isinstance(e, UnreachableError))
+        if e.retryable:  # the endpoint's fault (or this credential's with it), not the request's
+            self.health.failure(ep.url, str(e.message)[:200], severe=isinstance(e, UnreachableError),
+                                scope=self.scope if e.credential_fault else None, cause=e)
 
     # -- streamed chat -------------------------------------------------------------------
     def stream(self, body: dict, *, buffered: bool = False,
@@ -245,16 +223,16 @@ class ChatClient:
         after its first tokens is continued (``resume.py``), on another endpoint when one is up."""
         settings = self.settings
         endpoints = settings.endpoints
-        if self.health.all_down(endpoints):
-            raise EndpointsDownError(self._down_message(endpoints),
-                                     hint="check that the servers are running and reachable")
         deadline = time.monotonic() + settings.timeouts.total
-        order = self.router.order(endpoints)
+        order = self.router.order(endpoints, self.scope)
         self.policy.budget.record_request()
         headers = self._headers
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
             headers = {**headers, "X-Request-Id": request_id}
-        opened = self._start(body, order, deadline, buffered, headers, settings.timeouts)
+        if self.health.available(order[0].url, self.scope, time.monotonic()):
+            opened = self._start(body, order, deadline, buffered, headers, settings.timeouts)
+        else:
+            opened = self._trial(body, order[0], deadline, buffered, headers)
         if buffered:  # read whole before the caller saw anything: retried from scratch instead
             self.last_endpoint = opened[0]
             yield from self._relay(*opened, deadline)
@@ -301,8 +279,24 @@ class ChatClient:
                 relay.close()  # the caller stopped reading: the upstream stream closes now
             raise cut  # what was shown stays, with the cut's error
 
+    def _trial(self, body: dict, ep: Endpoint, deadline: float, buffered: bool,
+               headers: dict[str, str]):
+        """Every endpoint is set aside: try ``ep``, back soonest, once and with a short connect
+        deadline, or refuse at once when it was confirmed down moments ago or is being tried."""
+        if not self.health.begin_trial(ep.url, self.scope):
+            raise self._down_error()
+        ok = False
+        try:
+            t = self.settings.timeouts
+            opened = self._start(body, [ep], deadline, buffered, headers,
+                                 replace(t, connect=min(t.connect, _TRIAL_CONNECT)), attempts=1)
+            ok = True
+            return opened
+        finally:
+            self.health.end_trial(ep.url, self.scope, ok)
+
     def _start(self, body: dict, order: list[Endpoint], deadline: float, buffered: bool,
-               headers: dict[str, str], timeouts: Timeouts):
+               headers: dict[str, str], timeouts: Timeouts, attempts: int | None = None):
         """Open ``body``'s stream at the first endpoint that takes it (retries, failover,
         one token refresh, one ``max_tokens`` fit)."""
         payload = _encode(body)
@@ -312,7 +306,7 @@ class ChatClient:
 
         def attempt():  # noqa: ANN202 - one try, at the next endpoint
             nonlocal headers, refreshed, payload, fitted
-            ep = self._next(order, tried)
+            ep = self._next(order, tried, errors)
             if ep is None:  # every endpoint failed and is cooling down: stop here
                 raise all_failed(errors, final=True)
             tried.append(ep)
@@ -339,8 +333,9 @@ class ChatClient:
                 self._record_failure(ep, e)
                 raise
 
+        policy = self.policy if attempts is None else replace(self.policy, attempts=attempts)
         try:
-            return self.policy.call(attempt, lambda: self._untried(order, tried), deadline)
+            return policy.call(attempt, lambda: self._untried(order, tried), deadline)
         except EngineError as e:
             if e.retryable and len({x.endpoint for x in errors}) > 1:
                 raise all_failed(errors) from None
@@ -349,19 +344,22 @@ class ChatClient:
     def _untried(self, order: list[Endpoint], tried: list[Endpoint]) -> bool:
         """Whether an available endpoint this request has not tried remains: retry at once then."""
         now = time.monotonic()
-        return any(e not in tried and self.health.state(e.url).available(now) for e in order)
+        return any(e not in tried and self.health.available(e.url, self.scope, now) for e in order)
 
-    def _next(self, order: list[Endpoint], tried: list[Endpoint]) -> Endpoint | None:
-        """An untried available endpoint, else a tried one that is still available (a 429 or
-        503 on a lone endpoint deserves a second look after backoff), else none."""
+    def _next(self, order: list[Endpoint], tried: list[Endpoint],
+              errors: list[EngineError]) -> Endpoint | None:
+        """An untried available endpoint, else a tried one that is still available and whose
+        failure allows another try there (a 429 or 503 on a lone endpoint deserves a second look
+        after backoff; a first-token timeout does not), else none."""
         now = time.monotonic()
-        up = [e for e in order if self.health.state(e.url).available(now)]
+        up = [e for e in order if self.health.available(e.url, self.scope, now)]
         for e in up:
             if e not in tried:
                 return e
         if not tried:
             return order[0]  # all cooling down, but this request was let through: try one
-        return up[0] if up else None
+        spent = {x.endpoint for x in errors if not x.retry_here}
+        return next((e for e in up if e.name not in spent), None)
 
     def _open(self, ep: Endpoint, payload: bytes, deadline: float, buffered: bool,
               headers: dict[str, str], t: Timeouts):
@@ -542,14 +540,23 @@ class ChatClient:
                            hint="the server is overloaded or stuck (check its logs), or raise "
                                 "idle= in timeouts")
 
-    def _down_message(self, endpoints) -> str:
-        parts = []
-        for e in endpoints:
-            h = self.health.state(e.url)
-            wait = max(0.0, h.ejected_until - time.monotonic())
-            when = "back when its /health answers" if h.probe_down else f"retried in {wait:.0f}s"
-            parts.append(f"{e.name} ({h.last_error or 'failing'}; {when})")
-        return "all endpoints are down: " + "; ".join(parts)
+    def _down_error(self) -> EngineError:
+        """Why every endpoint is set aside, as the error the last failure of each was: a rate
+        limit stays a rate limit (with the server's Retry-After), a TLS failure explains itself."""
+        errors, parts = [], []
+        for e in self.settings.endpoints:
+            cause, reason, wait = self.health.why(e.url, self.scope)
+            when = f"tried again in {wait:.0f}s" if wait >= 0.5 else "being tried now"
+            parts.append(f"{e.name} ({reason}; {when})")
+            kind = type(cause) if cause is not None else UnreachableError
+            errors.append(kind(f"{reason} (set aside: {when})", endpoint=e.name, status=getattr(cause, "status", None),
+                               retry_after=wait if isinstance(cause, RateLimitError) else None,
+                               hint=getattr(cause, "hint", None)))
+        out = all_failed(errors, final=True)
+        if len(errors) > 1 and isinstance(out, EndpointsDownError):
+            out = EndpointsDownError("all endpoints are down: " + "; ".join(parts),
+                                     hint="check that the servers are running and reachable")
+        return out
 
 
 def all_failed(errors: list[EngineError], final: bool = False) -> EngineError:

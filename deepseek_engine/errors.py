@@ -1,7 +1,10 @@
 """Typed failures, each naming the endpoint and saying what to do; never carrying a secret.
 
 The Dify edge maps each class to one Dify error (see models/llm/llm.py). ``retryable`` says whether
-another attempt (on another endpoint) may succeed, as long as nothing was shown to the user yet.
+another attempt (on another endpoint) may succeed, as long as nothing was shown to the user yet;
+``retry_here`` whether that attempt may be on the endpoint that just failed; ``credential_fault``
+whether the failure belongs to the credential's own settings rather than to the server (it then
+counts against that credential alone, not against the endpoint for every workspace).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "EngineError", "ConfigError", "ConnectError", "UnreachableError", "EndpointsDownError", "TimeoutError_",
+    "EngineError", "ConfigError", "ConnectError", "UnreachableError", "TLSError", "EndpointsDownError",
+    "TimeoutError_",
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
     "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
     "error_from_response", "server_message", "scrub", "public_message",
@@ -21,6 +25,8 @@ __all__ = [
 
 class EngineError(Exception):
     retryable = False
+    retry_here = True
+    credential_fault = False
 
     def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None,
                  retry_after: float | None = None, hint: str | None = None) -> None:
@@ -50,6 +56,12 @@ class UnreachableError(ConnectError):
     endpoint is set aside at once, so a dead host costs a user at most one connect timeout."""
 
 
+class TLSError(UnreachableError):
+    """The server's certificate is not trusted by this credential's TLS settings (its CA bundle):
+    the credential's fault, not the server's, as long as other credentials trust it."""
+    credential_fault = True
+
+
 class EndpointsDownError(ConnectError):
     """Every endpoint failed; the message lists each one and why."""
     retryable = False
@@ -60,7 +72,9 @@ class TimeoutError_(EngineError):
 
 
 class FirstTokenTimeout(TimeoutError_):
-    """Queueing + prefill took longer than the first-token budget."""
+    """Queueing + prefill took longer than the first-token budget. Never retried on the same
+    endpoint: that would double the wait the operator set."""
+    retry_here = False
 
 
 class IdleTimeout(TimeoutError_):
@@ -77,7 +91,8 @@ class StreamBrokenError(EngineError):
 
 
 class AuthError(EngineError):
-    """401/403."""
+    """401/403, a rejected client certificate, an OAuth2 token endpoint's refusal."""
+    credential_fault = True
 
 
 class RateLimitError(EngineError):
@@ -89,7 +104,7 @@ class BadRequestError(EngineError):
 
 
 class ModelNotFoundError(BadRequestError):
-    pass
+    credential_fault = True  # the model a credential names; others may name one that is served
 
 
 class ServerError(EngineError):

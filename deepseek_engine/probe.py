@@ -24,6 +24,7 @@ import httpx
 
 from .health import HEALTH, HealthBook
 from .routing import ROUTER, Router, parse_metrics
+from .transport import connect_timeout, connection_error
 
 __all__ = ["Prober", "PROBER"]
 
@@ -95,7 +96,14 @@ class Prober:
         try:
             r = self._get(endpoint, "/health")
         except httpx.HTTPError as e:
-            self.book.probe_failed(endpoint.url, f"health probe failed: {type(e).__name__}")
+            cause = (connect_timeout(self.timeout, endpoint) if isinstance(e, httpx.ConnectTimeout)
+                     else connection_error(e, endpoint))
+            if cause.credential_fault:
+                # the server answered the handshake; only the prober's credential (a CA bundle
+                # that does not trust it, say) failed: nothing for every workspace to hold against it
+                self.book.probe_unknown(endpoint.url)
+                return None
+            self.book.probe_failed(endpoint.url, f"health probe failed: {cause.message}", cause)
             return False
         if r.status_code == 200:
             self.book.probe_ok(endpoint.url)

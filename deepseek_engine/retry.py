@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import tenacity
@@ -93,6 +93,16 @@ class RetryPolicy:
     backoff_cap: float = 4.0
     retry_after_cap: float = 10.0
     budget: RetryBudget = field(default_factory=RetryBudget)
+    _scoped: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def scoped(self, scope: str) -> RetryPolicy:
+        """This policy with the credential ``scope``'s own budget: one workspace's failing
+        requests (a wrong CA, say) must not spend the retries of the others."""
+        policy = self._scoped.get(scope)
+        if policy is None:
+            policy = self._scoped.setdefault(scope, replace(self, budget=RetryBudget(
+                self.budget.ratio, self.budget.min_per_second, self.budget.cap), _scoped={}))
+        return policy
 
     def call(self, attempt: Callable[[], T], endpoints: int | Callable[[], bool], deadline: float) -> T:
         """``attempt()`` until it succeeds or must not be retried. The first try runs bare:

@@ -206,12 +206,14 @@ class Router:
         known = [s.ewma for s in self._stats.values() if s.ewma is not None]
         return min(known) if known else 1.0
 
-    def order(self, endpoints: tuple) -> list:
+    def order(self, endpoints: tuple, scope: str | None = None) -> list:
+        """Where a request of the credential ``scope`` goes: healthy endpoints by policy, then
+        those set aside, soonest back first."""
         now = time.monotonic()
         up, down = [], []
         for e in endpoints:
-            (up if self.health.state(e.url).available(now) else down).append(e)
-        down.sort(key=lambda e: self.health.state(e.url).ejected_until)
+            (up if self.health.available(e.url, scope, now) else down).append(e)
+        down.sort(key=lambda e: self.health.back_at(e.url, scope))
         if not up:
             return down
         top = min(e.priority for e in up)

@@ -6,7 +6,10 @@ Every field gets a message an operator can act on; values that are secrets never
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
+import secrets as _secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -68,12 +71,25 @@ class Settings:
     reasoning: bool | None = None  # customizable models; None: decided by the model's name
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
+    # who is asking: a keyed hash of the credential's identity (key, OAuth2 client, TLS settings),
+    # for the shared state one credential's settings may only change for itself (credential_scope)
+    scope: str = field(default="", repr=False, compare=False)
 
     def secrets(self) -> list[str]:
         """Every secret value, so anything shown can be checked or scrubbed against them."""
         out = [self.api_key, self.tls.client_key, self.oauth2.client_secret if self.oauth2 else None]
         out += [p for e in self.endpoints for p in _userinfo(e)]
         return [s for s in out if s and len(s) >= 4]
+
+
+_SCOPE_KEY = _secrets.token_bytes(32)  # per process: a scope cannot be guessed from a credential
+
+
+def credential_scope(api_key: str | None, oauth2: OAuth2 | None, tls: TLSConfig) -> str:
+    """A short keyed hash naming one credential's identity, never revealing it."""
+    identity = repr((api_key, oauth2 and (oauth2.token_url, oauth2.client_id, oauth2.client_secret,
+                                          oauth2.scope, oauth2.audience), tls.key))
+    return hmac.new(_SCOPE_KEY, identity.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def basic_credentials(url: str) -> str | None:
@@ -278,6 +294,7 @@ def parse_settings(creds: Mapping) -> Settings:
         endpoints=endpoints,
         tls=tls,
         oauth2=oauth2,
+        scope=credential_scope(api_key, oauth2, tls),
         api_key=api_key,
         served_model_name=served,
         timeouts=timeouts,

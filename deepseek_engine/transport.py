@@ -23,7 +23,16 @@ from contextlib import contextmanager
 import httpcore
 import httpx
 
-__all__ = ["read_budget", "set_read_budget", "ClientRegistry", "CLIENTS", "DEFAULT_LIMITS"]
+from .errors import AuthError, ConnectError, EngineError, TLSError, UnreachableError, connection_reason
+
+__all__ = ["read_budget", "set_read_budget", "ClientRegistry", "CLIENTS", "DEFAULT_LIMITS",
+           "connection_error", "connect_timeout"]
+
+# what to do about a connection failure (EngineError.hint: after the message, kept short)
+_CHECK_SERVER = "check that the server is running and the URL and port are right"
+_REASON_HINTS = {"host name not found": "check the host name in the URL",
+                 "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
+_CHECK_LOGS = "check the server's logs if it happens again"
 
 _budget = threading.local()  # greenlet-local once gevent has patched threading
 
@@ -58,6 +67,34 @@ def readable_now(sock) -> bool:  # noqa: ANN001
     p = poll()
     p.register(sock.fileno(), select.POLLIN)
     return bool(p.poll(0))
+
+
+def connection_error(e: httpx.HTTPError, endpoint: object) -> EngineError:
+    """The typed error for a connection that failed before the server answered (``endpoint``:
+    its name), for requests and probes alike, so a TLS failure explains itself whoever met it."""
+    endpoint = str(endpoint)
+    text = str(e).lower()
+    if "alert" in text and any(k in text for k in ("certificate", "unknown ca", "access denied",
+                                                    "handshake failure")):
+        return AuthError("the server rejected this client's TLS certificate (mutual TLS): check "
+                         "tls_client_cert and tls_client_key, and that the server trusts their CA",
+                         endpoint=endpoint)
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        why = "expired" if "expired" in text else "not trusted" if "issuer" in text or "self" in text \
+            else "not valid for this host" if "hostname" in text or "ip address" in text else "rejected"
+        return TLSError(f"the server's TLS certificate is {why}: set tls_ca_bundle to the CA "
+                        "that signed it (or fix the server's certificate)", endpoint=endpoint)
+    if isinstance(e, httpx.ConnectError):
+        reason = connection_reason(e)
+        return UnreachableError(f"could not connect: {reason}", endpoint=endpoint,
+                                hint=_REASON_HINTS.get(reason, _CHECK_SERVER))
+    return ConnectError("the connection closed before the server answered (reset or restarting)",
+                        endpoint=endpoint, hint=_CHECK_LOGS)
+
+
+def connect_timeout(seconds: float, endpoint: object) -> UnreachableError:
+    return UnreachableError(f"could not connect within {seconds:g}s", endpoint=str(endpoint),
+                            hint="check the URL, and that no firewall drops the connection")
 
 
 class _DeadlineStream(httpcore.NetworkStream):

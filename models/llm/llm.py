@@ -110,8 +110,10 @@ def _parsed(items: tuple) -> Settings:
 
 
 def _endpoint_set(settings: Settings) -> tuple[str, ...]:
-    """What the served-model directory is keyed by: replicas of one set serve the same models."""
-    return tuple(e.url for e in settings.endpoints)
+    """What the served-model directory is keyed by: replicas of one set serve the same models,
+    as this credential sees them (a gateway may serve each key its own models, and one
+    workspace's answer must not be another's)."""
+    return (settings.scope, *(e.url for e in settings.endpoints))
 
 
 def _served_models(settings: Settings) -> tuple[Endpoint, list[dict]]:
@@ -409,7 +411,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     @staticmethod
     def _discovered_context(model: str, settings: Settings) -> int | None:
         try:
-            if HEALTH.all_down(settings.endpoints):
+            if HEALTH.all_down(settings.endpoints, settings.scope):
                 return None  # known down: a schema answers at once, not after a connect timeout
             ep, served = _served_models(settings)
             return pick_served_model(served, wanted=settings.served_model_name or model,

@@ -61,15 +61,22 @@ def test_health_is_asked_next_to_the_openai_routes():
                     "https://gw.example.com:8443/team/deepseek/health"]  # never the user:password
 
 
-def test_a_credential_saved_again_with_new_tls_settings_is_probed_through_them():
-    # first saved with a wrong CA: every probe fails the TLS handshake and the endpoint is down
+def test_a_probe_through_a_wrong_ca_holds_nothing_against_the_server():
+    # a credential saved with a wrong CA: the handshake fails, but the server answered it, and
+    # other workspaces trust it: the probe cannot tell, the endpoint stays up for them
     book = HealthBook()
     prober = Prober(book, health_interval=0, metrics_interval=0)
     (ep,) = parse_endpoints("https://gw.example.com/v1")
-    wrong = _client(lambda r: httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]"))
+    wrong = _client(lambda r: httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] unable to get local issuer"))
     prober.watch((ep,), wrong)
-    assert prober.probe(ep) is False and book.all_down((ep,))
+    assert prober.probe(ep) is None and not book.all_down((ep,))
     right = _client(lambda r: 200)  # saved again with the right CA: another pooled client
     prober.watch((ep,), right)
     assert prober.probe(ep) is True and not book.all_down((ep,))
-    assert prober._soon == {ep.url}  # and it was due for a probe at once, not on the schedule
+
+
+def test_a_failed_probe_says_why_as_a_typed_error():
+    book, prober, ep = _prober(lambda r: httpx.ConnectError("[Errno 111] Connection refused"))
+    assert prober.probe(ep) is False
+    cause, reason, _ = book.why(ep.url, None)
+    assert type(cause).__name__ == "UnreachableError" and "connection refused" in reason
