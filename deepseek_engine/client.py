@@ -18,10 +18,8 @@ import httpx
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
 from .context import max_tokens_that_fit
 from .errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
-                     IdleTimeout, RateLimitError, ServerError, StreamBrokenError, TimeoutError_, TLSError,
-                     TotalTimeout,
-                     UnreachableError, connection_reason, error_from_response, scrub,
-                     server_message)
+                     IdleTimeout, RateLimitError, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
+                     UnreachableError, connection_reason, error_from_response, scrub, server_message)
 from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
@@ -546,10 +544,10 @@ class ChatClient:
         errors, parts = [], []
         for e in self.settings.endpoints:
             cause, reason, wait = self.health.why(e.url, self.scope)
-            when = f"tried again in {wait:.0f}s" if wait >= 0.5 else "being tried now"
+            when = f"tried again in {wait:.1f}s" if wait > 0 else "being tried now"
             parts.append(f"{e.name} ({reason}; {when})")
             kind = type(cause) if cause is not None else UnreachableError
-            errors.append(kind(f"{reason} (set aside: {when})", endpoint=e.name, status=getattr(cause, "status", None),
+            errors.append(kind(f"{reason} (down: {when})", endpoint=e.name, status=getattr(cause, "status", None),
                                retry_after=wait if isinstance(cause, RateLimitError) else None,
                                hint=getattr(cause, "hint", None)))
         out = all_failed(errors, final=True)

@@ -92,11 +92,11 @@ class HealthBook:
 
     def why(self, url: str, scope: str | None) -> tuple[EngineError | None, str, float]:
         """Why ``url`` is set aside for ``scope``: the failure, its words, and the seconds until a
-        request may try it again."""
+        request may try it again (when every endpoint is set aside)."""
         now = time.monotonic()
         down = [h for h in self._states(url, scope) if not h.available(now)] or [self.state(url)]
         h = down[-1]  # the credential's own reason first: it is the one to fix
-        wait = max(max(x.ejected_until, x.confirmed_until()) for x in down) - now
+        wait = max(x.confirmed_until() for x in down) - now  # then begin_trial lets one through
         return h.cause, h.last_error or "failing", max(0.0, wait)
 
     def begin_trial(self, url: str, scope: str | None) -> bool:
