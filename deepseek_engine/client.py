@@ -16,6 +16,7 @@ from dataclasses import replace
 import httpx
 
 from .auth import Auth, NoAuth, StaticBearer, oauth2_source
+from .body import ANSWER_CAP, ERROR_CAP, LISTING_CAP, read_capped, size
 from .context import max_tokens_that_fit
 from .errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError, EngineError, FirstTokenTimeout,
                      IdleTimeout, RateLimitError, ServerError, StreamBrokenError, TimeoutError_, TotalTimeout,
@@ -31,7 +32,7 @@ from .settings import Endpoint, Settings, Timeouts
 from .sse import SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
-from .transport import CLIENTS, ClientRegistry, readable_now, set_read_budget
+from .transport import CLIENTS, ClientRegistry, read_budget, readable_now, set_read_budget
 from .transport import connect_timeout as _connect_timeout, connection_error as _connect_error
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
@@ -89,13 +90,20 @@ def make_auth(settings: Settings, client: httpx.Client) -> Auth:
     return NoAuth()
 
 
-def _read_text(resp: httpx.Response, ep: Endpoint) -> str:
-    """A non-streamed body (an error, or an answer that ignored "stream"), its loss typed."""
+def _read_text(resp: httpx.Response, ep: Endpoint, cap: int = ERROR_CAP, what: str | None = None) -> str:
+    """A non-streamed body, decompressed, its loss typed: an error page's first ``cap`` bytes (its
+    message needs no more), or the whole of ``what`` (an answer), refused beyond ``cap``."""
     try:
-        return resp.read().decode("utf-8", "replace")
+        body = read_capped(resp, cap)
     except (httpx.RemoteProtocolError, httpx.ReadError):
         raise StreamBrokenError("the connection was cut off while the server's answer was read",
                                 endpoint=ep.name, hint=_CHECK_LOGS) from None
+    except httpx.DecodingError as e:
+        raise StreamBrokenError(f"the server's answer is garbled: {e}", endpoint=ep.name) from None
+    if what is not None and not body.whole:
+        raise StreamBrokenError(f"{what} is larger than {size(cap)}: refused", endpoint=ep.name,
+                                hint="check what the server or a proxy in between sends")
+    return body.text
 
 
 def _sent_credential(headers: dict[str, str]) -> str:
@@ -155,45 +163,58 @@ class ChatClient:
 
     # -- small JSON GETs (/models, /health, ...) -------------------------------------------
     def get_json(self, endpoint: Endpoint, url: str, timeout: float = 10.0) -> object:
+        """A small JSON answer (``/models``, ...), ended by ``timeout`` seconds as a whole (connect,
+        send and every read, a token refresh's second try included) and read to a few MiB."""
         headers = self._headers
+        deadline = time.monotonic() + timeout
         try:
-            return self._get_json(endpoint, url, timeout, headers)
+            return self._get_json(endpoint, url, timeout, headers, deadline)
         except AuthError:
             fresh = self._fresh_headers(headers)
             if fresh is None:
                 raise
-            return self._get_json(endpoint, url, timeout, fresh)
+            return self._get_json(endpoint, url, timeout, fresh, deadline)
 
-    def _get_json(self, endpoint: Endpoint, url: str, timeout: float, headers: dict[str, str]) -> object:
+    def _get_json(self, endpoint: Endpoint, url: str, timeout: float, headers: dict[str, str],
+                  deadline: float) -> object:
         t = self.settings.timeouts
+        route = "/" + url.rsplit("/", 1)[-1]
         try:
-            resp = self._client.get(url, headers=headers,
-                                    timeout=httpx.Timeout(timeout, connect=t.connect))
+            with read_budget(None, deadline):  # the transport ends every operation by the deadline
+                request = self._client.build_request("GET", url, headers=headers,
+                                                     timeout=httpx.Timeout(timeout, connect=t.connect))
+                resp = self._client.send(request, stream=True)
+                if resp.status_code != 200:
+                    raise error_from_response(resp.status_code,
+                                              _without_credentials(_read_text(resp, endpoint), headers),
+                                              endpoint.name, resp.headers.get("retry-after"))
+                text = _read_text(resp, endpoint, LISTING_CAP, what=f"the answer of {route}")
         except httpx.ConnectTimeout:
-            raise _connect_timeout(t.connect, endpoint) from None
-        except httpx.TimeoutException as e:
-            raise ConnectError(f"no answer within {timeout:g}s ({connection_reason(e)})",
-                               endpoint=endpoint.name) from None
+            raise _connect_timeout(min(t.connect, timeout), endpoint) from None
+        except httpx.TimeoutException:
+            raise ConnectError(f"{route} did not answer within {timeout:.3g}s", endpoint=endpoint.name,
+                               hint=_CHECK_LOGS) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
             raise _connect_error(e, endpoint) from None
         except httpx.HTTPError as e:
             raise ConnectError(f"could not connect: {connection_reason(e)}", endpoint=endpoint.name) from None
-        if resp.status_code != 200:
-            raise error_from_response(resp.status_code, _without_credentials(resp.text, headers), endpoint.name,
-                                      resp.headers.get("retry-after"))
         try:
-            return resp.json()
-        except ValueError:
-            raise StreamBrokenError(f"{url.rsplit('/', 1)[-1]} did not answer JSON: "
-                                    f"{server_message(resp.text)[:120]}",
+            return json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+            raise StreamBrokenError(f"{route} did not answer JSON: {server_message(text)[:120]}",
                                     endpoint=endpoint.name) from None
 
-    def list_models(self) -> tuple[Endpoint, list[dict]]:
-        """``/v1/models`` of the first endpoint that answers."""
+    def list_models(self, deadline: float | None = None) -> tuple[Endpoint, list[dict]]:
+        """``/v1/models`` of the first endpoint that answers; each call ended as a whole by
+        ``first_token`` (30 s at most), and the whole listing by ``deadline`` (monotonic) if given."""
         errors: list[EngineError] = []
+        per_call = min(30.0, self.settings.timeouts.first_token)
         for ep in self.router.order(self.settings.endpoints, self.scope):
+            timeout = per_call if deadline is None else min(per_call, deadline - time.monotonic())
+            if timeout <= 0:
+                break  # out of time: the errors so far say why
             try:
-                data = self.get_json(ep, ep.url + "/models", timeout=min(30.0, self.settings.timeouts.first_token))
+                data = self.get_json(ep, ep.url + "/models", timeout=timeout)
             except EngineError as e:
                 errors.append(e)
                 self._record_failure(ep, e)  # discovery is traffic too: a dead host is set aside
@@ -393,10 +414,10 @@ class ChatClient:
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # a server or gateway that ignored "stream": take the whole answer
-                    text = _read_text(resp, ep)
+                    text = _read_text(resp, ep, ANSWER_CAP, what="the non-streamed answer")
                     try:
                         delta = parse_completion(json.loads(text), ep.name)
-                    except ValueError:
+                    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
                         raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
                     resp.close()

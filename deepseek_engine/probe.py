@@ -9,7 +9,10 @@ endpoint is reachable, and only real traffic (passive health) can tell more. Whe
 cannot connect to a watched endpoint, it is probed at once, off the schedule.
 ``/metrics``: the server's own queue and KV-cache use, for the router. A scrape that fails leaves
 the router on its local signals (in-flight counts, measured time to first token).
-One thread (a greenlet under the plugin's gevent patching) serves the whole process.
+Each watched endpoint has its own worker thread (a greenlet under the plugin's gevent patching):
+a slow endpoint holds no other endpoint's probes, and at most one probe of an endpoint is in
+flight. Each probe and scrape ends by its deadline as a whole (connect, send and every read), and
+reads at most a few MiB of the answer (``body.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from .body import ERROR_CAP, LISTING_CAP, Body, read_capped
 from .health import HEALTH, HealthBook
+from .errors import UnavailableError
 from .routing import ROUTER, Router, parse_metrics
-from .transport import connect_timeout, connection_error
+from .transport import connect_timeout, connection_error, pooled_client, read_budget
 
 __all__ = ["Prober", "PROBER"]
 
@@ -51,13 +56,13 @@ class Prober:
                                  else _env_seconds("DEEPSEEK_METRICS_INTERVAL", 5.0))
         self._watched: dict[str, tuple] = {}  # url -> (Endpoint, the httpx client with its TLS)
         self._soon: set[str] = set()  # urls to probe now, off the schedule
-        self._wake = threading.Event()
+        self._wakes: dict[str, threading.Event] = {}  # url -> its worker's wake-up
         self._no_metrics: set[str] = set()  # roots that answered 404: stop asking
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.timeout = timeout
-        self._default = httpx.Client(trust_env=False, timeout=timeout)
+        self.timeout = timeout  # seconds for one probe or scrape as a whole
+        # the transport's pool: its network backend enforces the deadline of each call
+        self._default = pooled_client()
         book.prober = self
 
     def watch(self, endpoints, client: httpx.Client | None = None) -> None:  # noqa: ANN001
@@ -73,10 +78,16 @@ class Prober:
                     self._watched[e.url] = (e, client)
                     if self.book.state(e.url).probe_down:
                         self._soon.add(e.url)  # the new TLS settings may be the fix: ask now
-            self._wake.set()
-            if self._thread is None and (self.health_interval > 0 or self.metrics_interval > 0):
-                self._thread = threading.Thread(target=self._loop, name="deepseek-probe", daemon=True)
-                self._thread.start()
+                    self._serve(e.url)
+
+    def _serve(self, url: str) -> None:
+        """Wake ``url``'s worker, starting it on first use (the caller holds the lock)."""
+        wake = self._wakes.get(url)
+        if wake is not None:
+            wake.set()
+        elif self.health_interval > 0 or self.metrics_interval > 0:
+            wake = self._wakes[url] = threading.Event()
+            threading.Thread(target=self._loop, args=(url, wake), name="deepseek-probe", daemon=True).start()
 
     def watches(self, url: str) -> bool:
         """Whether a probe will re-admit ``url`` once it is healthy."""
@@ -85,16 +96,21 @@ class Prober:
     def probe_soon(self, url: str) -> None:
         with self._lock:
             self._soon.add(url)
-        self._wake.set()
+            if url in self._watched:
+                self._serve(url)
 
-    def _get(self, endpoint, path: str) -> httpx.Response:  # noqa: ANN001
+    def _get(self, endpoint, path: str, cap: int) -> tuple[int, Body]:  # noqa: ANN001
+        """(status, body) of one GET, ended by ``timeout`` as a whole and read to ``cap`` bytes."""
         client = self._watched.get(endpoint.url, (None, self._default))[1]
-        return client.get(endpoint.root + path, timeout=self.timeout)
+        with read_budget(None, time.monotonic() + self.timeout):
+            request = client.build_request("GET", endpoint.root + path, timeout=self.timeout)
+            r = client.send(request, stream=True)
+            return r.status_code, read_capped(r, cap)
 
     def probe(self, endpoint) -> bool | None:  # noqa: ANN001
         """One health probe: True healthy, False down (and ejected), None no health route."""
         try:
-            r = self._get(endpoint, "/health")
+            status, _ = self._get(endpoint, "/health", ERROR_CAP)  # read: the connection is reused
         except httpx.HTTPError as e:
             cause = (connect_timeout(self.timeout, endpoint) if isinstance(e, httpx.ConnectTimeout)
                      else connection_error(e, endpoint))
@@ -105,11 +121,12 @@ class Prober:
                 return None
             self.book.probe_failed(endpoint.url, f"health probe failed: {cause.message}", cause)
             return False
-        if r.status_code == 200:
+        if status == 200:
             self.book.probe_ok(endpoint.url)
             return True
-        if r.status_code == 503:
-            self.book.probe_failed(endpoint.url, "health answered 503 (loading or draining)")
+        if status == 503:
+            reason = "health answered 503 (loading or draining)"
+            self.book.probe_failed(endpoint.url, reason, UnavailableError(reason, endpoint=endpoint.name, status=503))
             return False
         self.book.probe_unknown(endpoint.url)  # a gateway without /health: only traffic can tell
         return None
@@ -118,39 +135,44 @@ class Prober:
         if self.router is None or endpoint.root in self._no_metrics:
             return
         try:
-            r = self._get(endpoint, "/metrics")
+            status, body = self._get(endpoint, "/metrics", LISTING_CAP)
         except httpx.HTTPError:
             self.router.observe_load(endpoint.url, None)
             return
-        if r.status_code == 404:
+        if status == 404:
             self._no_metrics.add(endpoint.root)  # SGLang without --enable-metrics, or a gateway
-        self.router.observe_load(endpoint.url, parse_metrics(r.text) if r.status_code == 200 else None)
+        usable = status == 200 and body.whole  # a page cut at the cap could lack the counts
+        self.router.observe_load(endpoint.url, parse_metrics(body.text) if usable else None)
 
-    def _loop(self) -> None:
-        next_health = next_metrics = time.monotonic()
+    def _loop(self, url: str, wake: threading.Event) -> None:
+        """``url``'s worker: its probes and scrapes on schedule, and a probe whenever asked. The
+        first ones come an interval after the watch: the endpoint is watched because real traffic
+        is about to use it, which judges it first, and the probe then reuses that traffic's
+        pooled connection instead of racing it for another."""
+        start = time.monotonic()
+        next_health, next_metrics = start + self.health_interval, start + self.metrics_interval
         while not self._stop.is_set():
-            self._wake.clear()
+            wake.clear()
             with self._lock:
-                soon, self._soon = self._soon, set()
-            self._all([self.probe], [w[0] for w in map(self._watched.get, soon) if w is not None])
+                soon = url in self._soon
+                self._soon.discard(url)
             now = time.monotonic()
-            jobs = []
+            jobs = [self.probe] if soon else []
             if self.health_interval > 0 and now >= next_health:
-                jobs.append(self.probe)
+                jobs = [self.probe]
                 next_health = now + self.health_interval
             if self.metrics_interval > 0 and now >= next_metrics:
                 jobs.append(self.scrape)
                 next_metrics = now + self.metrics_interval
-            if jobs:
-                self._all(jobs, [e for e, _ in list(self._watched.values())])
+            self._run(jobs, self._watched[url][0])
             due = min(t for t, on in ((next_health, self.health_interval > 0),
                                       (next_metrics, self.metrics_interval > 0)) if on)
-            self._wake.wait(max(0.01, due - time.monotonic()))
+            wake.wait(max(0.01, due - time.monotonic()))
 
     def _all(self, jobs, endpoints) -> None:  # noqa: ANN001
-        """Every job for every endpoint, the endpoints side by side: a blackholed endpoint costs
-        a round one probe timeout, not one per endpoint after it."""
-        if len(endpoints) == 1:  # the common case: no thread
+        """Every job for every endpoint now, side by side, returning when all are done: a round
+        by hand (the workers above run the schedule, each endpoint on its own)."""
+        if len(endpoints) == 1:  # no thread
             self._run(jobs, endpoints[0])
         elif endpoints:
             with ThreadPoolExecutor(len(endpoints), thread_name_prefix="deepseek-probe") as pool:
@@ -166,7 +188,9 @@ class Prober:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        with self._lock:
+            for wake in self._wakes.values():
+                wake.set()
 
 
 PROBER = Prober(HEALTH, ROUTER)

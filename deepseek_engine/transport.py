@@ -9,6 +9,9 @@ httpx applies one read timeout to a whole response, but a streamed completion ha
 waiting for the first token (queueing + prefill: may take minutes on R1) and then gaps between
 tokens (seconds). ``read_budget`` sets, for the current thread/greenlet, the timeout of the
 next socket reads and an absolute deadline; the network backend below applies it to each read.
+The deadline also cuts every connect, TLS handshake and write short, so a call made inside
+``read_budget(None, deadline)`` ends by ``deadline`` as a whole: httpx's timeouts are per
+operation, and a server that sends one byte every second would hold a per-read timeout forever.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import httpx
 
 from .errors import AuthError, ConnectError, EngineError, TLSError, UnreachableError, connection_reason
 
-__all__ = ["read_budget", "set_read_budget", "ClientRegistry", "CLIENTS", "DEFAULT_LIMITS",
-           "connection_error", "connect_timeout"]
+__all__ = ["read_budget", "set_read_budget", "pooled_client", "ClientRegistry", "CLIENTS",
+           "DEFAULT_LIMITS", "connection_error", "connect_timeout"]
 
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_SERVER = "check that the server is running and the URL and port are right"
@@ -97,6 +100,22 @@ def connect_timeout(seconds: float, endpoint: object) -> UnreachableError:
                             hint="check the URL, and that no firewall drops the connection")
 
 
+def _cut(timeout: float | None, deadline: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` cut to what is left before ``deadline``; ``expired`` raised once it passed."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("deadline passed")
+    return left if timeout is None or left < timeout else timeout
+
+
+def _until_deadline(timeout: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` cut to this thread's/greenlet's deadline, if it has one."""
+    budget = getattr(_budget, "value", None)
+    return timeout if budget is None else _cut(timeout, budget[1], expired)
+
+
 class _DeadlineStream(httpcore.NetworkStream):
     __slots__ = ("_stream",)
 
@@ -105,23 +124,18 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         budget = getattr(_budget, "value", None)
-        if budget is not None:
-            idle, deadline = budget
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise httpcore.ReadTimeout("deadline passed")
-                idle = left if idle is None or left < idle else idle
-            timeout = idle
+        if budget is not None:  # the budget's idle replaces httpx's read timeout
+            timeout = _cut(budget[0], budget[1], httpcore.ReadTimeout)
         return self._stream.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, timeout)
+        self._stream.write(buffer, _until_deadline(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._stream.close()
 
     def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
+        timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str):  # noqa: ANN201
@@ -138,10 +152,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
+        timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address,
                                                          socket_options))
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
+        timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
@@ -200,6 +216,13 @@ class _Pool(httpcore.ConnectionPool):
         return closing
 
 
+def pooled_client(verify: object = True, limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.Client:
+    """An ``httpx.Client`` on this module's pool and deadline-aware network backend."""
+    # trust_env off: GPU endpoints are internal; a daemon-wide HTTP(S)_PROXY meant for the
+    # internet must not capture them.
+    return httpx.Client(transport=_transport(limits, verify), trust_env=False, follow_redirects=False)
+
+
 def _transport(limits: httpx.Limits, verify: object = True) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(verify=verify, limits=limits)
     # Same pool as httpx builds, plus our backend (httpx 0.28 has no parameter for it).
@@ -234,11 +257,7 @@ class ClientRegistry:
             if client is None:
                 if callable(verify):
                     verify = verify()
-                # trust_env off: GPU endpoints are internal; a daemon-wide HTTP(S)_PROXY meant
-                # for the internet must not capture them.
-                client = httpx.Client(transport=_transport(self._limits, verify), trust_env=False,
-                                      follow_redirects=False)
-                self._clients[key] = client
+                client = self._clients[key] = pooled_client(verify, self._limits)
             return client
 
     def close(self) -> None:

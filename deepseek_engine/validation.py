@@ -1,5 +1,7 @@
 """Credential validation in seconds: each endpoint reachable, auth accepted, model served,
-context size known, and the chat route answering a one-token request.
+context size known, and the chat route answering a one-token request. Each endpoint has
+``DEADLINE`` seconds for all of it, whatever the server's pace (a server that trickles one byte
+every second fails at the deadline, not when it stops).
 
 Endpoints are checked at once, and validation passes when at least one passes every check: an
 operator lists replicas up to the autoscaler's maximum (docs/operators.md, section 3), and those
@@ -9,12 +11,13 @@ named in the plugin's log (a warning); when none passes, the error names each on
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .client import ChatClient, all_failed
 from .discovery import ServedModel, context_size_of, pick_served_model
-from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, scrub
+from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, TotalTimeout, scrub
 from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # Validation must answer while the operator waits: short budgets, one attempt per endpoint.
 _QUICK = RetryPolicy(attempts=1, budget=RetryBudget())
+DEADLINE = 15.0  # seconds for one endpoint's whole validation (endpoints are checked side by side)
 
 
 def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str | None,
@@ -35,14 +39,13 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
         log.warning("TLS certificate verification is OFF for %s: insecure, for testing only",
                     ", ".join(e.name for e in settings.endpoints))
     t = settings.timeouts
-    quick = replace(settings, timeouts=replace(t, connect=min(t.connect, 5.0),
-                                               first_token=min(t.first_token, 30.0),
-                                               idle=min(t.idle, 30.0), total=min(t.total, 60.0)))
+    quick = replace(settings, timeouts=replace(t, connect=min(t.connect, 5.0)))  # the rest: _left
     endpoints = settings.endpoints
+    deadline = time.monotonic() + DEADLINE
 
     def check(ep: Endpoint) -> ServedModel | Exception:
         try:
-            return _validate_one(replace(quick, endpoints=(ep,)), ep, wanted=wanted,
+            return _validate_one(replace(quick, endpoints=(ep,)), ep, deadline, wanted=wanted,
                                  catalogue=catalogue, need_context=need_context)
         except Exception as e:  # noqa: BLE001 - handed to the caller below
             return e
@@ -71,10 +74,19 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
     return found
 
 
-def _validate_one(one: Settings, ep: Endpoint, *, wanted: str | None, catalogue: str | None,
-                  need_context: bool) -> ServedModel:
-    client = ChatClient(one, policy=_QUICK, health=HealthBook())  # validation neither reads nor feeds the shared book
-    _, served = client.list_models()
+def _left(settings: Settings, deadline: float) -> Settings:
+    """``settings`` whose chat timeouts end by ``deadline`` (at least 0.1 s: a timeout is positive)."""
+    t = settings.timeouts
+    left = max(0.1, round(deadline - time.monotonic(), 1))
+    return replace(settings, timeouts=replace(t, first_token=min(t.first_token, left),
+                                              idle=min(t.idle, left), total=min(t.total, left)))
+
+
+def _validate_one(one: Settings, ep: Endpoint, deadline: float, *, wanted: str | None,
+                  catalogue: str | None, need_context: bool) -> ServedModel:
+    health = HealthBook()  # validation neither reads nor feeds the shared book
+    client = ChatClient(one, policy=_QUICK, health=health)
+    _, served = client.list_models(deadline)
     if wanted or catalogue:
         model = pick_served_model(served, wanted=wanted, catalogue=catalogue, endpoint=ep.name)
     elif served:  # provider-level check: any served model proves the chat route works
@@ -85,7 +97,14 @@ def _validate_one(one: Settings, ep: Endpoint, *, wanted: str | None, catalogue:
         raise ConfigError(f"the server does not report the context size of {model.id!r}; enter "
                           "it in context_size", endpoint=ep.name)
     body = build_body(model.id, [{"role": "user", "content": "ping"}], {"max_tokens": 1})
-    for _ in client.stream(body):  # also the warm-up: the connection stays in the pool
-        pass
+    chat = ChatClient(_left(one, deadline), policy=_QUICK, health=health, prober=None)
+    try:
+        for _ in chat.stream(body):  # also the warm-up: the connection stays in the pool
+            pass
+    except TotalTimeout:
+        if time.monotonic() < deadline - 0.1:
+            raise  # the operator's own total timeout, shorter than validation's: its message holds
+        raise TotalTimeout(f"no answer to a one-token chat request within validation's {DEADLINE:g}s "
+                           "(the server is overloaded, stuck or too slow)", endpoint=ep.name) from None
     WARMER.mark(ep.url, model.id)
     return model

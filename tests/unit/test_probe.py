@@ -1,5 +1,8 @@
 """The active health probe: what each /health answer means, where it is asked, which client asks."""
 
+import threading
+import time
+
 import httpx
 import pytest
 
@@ -80,3 +83,76 @@ def test_a_failed_probe_says_why_as_a_typed_error():
     assert prober.probe(ep) is False
     cause, reason, _ = book.why(ep.url, None)
     assert type(cause).__name__ == "UnreachableError" and "connection refused" in reason
+
+
+class Held:
+    """A /health handler for two endpoints: gpu-a's probes wait until ``release`` is set; records
+    how many of each endpoint's probes are in flight at once."""
+
+    def __init__(self) -> None:
+        self.release, self.a_entered = threading.Event(), threading.Event()
+        self.calls: dict[str, int] = {"gpu-a": 0, "gpu-b": 0}
+        self.in_flight: dict[str, int] = {"gpu-a": 0, "gpu-b": 0}
+        self.most: dict[str, int] = {"gpu-a": 0, "gpu-b": 0}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> int:
+        host = request.url.host
+        with self._lock:
+            self.calls[host] += 1
+            self.in_flight[host] += 1
+            self.most[host] = max(self.most[host], self.in_flight[host])
+        try:
+            if host == "gpu-a":
+                self.a_entered.set()
+                self.release.wait(10)  # bounded: a failing test must not hang the tier
+            return 200
+        finally:
+            with self._lock:
+                self.in_flight[host] -= 1
+
+
+def _until(cond, seconds: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return cond()
+
+
+def _two_watched(held: Held):  # noqa: ANN202
+    book = HealthBook()
+    prober = Prober(book, health_interval=60.0, metrics_interval=0)  # none on schedule here
+    eps = parse_endpoints("http://gpu-a:8000/v1, http://gpu-b:8000/v1")
+    prober.watch(eps, _client(held))
+    for e in eps:
+        prober.probe_soon(e.url)
+    return book, prober, eps
+
+
+def test_a_held_probe_of_one_endpoint_holds_no_probe_of_another():
+    held = Held()
+    book, prober, (a, b) = _two_watched(held)
+    try:
+        assert held.a_entered.wait(5) and _until(lambda: held.calls["gpu-b"] == 1)
+        book.probe_failed(b.url, "refused")
+        prober.probe_soon(b.url)  # while gpu-a's probe still hangs
+        assert _until(lambda: not book.state(b.url).probe_down), "gpu-b's probe waited for gpu-a's"
+        assert held.calls["gpu-b"] == 2 and held.in_flight["gpu-a"] == 1
+    finally:
+        held.release.set()
+        prober.stop()
+
+
+def test_an_endpoint_has_at_most_one_probe_in_flight():
+    held = Held()
+    book, prober, (a, b) = _two_watched(held)
+    try:
+        assert held.a_entered.wait(5)
+        for _ in range(5):  # asked again and again while its probe hangs: one more, after it
+            prober.probe_soon(a.url)
+        held.release.set()
+        assert _until(lambda: held.calls["gpu-a"] == 2)
+        assert held.most["gpu-a"] == 1
+    finally:
+        held.release.set()
+        prober.stop()
