@@ -161,6 +161,10 @@ def _ask(plugin, sim) -> float:
     return time.monotonic() - t
 
 
+def _reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: VmHWM starts again from VmRSS
+
+
 def _peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -180,6 +184,7 @@ CASES = [*STREAMS, "trickled-models", "trickled-health"]
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_hostile_upstream_costs_the_others_nothing(plugin, healthy, baseline, case):
+    _reset_peak_rss(plugin.pid)
     with hostile_server(case) as srv:
         c = {"endpoint_urls": srv.base_url, "served_model_name": None if case == "trickled-models" else "deepseek-r1",
              **HOSTILE_CREDS}
