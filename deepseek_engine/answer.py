@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import BadRequestError, EngineError, StreamBrokenError
 from .protocol import ChatDelta
 from .reasoning import ReasoningFormatter
-from .toolcalls import ToolCallAccumulator
+from .toolcalls import ToolCallAccumulator, arguments_complete
 
 __all__ = ["Piece", "AnswerAssembler"]
 
@@ -53,8 +54,22 @@ class AnswerAssembler:
     def finish(self) -> Piece:
         text = self._fmt.finish()
         calls = self._tools.finish()
+        if self.finish_reason in (None, "length"):  # the answer may have stopped mid-call
+            for c in calls:  # the newest call only: the others ended when the next began
+                if not arguments_complete(c):
+                    raise _cut_off(c["function"]["name"], self.finish_reason)
         for c in calls:
             self.produced.append(c["function"]["name"] + c["function"]["arguments"])
         if calls and self.finish_reason in (None, "stop"):
             self.finish_reason = "tool_calls"
         return Piece(text, calls)
+
+
+def _cut_off(name: str, finish_reason: str | None) -> EngineError:
+    """The error for a tool call whose arguments were cut off: never delivered as a whole call
+    (an agent would run it with half its arguments, or fail parsing them)."""
+    if finish_reason == "length":
+        return BadRequestError(f"the model's tool call {name!r} was cut off at max_tokens: its arguments "
+                               "are incomplete", hint="raise max_tokens")
+    return StreamBrokenError(f"the stream ended before the tool call {name!r} was complete: its arguments "
+                             "were cut off", hint="check the server's logs if it happens again")

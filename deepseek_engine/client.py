@@ -25,11 +25,11 @@ from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
 from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
-from .resume import (Progress, StartedOver, continuation_body, continuation_timeouts, continue_on, relabel,
-                     unless_started_over)
+from .resume import (Progress, StartedOver, budget_spent, continuation_body, continuation_timeouts, continue_on,
+                     relabel, unless_started_over)
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings, Timeouts
-from .sse import SSEDecoder
+from .sse import EventTooLarge, SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
 from .transport import CLIENTS, ClientRegistry, read_budget, readable_now, set_read_budget
@@ -45,6 +45,8 @@ _TRIAL_CONNECT = 2.0  # seconds to connect to an endpoint tried while set aside 
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
+_END_GRACE = 0.01  # seconds a body's end that is arriving may take to be read after [DONE]
+_AFTER_DONE = 64 * 1024  # bytes read after [DONE] for the body's end; more is a server going on
 
 
 def _encode(body: dict) -> bytes:
@@ -116,6 +118,31 @@ def _without_credentials(text: str, headers: dict[str, str]) -> str:
     Authorization header back in their error pages (a bare token, not only after "Bearer")."""
     sent = _sent_credential(headers)
     return scrub(text, [sent]) if sent else text
+
+
+def _idle_budget(idle: float, deadline: float) -> tuple[None, float]:
+    """The read budget for the next event of a stream that is answering: ``idle`` seconds from
+    now however many reads it takes, never past ``deadline``. Per read, comments (keep-alives)
+    or an event's bytes trickled one at a time kept a stalled stream open for ever."""
+    return None, min(deadline, time.monotonic() + idle)
+
+
+def _read_rest(reads: Iterator[bytes], sock) -> None:  # noqa: ANN001
+    """The body's end after [DONE], if it is already here: the connection is then reused. Never
+    waited for: a server that holds the body open or goes on sending is left as it is, and the
+    caller's close drops the connection."""
+    seen = 0
+    try:
+        while seen <= _AFTER_DONE:
+            # a socket read only when bytes are waiting (a real poll), and then never a long one
+            ready = sock is not None and readable_now(sock)
+            with read_budget(None, time.monotonic() + (_END_GRACE if ready else 0.0)):
+                raw = next(reads, None)
+            if raw is None:
+                return
+            seen += len(raw)
+    except httpx.HTTPError:  # not here yet, or cut: the answer is whole, the connection is closed
+        return
 
 
 class ChatClient:
@@ -277,6 +304,10 @@ class ChatClient:
                 if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
                     log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
                     return
+                if budget_spent(body, progress):  # cut at its last token: finished, not continued
+                    log.warning("stream from %s broke when its max_tokens were used up: %s", ep.name, e.message)
+                    yield ChatDelta(finish_reason="length")
+                    return
                 if not e.retryable or isinstance(e, TotalTimeout) or resumes >= _MAX_RESUMES:
                     raise
                 again = continuation_body(body, progress)
@@ -420,6 +451,9 @@ class ChatClient:
                     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
                         raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
+                    except RecursionError:
+                        raise StreamBrokenError("the server sent a malformed completion: JSON nested "
+                                                "too deep", endpoint=ep.name) from None
                     resp.close()
                     self.router.observe_ttft(ep.url, time.monotonic() - began)
                     return ep, None, iter(()), [delta, _DONE]
@@ -427,7 +461,7 @@ class ChatClient:
                 pre: list = []
                 started = finished = False
                 while True:
-                    set_read_budget((t.idle, deadline) if started else (None, first))
+                    set_read_budget(_idle_budget(t.idle, deadline) if started else (None, first))
                     try:
                         item = next(events, None)
                     except httpx.ReadTimeout:
@@ -488,7 +522,7 @@ class ChatClient:
             self.more_ready = i < last or self._pending > 0
             yield item
         while True:
-            set_read_budget((idle, deadline))
+            set_read_budget(_idle_budget(idle, deadline))
             try:
                 item = next(events, None)
             except httpx.ReadTimeout:
@@ -515,18 +549,24 @@ class ChatClient:
         sock = _socket_of(resp)
         try:
             for raw in reads:
+                try:
+                    payloads = decoder.feed(raw)
+                except EventTooLarge as e:
+                    raise StreamBrokenError(f"the server sent {e}: not a chat stream",
+                                            endpoint=ep.name) from None
                 batch = []
                 done = False
-                for data in decoder.feed(raw):
+                for data in payloads:
                     if data == "[DONE]":
                         done = True
                         break
                     try:
                         batch.append(parse_chunk(json.loads(data), ep.name))
-                    except (ValueError, EngineError) as e:  # malformed, or an in-band {"error"}
+                    except Exception as e:  # noqa: BLE001 - typed below, whatever a payload trips
                         yield from coalesce(batch)  # what came before was fine: deliver it
-                        if isinstance(e, EngineError):
+                        if isinstance(e, EngineError):  # an in-band {"error"}, a malformed shape
                             raise
+                        # bad JSON, JSON nested past the recursion limit, ...: the server's fault
                         raise StreamBrokenError(f"the server sent a malformed chunk: {data[:80]!r}",
                                                 endpoint=ep.name) from None
                 merged = coalesce(batch)  # one delta per network read, not one per token
@@ -536,9 +576,8 @@ class ChatClient:
                     self.more_ready = (i < last or done or (received is not None and _event_buffered(received))
                                        or (sock is not None and readable_now(sock)))
                     yield delta
-                if done:
-                    for _ in reads:  # read to the end of the body so the connection is reused
-                        pass
+                if done:  # the end, whatever the server does next
+                    _read_rest(reads, sock)
                     yield _DONE
                     return
         except (httpx.RemoteProtocolError, httpx.ReadError):

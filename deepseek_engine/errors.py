@@ -166,7 +166,7 @@ def server_message(body: str) -> str:
         return ""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past the limit
         data = None
     if isinstance(data, dict):
         err = data.get("error", data)

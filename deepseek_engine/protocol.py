@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .errors import ServerError, StreamBrokenError
 from .reasoning import strip_reasoning
 
 __all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages",
-           "coalesce"]
+           "coalesce", "checked_usage", "MAX_TOKEN_COUNT"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -56,17 +59,84 @@ def coalesce(deltas: list[ChatDelta]) -> list[ChatDelta]:
     return out
 
 
-def _reasoning_of(d: dict) -> str:
+class _Shape(ValueError):
+    """A field of the wrong type: the stream is not the protocol (a broken server or proxy)."""
+
+
+def _typed(obj: dict, key: str, kind: type, path: str):  # noqa: ANN202
+    """``obj[key]`` if it is a ``kind`` or absent/null (None); else ``_Shape``. JSON gives exact
+    types, so ``type() is`` suffices (and keeps a bool from passing as an int)."""
+    value = obj.get(key)
+    if value is None or type(value) is kind:
+        return value
+    raise _Shape(f"{path}{key} is {type(value).__name__}")
+
+
+def _first_choice(obj: dict, part: str) -> tuple[dict, dict]:
+    """The first choice and its ``part`` ("delta" or "message"); empty when there are none."""
+    choices = _typed(obj, "choices", list, "")
+    if not choices:
+        return {}, {}
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise _Shape(f"choices[0] is {type(choice).__name__}")
+    return choice, _typed(choice, part, dict, "choices[0].") or {}
+
+
+def _reasoning_of(d: dict, path: str) -> str:
     # vLLM sent both names for a while (an alias); never add them up
-    r = d.get("reasoning_content")
+    r = _typed(d, "reasoning_content", str, path)
     if r is None:
-        r = d.get("reasoning")
-    return r if isinstance(r, str) else ""
+        r = _typed(d, "reasoning", str, path)
+    return r or ""
+
+
+def _tool_calls(d: dict, path: str) -> list | None:
+    """Tool calls (deltas or whole) whose fields have the types the accumulator relies on."""
+    calls = d.get("tool_calls")
+    if not calls:
+        return None
+    if type(calls) is not list:
+        raise _Shape(f"{path}tool_calls is {type(calls).__name__}")
+    for i, call in enumerate(calls):
+        where = f"{path}tool_calls[{i}]"
+        if not isinstance(call, dict):
+            raise _Shape(f"{where} is {type(call).__name__}")
+        _typed(call, "index", int, where + ".")
+        _typed(call, "id", str, where + ".")
+        fn = _typed(call, "function", dict, where + ".") or {}
+        _typed(fn, "name", str, where + ".function.")
+        if not isinstance(fn.get("arguments"), (str, dict, type(None))):  # a few send them parsed
+            raise _Shape(f"{where}.function.arguments is {type(fn['arguments']).__name__}")
+    return calls
+
+
+# token counts no request reaches: beyond it a count is a broken server's (1e999, 2**63, ...)
+MAX_TOKEN_COUNT = 100_000_000
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def checked_usage(usage: dict | None, endpoint: str) -> dict | None:
+    """The token counts of ``usage`` that can be true: integers from 0 to ``MAX_TOKEN_COUNT``.
+    The others are left out and counted offline, as for a server that sends no usage: a negative
+    or null count would reach Dify, which refuses the chunk."""
+    if not usage:
+        return None
+    out: dict = {}
+    for key in _COUNTS:
+        value = usage.get(key)
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+            out[key] = value
+        elif key in usage:
+            log.info("%s sent an unusable %s (%.40r): counted here instead", endpoint, key, value)
+    return out or None
 
 
 def _check_error(obj: object, endpoint: str) -> dict:
     if not isinstance(obj, dict):
-        raise StreamBrokenError(f"the server sent a chunk that is not a JSON object: {str(obj)[:80]}",
+        raise StreamBrokenError(f"the server sent a malformed chunk, not a JSON object: {str(obj)[:80]}",
                                 endpoint=endpoint)
     err = obj.get("error")
     if err and not obj.get("choices"):
@@ -77,29 +147,25 @@ def _check_error(obj: object, endpoint: str) -> dict:
 
 
 def parse_chunk(obj: object, endpoint: str) -> ChatDelta:
-    obj = _check_error(obj, endpoint)
-    out = ChatDelta(usage=obj.get("usage") or None)
-    choices = obj.get("choices")
-    if choices:
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        out.reasoning = _reasoning_of(delta)
-        content = delta.get("content")
-        out.content = content if isinstance(content, str) else ""
-        out.tool_calls = delta.get("tool_calls") or None
-        out.finish_reason = choice.get("finish_reason")
-    return out
+    return _parse(obj, "delta", "chunk", endpoint)
 
 
 def parse_completion(obj: object, endpoint: str) -> ChatDelta:
     """A non-streamed ``chat.completion`` as one delta (used by tools that don't stream)."""
+    return _parse(obj, "message", "completion", endpoint)
+
+
+def _parse(obj: object, part: str, kind: str, endpoint: str) -> ChatDelta:
     obj = _check_error(obj, endpoint)
-    choices = obj.get("choices") or [{}]
-    msg = choices[0].get("message") or {}
-    content = msg.get("content")
-    return ChatDelta(reasoning=_reasoning_of(msg), content=content if isinstance(content, str) else "",
-                     tool_calls=msg.get("tool_calls") or None,
-                     finish_reason=choices[0].get("finish_reason"), usage=obj.get("usage") or None)
+    try:
+        choice, d = _first_choice(obj, part)
+        path = part + "."
+        usage = _typed(obj, "usage", dict, "")
+        return ChatDelta(_reasoning_of(d, path), _typed(d, "content", str, path) or "", _tool_calls(d, path),
+                         _typed(choice, "finish_reason", str, "choices[0]."),
+                         checked_usage(usage, endpoint) if usage else None)
+    except _Shape as e:
+        raise StreamBrokenError(f"the server sent a malformed {kind}: {e}", endpoint=endpoint) from None
 
 
 def clean_messages(messages: list[dict]) -> list[dict]:

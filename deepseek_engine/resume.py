@@ -26,8 +26,8 @@ from .errors import EngineError, IdleTimeout
 from .protocol import ChatDelta
 from .settings import Endpoint, Timeouts
 
-__all__ = ["Progress", "StartedOver", "continuation_body", "continuation_timeouts", "continue_on",
-           "relabel", "unless_started_over"]
+__all__ = ["Progress", "StartedOver", "budget_spent", "continuation_body", "continuation_timeouts",
+           "continue_on", "relabel", "unless_started_over"]
 
 
 class Progress:
@@ -77,11 +77,18 @@ class Progress:
         return content if content else "<think>\n" + "".join(self.reasoning)
 
 
+def budget_spent(body: dict, progress: Progress) -> bool:
+    """Whether ``progress`` used all of ``body``'s max_tokens: a stream cut now was at its end
+    (the server would have finished it with "length"), and one more token would be too many."""
+    limit = body.get("max_tokens")
+    return isinstance(limit, int) and progress.tokens >= limit
+
+
 def continuation_body(body: dict, progress: Progress) -> dict | None:
     """The request that continues ``body``'s answer after ``progress``, or None when it cannot
-    be continued: nothing shown yet (retry instead), the answer was complete, or a tool call
-    had started (its arguments cannot be continued reliably)."""
-    if progress.finished or progress.tool_calls:
+    be continued: nothing shown yet (retry instead), the answer was complete or used its whole
+    budget, or a tool call had started (its arguments cannot be continued reliably)."""
+    if progress.finished or progress.tool_calls or budget_spent(body, progress):
         return None
     prefix = progress.generated()
     if not prefix:
@@ -92,7 +99,7 @@ def continuation_body(body: dict, progress: Progress) -> dict | None:
     if isinstance(limit, int):
         # what is left of the budget, by a lower bound of what was used: a user's answer is never
         # cut shorter than asked (a server event carrying several tokens lets it run a little longer)
-        out["max_tokens"] = max(1, limit - progress.tokens)
+        out["max_tokens"] = limit - progress.tokens
     return out
 
 

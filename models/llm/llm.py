@@ -68,6 +68,11 @@ for _name in ("deepseek_engine", "deepseek_selfhosted"):  # to the daemon's log,
 configure()  # opt-in metrics and JSON logs, from the plugin's environment (its warnings logged)
 _DEFAULT_CONTEXT = 32768
 _MAX_HOLD = 0.001  # seconds a received token may wait to share a chunk with the next ones
+# The daemon reads the plugin's stdout in lines of at most 5 MiB and kills a plugin that writes a
+# longer one: every chunk is one line. JSON writes a character in 6 bytes at most (a control
+# character as \u0001), so a chunk of this many characters stays under 3 MiB.
+_MAX_CHUNK_CHARS = 512 * 1024
+_MAX_LINE_BYTES = 5 * 1024 * 1024 - 64 * 1024  # a blocking answer's one line, less the envelope
 
 
 def _offload(fn, *args):  # noqa: ANN001, ANN202
@@ -181,6 +186,35 @@ def to_openai_tool(t: PromptMessageTool) -> dict:
                                              "parameters": t.parameters}}
 
 
+def _call_chars(call: dict) -> int:
+    return len(call["id"]) + len(call["function"]["name"]) + len(call["function"]["arguments"])
+
+
+def _sized(text: str, calls: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``text`` and ``calls`` as (text, calls) pieces of at most ``_MAX_CHUNK_CHARS`` each, one
+    chunk apiece; nearly always one piece. A call is never cut (Dify takes each call in a chunk
+    as a whole one), so one larger than that is refused."""
+    if not calls and len(text) <= _MAX_CHUNK_CHARS:  # the per-token path: no more work than this
+        return [(text, calls)]
+    sizes = [_call_chars(c) for c in calls]
+    if len(text) + sum(sizes) <= _MAX_CHUNK_CHARS:
+        return [(text, calls)]
+    step = _MAX_CHUNK_CHARS
+    out: list[tuple[str, list[dict]]] = [(text[i:i + step], []) for i in range(0, len(text), step)]
+    room = 0
+    for call, size in zip(calls, sizes):
+        if size > _MAX_CHUNK_CHARS:
+            raise BadRequestError(f"the model's tool call {call['function']['name']!r} is {size:,} characters, "
+                                  f"more than one message to Dify may carry ({_MAX_CHUNK_CHARS:,})",
+                                  hint="lower max_tokens, or have the tool take smaller arguments")
+        if size > room:
+            out.append(("", []))
+            room = _MAX_CHUNK_CHARS
+        out[-1][1].append(call)
+        room -= size
+    return out
+
+
 def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
     return [AssistantPromptMessage.ToolCall(
         id=c["id"], type="function",
@@ -240,18 +274,22 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                                                  and time.monotonic() - held_since < _MAX_HOLD):
                         if ttft is None:
                             ttft = time.monotonic() - started
-                        yield self._chunk(model, index, "".join(texts), calls)
-                        index += 1
+                        for text, group in _sized("".join(texts), calls):
+                            yield self._chunk(model, index, text, group)
+                            index += 1
                         texts, calls = [], []
             except EngineError:
                 if texts or calls:  # what arrived before the failure is shown, then the error
-                    yield self._chunk(model, index, "".join(texts), calls)
+                    for text, group in _sized("".join(texts), calls):
+                        yield self._chunk(model, index, text, group)
+                        index += 1
                 raise
             if texts or calls:
                 if ttft is None:
                     ttft = time.monotonic() - started
-                yield self._chunk(model, index, "".join(texts), calls)
-                index += 1
+                for text, group in _sized("".join(texts), calls):
+                    yield self._chunk(model, index, text, group)
+                    index += 1
             last = answer.finish()
             usage = answer.usage or {}
             prompt_tokens = usage.get("prompt_tokens")
@@ -260,10 +298,14 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 prompt_tokens = _offload(count_messages, body["messages"], wire_tools)
             if completion_tokens is None:
                 completion_tokens = _offload(count_text, answer.produced)
+            *before, (text, group) = _sized(last.text, last.tool_calls)
+            for head, head_calls in before:
+                yield self._chunk(model, index, head, head_calls)
+                index += 1
             outcome = "ok"
             yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
                 index=index,
-                message=AssistantPromptMessage(content=last.text, tool_calls=_tool_calls(last.tool_calls)),
+                message=AssistantPromptMessage(content=text, tool_calls=_tool_calls(group)),
                 usage=self._usage(prompt_tokens, completion_tokens),
                 finish_reason=answer.finish_reason or "stop"))
         except EngineError as e:
@@ -305,8 +347,17 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             text.append(c.delta.message.content or "")
             calls.extend(c.delta.message.tool_calls)
             usage = c.delta.usage or usage
-        return LLMResult(model=model, message=AssistantPromptMessage(content="".join(text), tool_calls=calls),
-                         usage=usage)
+        result = LLMResult(model=model, message=AssistantPromptMessage(content="".join(text), tool_calls=calls),
+                           usage=usage)
+        # Dify reads one chunk of a blocking answer: it must fit one line (measured when it may not)
+        chars = sum(map(len, text)) + sum(len(c.function.arguments) for c in calls)
+        if chars > _MAX_CHUNK_CHARS:
+            size = len(result.to_llm_result_chunk().model_dump_json().encode())
+            if size > _MAX_LINE_BYTES:
+                raise InvokeBadRequestError(f"the answer is {size:,} bytes, more than one message to Dify "
+                                            f"may carry ({_MAX_LINE_BYTES:,}); turn streaming on, or lower "
+                                            "max_tokens")
+        return result
 
     # -- model resolution ----------------------------------------------------------------
     def _is_predefined(self, model: str) -> bool:

@@ -1,8 +1,8 @@
 import pytest
 
 from deepseek_engine.discovery import pick_served_model
-from deepseek_engine.errors import ModelNotFoundError, ServerError
-from deepseek_engine.protocol import build_body, parse_chunk, parse_completion
+from deepseek_engine.errors import ModelNotFoundError, ServerError, StreamBrokenError
+from deepseek_engine.protocol import MAX_TOKEN_COUNT, build_body, parse_chunk, parse_completion
 
 
 def test_body_always_streams_with_usage_and_strips_history():
@@ -64,3 +64,70 @@ def test_coalesce_keeps_order_and_merges_what_arrived_together():
     assert len(got[1].tool_calls) == 2 and got[1].finish_reason == "stop" and got[1].usage
     assert [d.events for d in got] == [4, 1]  # the events with text each merges (tokens, at least)
     assert coalesce([ChatDelta(usage={}), ChatDelta(content="a"), ChatDelta(content="b")])[0].events == 2
+
+
+def _tool(**fields) -> dict:
+    call = {"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    return {"choices": [{"delta": {"tool_calls": [{**call, **fields}]}}]}
+
+
+@pytest.mark.parametrize("obj,says", [
+    ({"choices": 5}, "choices is int"),
+    ({"choices": "abc"}, "choices is str"),
+    ({"choices": [7]}, "choices[0] is int"),
+    ({"choices": [{"delta": "hello"}]}, "choices[0].delta is str"),
+    ({"choices": [{"delta": {"content": 5}}]}, "delta.content is int"),
+    ({"choices": [{"delta": {"reasoning_content": ["r"]}}]}, "delta.reasoning_content is list"),
+    ({"choices": [{"delta": {}, "finish_reason": {"why": "stop"}}]}, "finish_reason is dict"),
+    ({"choices": [], "usage": "lots"}, "usage is str"),
+    ({"choices": [], "usage": [5, 2]}, "usage is list"),
+    ({"choices": [{"delta": {"tool_calls": {"index": 0}}}]}, "delta.tool_calls is dict"),
+    ({"choices": [{"delta": {"tool_calls": ["call"]}}]}, "tool_calls[0] is str"),
+    (_tool(index=[0]), "tool_calls[0].index is list"),
+    (_tool(index=True), "tool_calls[0].index is bool"),
+    (_tool(id=7), "tool_calls[0].id is int"),
+    (_tool(function="f"), "tool_calls[0].function is str"),
+    (_tool(function={"name": 5}), "tool_calls[0].function.name is int"),
+    (_tool(function={"name": "f", "arguments": 5}), "tool_calls[0].function.arguments is int"),
+])
+def test_a_chunk_of_the_wrong_shape_is_a_stream_broken_error(obj, says):
+    with pytest.raises(StreamBrokenError, match="malformed chunk") as e:
+        parse_chunk(obj, "gpu-1")
+    assert says in e.value.message and e.value.endpoint == "gpu-1"
+
+
+@pytest.mark.parametrize("obj", [{"choices": 5}, {"choices": [{"message": "hello"}]},
+                                 {"choices": [{"message": {"tool_calls": [{"function": {"name": 1}}]}}]},
+                                 {"choices": [{"message": {}}], "usage": [1]}, [1, 2]])
+def test_a_completion_of_the_wrong_shape_is_a_stream_broken_error(obj):
+    with pytest.raises(StreamBrokenError, match="malformed"):
+        parse_completion(obj, "gpu-1")
+
+
+def test_the_shapes_servers_send_still_parse():
+    d = parse_chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": None,
+                                                         "reasoning_content": None,
+                                                         "tool_calls": [{"index": 0, "id": None, "type": None,
+                                                                         "function": {"name": None,
+                                                                                      "arguments": {"a": 1}}}]},
+                                  "finish_reason": None, "logprobs": None}], "usage": None}, "e")
+    assert d.tool_calls and d.finish_reason is None and d.usage is None
+    d = parse_completion({"choices": [], "usage": {}}, "e")
+    assert (d.content, d.usage) == ("", None)
+
+
+@pytest.mark.parametrize("usage,kept", [
+    ({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "prompt_tokens_details": None},
+     {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+    ({"prompt_tokens": -1, "completion_tokens": 4}, {"completion_tokens": 4}),
+    ({"prompt_tokens": float("inf"), "completion_tokens": float("nan")}, None),
+    ({"prompt_tokens": "3", "completion_tokens": None, "total_tokens": True}, None),
+    ({"prompt_tokens": 3.0, "completion_tokens": 3.5}, {"prompt_tokens": 3}),
+    ({"prompt_tokens": MAX_TOKEN_COUNT, "completion_tokens": MAX_TOKEN_COUNT + 1}, {"prompt_tokens": MAX_TOKEN_COUNT}),
+])
+def test_usage_keeps_only_counts_that_can_be_true(usage, kept, caplog):
+    caplog.set_level("INFO")
+    got = parse_chunk({"choices": [], "usage": usage}, "gpu-1").usage
+    assert got == kept and all(type(v) is int for v in (got or {}).values())
+    dropped = len([k for k in usage if k.endswith("_tokens")]) - len(kept or {})
+    assert len([r for r in caplog.records if "gpu-1 sent an unusable" in r.getMessage()]) == dropped

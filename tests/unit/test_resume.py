@@ -4,8 +4,8 @@ import pytest
 
 from deepseek_engine.errors import IdleTimeout, StreamBrokenError
 from deepseek_engine.protocol import ChatDelta
-from deepseek_engine.resume import (Progress, StartedOver, continuation_body, continuation_timeouts, continue_on,
-                                    relabel, unless_started_over)
+from deepseek_engine.resume import (Progress, StartedOver, budget_spent, continuation_body, continuation_timeouts,
+                                    continue_on, relabel, unless_started_over)
 from deepseek_engine.settings import Timeouts, parse_endpoints
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}
@@ -45,13 +45,17 @@ def test_no_continuation_when_it_cannot_be_one():
     assert continuation_body(BODY, Progress()) is None  # nothing shown: a plain retry instead
     assert continuation_body(BODY, progress(ChatDelta(content="a", finish_reason="stop"))) is None
     assert continuation_body(BODY, progress(ChatDelta(tool_calls=[{"index": 0}]))) is None
-    # the budget looks spent: the server still ends the answer itself
-    spent = progress(*[ChatDelta(content="a")] * 120)
-    assert continuation_body(BODY, spent)["max_tokens"] == 1
+    # the budget is spent (by a lower bound): the cut was the end, one more token too many
+    for used in (100, 120):
+        spent = progress(*[ChatDelta(content="a")] * used)
+        assert budget_spent(BODY, spent) and continuation_body(BODY, spent) is None
+    one_left = progress(*[ChatDelta(content="a")] * 99)
+    assert not budget_spent(BODY, one_left) and continuation_body(BODY, one_left)["max_tokens"] == 1
     merged = progress(ChatDelta(content="Hello world, how", events=4))  # one network read, 4 tokens
     assert continuation_body(BODY, merged)["max_tokens"] == 96
     unlimited = {k: v for k, v in BODY.items() if k != "max_tokens"}
     assert "max_tokens" not in continuation_body(unlimited, progress(ChatDelta(content="a")))
+    assert not budget_spent(unlimited, progress(*[ChatDelta(content="a")] * 10**4))
 
 
 def test_a_continued_answer_labelled_reasoning_is_shown_as_answer():

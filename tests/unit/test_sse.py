@@ -1,6 +1,7 @@
+import pytest
 from hypothesis import given, strategies as st
 
-from deepseek_engine.sse import SSEDecoder, iter_sse_data
+from deepseek_engine.sse import EventTooLarge, SSEDecoder, iter_sse_data
 
 STREAM = (
     b": keep-alive\n\n"
@@ -79,3 +80,35 @@ def test_any_split_of_a_bom_stream_with_empty_events_gives_the_same_events(cuts,
     cuts = sorted({min(c, len(stream)) for c in cuts})
     pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
     assert list(iter_sse_data(pieces)) == EXPECTED
+
+
+def test_a_line_longer_than_the_bound_raises_as_soon_as_it_passes_it():
+    d = SSEDecoder(limit=100)
+    d.feed(b"data: " + b"x" * 90)
+    with pytest.raises(EventTooLarge, match="longer than 100 characters"):
+        d.feed(b"x" * 20)  # no line end yet: refused before the rest arrives
+
+
+def test_a_line_longer_than_the_bound_within_one_read_raises():
+    with pytest.raises(EventTooLarge):
+        SSEDecoder(limit=100).feed(b"data: " + b"x" * 200 + b"\n\n")
+    d = SSEDecoder(limit=100)
+    d.feed(b"data: " + b"x" * 60)
+    with pytest.raises(EventTooLarge):  # the kept pieces joined with the read that ends the line
+        d.feed(b"x" * 50 + b"\n")
+
+
+def test_an_event_of_many_lines_is_bounded_as_a_whole():
+    d = SSEDecoder(limit=100)
+    d.feed(b"data: " + b"x" * 40 + b"\n" + b"data: " + b"x" * 40 + b"\n")
+    with pytest.raises(EventTooLarge, match="an event longer than 100"):
+        d.feed(b"data: " + b"x" * 40 + b"\n")
+
+
+def test_a_line_or_event_at_the_bound_passes_whole_however_it_is_cut():
+    payload = "x" * 94  # "data: " + 94 = 100 characters
+    stream = f"data: {payload}\n\n".encode()
+    for cut in range(0, len(stream), 7):
+        d = SSEDecoder(limit=100)
+        assert d.feed(stream[:cut]) + d.feed(stream[cut:]) == [payload]
+    assert list(iter_sse_data([b"data: " + b"y" * (1 << 20) + b"\n\n"])) == ["y" * (1 << 20)]  # default bound
