@@ -448,7 +448,7 @@ class ChatClient:
                     text = _read_text(resp, ep, ANSWER_CAP, what="the non-streamed answer")
                     try:
                         delta = parse_completion(json.loads(text), ep.name)
-                    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+                    except ValueError:
                         raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
                     except RecursionError:
