@@ -24,7 +24,7 @@ from .errors import (AuthError, BadRequestError, ConnectError, EndpointsDownErro
 from .health import HEALTH, HealthBook
 from .probe import PROBER, Prober
 from .routing import ROUTER, Router
-from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion
+from .protocol import ChatDelta, coalesce, parse_chunk, parse_completion, without_lone_surrogates
 from .resume import (Progress, StartedOver, budget_spent, continuation_body, continuation_timeouts, continue_on,
                      relabel, unless_started_over)
 from .retry import RetryPolicy
@@ -47,6 +47,11 @@ _CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
 _END_GRACE = 0.01  # seconds a body's end that is arriving may take to be read after [DONE]
 _AFTER_DONE = 64 * 1024  # bytes read after [DONE] for the body's end; more is a server going on
+
+
+def _loads(text: str) -> object:
+    obj = json.loads(text)
+    return without_lone_surrogates(obj) if "\\ud" in text or "\\uD" in text else obj
 
 
 def _encode(body: dict) -> bytes:
@@ -447,7 +452,7 @@ class ChatClient:
                     # a server or gateway that ignored "stream": take the whole answer
                     text = _read_text(resp, ep, ANSWER_CAP, what="the non-streamed answer")
                     try:
-                        delta = parse_completion(json.loads(text), ep.name)
+                        delta = parse_completion(_loads(text), ep.name)
                     except ValueError:
                         raise StreamBrokenError(f"expected an event stream, got {ctype or 'no content type'}: "
                                                 f"{server_message(text)[:120]}", endpoint=ep.name) from None
@@ -561,7 +566,7 @@ class ChatClient:
                         done = True
                         break
                     try:
-                        batch.append(parse_chunk(json.loads(data), ep.name))
+                        batch.append(parse_chunk(_loads(data), ep.name))
                     except Exception as e:  # noqa: BLE001 - typed below, whatever a payload trips
                         yield from coalesce(batch)  # what came before was fine: deliver it
                         if isinstance(e, EngineError):  # an in-band {"error"}, a malformed shape

@@ -13,7 +13,7 @@ from .errors import ServerError, StreamBrokenError
 from .reasoning import strip_reasoning
 
 __all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages",
-           "coalesce", "checked_usage", "MAX_TOKEN_COUNT"]
+           "coalesce", "without_lone_surrogates", "checked_usage", "MAX_TOKEN_COUNT"]
 
 log = logging.getLogger(__name__)
 
@@ -211,3 +211,16 @@ def build_body(model: str, messages: list[dict], params: dict, *, tools: list[di
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     return body
+
+
+def without_lone_surrogates(obj: object) -> object:
+    """Parsed JSON whose strings hold no lone UTF-16 surrogate (``"\\ud800"`` alone): JSON allows
+    the escape, but such a string cannot be written as UTF-8, and Dify's daemon reads UTF-8. Each
+    becomes U+FFFD; proper pairs (emoji) were already joined by the parser."""
+    if isinstance(obj, str):
+        return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(obj, list):
+        return [without_lone_surrogates(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: without_lone_surrogates(v) for k, v in obj.items()}
+    return obj

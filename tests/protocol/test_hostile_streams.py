@@ -102,6 +102,17 @@ def test_a_6_mb_event_reaches_dify_whole_in_chunks_under_the_line_limit(plugin):
     assert_still_serving(plugin)
 
 
+def test_a_lone_surrogate_in_a_stream_reaches_dify_as_a_replacement_character(plugin):
+    # JSON may escape half of a UTF-16 pair alone; written as is, the chunk cannot be UTF-8
+    stream = response(200, b'data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800b \\ud83d\\ude00"}}]}\n\n'
+                      + events(chunk(finish="stop"), USAGE, b"[DONE]"), "text/event-stream")
+    with upstream(lambda req: stream) as srv:
+        result = chat(plugin, creds(srv.base_url))
+    assert result.error is None, result.error
+    assert cr.collect_text(result) == "a\ufffdb \U0001f600"
+    assert_still_serving(plugin)
+
+
 def test_a_tool_call_too_large_for_one_line_is_a_typed_error(plugin):
     call = {"index": 0, "id": "call_1", "type": "function",
             "function": {"name": "get_weather",

@@ -131,3 +131,14 @@ def test_usage_keeps_only_counts_that_can_be_true(usage, kept, caplog):
     assert got == kept and all(type(v) is int for v in (got or {}).values())
     dropped = len([k for k in usage if k.endswith("_tokens")]) - len(kept or {})
     assert len([r for r in caplog.records if "gpu-1 sent an unusable" in r.getMessage()]) == dropped
+
+
+def test_lone_surrogates_become_replacement_characters_and_pairs_stay():
+    import json
+
+    from deepseek_engine.protocol import without_lone_surrogates
+
+    obj = json.loads('{"a": ["x\\ud800y", {"b": "\\ud83d\\ude00\\udfff"}], "n": 1}')
+    clean = without_lone_surrogates(obj)
+    assert clean == {"a": ["x\ufffdy", {"b": "\U0001f600\ufffd"}], "n": 1}
+    json.dumps(clean, ensure_ascii=False).encode("utf-8")  # writable as UTF-8 now
