@@ -171,11 +171,13 @@ def scoped(steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
     held = frozenset(secrets)
     try:
         while True:
-            with secret_scope(held):
-                try:
-                    item = next(steps)
-                except StopIteration:
-                    return
+            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, this is ~8x cheaper
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+            finally:
+                _SCOPE.reset(token)
             yield item
     finally:
         close = getattr(steps, "close", None)
