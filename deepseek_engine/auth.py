@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from .errors import AuthError, ConnectError, connection_reason
+from .errors import AuthError, ConnectError, connection_reason, remember_secret, scrub
 from .settings import display_url
 
 __all__ = ["Auth", "NoAuth", "StaticBearer", "OAuth2ClientCredentials", "oauth2_source"]
@@ -112,7 +112,7 @@ class OAuth2ClientCredentials(Auth):
                 token = session.fetch_token(self.token_url, grant_type="client_credentials", **extra)
         except OAuthError as e:
             raise AuthError(f"the OAuth2 token endpoint refused the client ({e.error}"
-                            f"{': ' + str(e.description)[:200] if e.description else ''}). Check "
+                            f"{': ' + scrub(str(e.description))[:200] if e.description else ''}). Check "
                             "oauth2_client_id, oauth2_client_secret and the scope.",
                             endpoint=where) from None
         except _STATUS_ERRORS as e:
@@ -131,7 +131,11 @@ class OAuth2ClientCredentials(Auth):
         access = token.get("access_token")
         if not access:
             raise AuthError("the OAuth2 token endpoint answered without an access_token", endpoint=where)
+        if not (isinstance(access, str) and access.isascii() and access.isprintable()):
+            raise AuthError("the OAuth2 token endpoint answered an access_token that cannot be sent in "
+                            "an HTTP header (not printable ASCII)", endpoint=where)
         self.fetches += 1
+        remember_secret(access)  # before any server can quote it back
         self._token = access
         ttl = float(token.get("expires_in") or 3600)
         self._expires_at = time.monotonic() + max(1.0, ttl - min(REFRESH_MARGIN, ttl / 2))

@@ -5,21 +5,39 @@ another attempt (on another endpoint) may succeed, as long as nothing was shown 
 ``retry_here`` whether that attempt may be on the endpoint that just failed; ``credential_fault``
 whether the failure belongs to the credential's own settings rather than to the server (it then
 counts against that credential alone, not against the endpoint for every workspace).
+
+Secrets: a server's words reach errors and logs in many places (error bodies, in-band errors,
+malformed chunks, a gateway that quotes the Authorization header). So the secrets of the request
+being served are held in a scope (``secret_scope``, a context variable: per greenlet under the
+plugin's gevent patching) for its whole duration, and every engine error is scrubbed of them when
+it is built, as is every log record that passes a ``ScrubFilter``. Secrets the process obtains
+itself (OAuth2 access tokens) are remembered and scrubbed everywhere. ``scrub`` also removes any
+value quoted from an Authorization header, whatever its source. What still escapes as an exception
+that is not the engine's own is reported by ``report_unexpected``: typed at the edge, one line.
 """
 
 from __future__ import annotations
 
+import contextvars
 import html
 import json
+import logging
 import re
-from collections.abc import Iterable
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
 
 __all__ = [
     "EngineError", "ConfigError", "ConnectError", "UnreachableError", "TLSError", "EndpointsDownError",
     "TimeoutError_",
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
     "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
-    "error_from_response", "server_message", "scrub", "public_message",
+    "error_from_response", "server_message", "scrub", "public_message", "secret_scope", "remember_secret",
+    "scoped", "carry_scope", "ScrubFilter", "SCRUB_FILTER", "report_unexpected", "report_thread_crash",
 ]
 
 
@@ -30,6 +48,7 @@ class EngineError(Exception):
 
     def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None,
                  retry_after: float | None = None, hint: str | None = None) -> None:
+        message = scrub(message)  # whoever quoted a server: the request's secrets never get in
         super().__init__(message)
         self.message = message
         self.endpoint = endpoint
@@ -123,20 +142,151 @@ _MAX_MESSAGE = 400
 # "Basic authentication required" stays as it is
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+(?=[^\s\"',;)\]}]*[0-9_~+/=-])[^\s\"',;)\]}]{8,}",
                          re.IGNORECASE)
+# shorter values (a password "pw") would blank out ordinary words: never secrets worth the name
+_MIN_SECRET = 4
+# a secret cut short (by a clip, or by a library that shortens values in its messages, as
+# pydantic does: "sk-SECRET-7f...c)'") leaves its head or tail: a piece this long or longer goes too
+_MIN_PIECE = 8
+# the secrets of the request this greenlet (thread) serves: its credentials' (secret_scope)
+_SCOPE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("deepseek_engine_secrets",
+                                                                        default=frozenset())
+# secrets scrubbed everywhere, whatever the scope: the last _REMEMBERED the process was issued
+_REMEMBERED: dict[str, None] = {}  # insertion-ordered: the oldest goes first
+_REMEMBERED_MAX = 256
+_REMEMBERED_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+@contextmanager
+def secret_scope(secrets: Iterable[str]) -> Iterator[None]:
+    """Within the block, ``secrets`` are scrubbed from every engine error built and every log
+    record filtered (``ScrubFilter``)."""
+    token = _SCOPE.set(frozenset(secrets))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def remember_secret(value: str) -> None:
+    """Scrub ``value`` from every text from now on, in every scope: for secrets the process itself
+    obtains, such as OAuth2 access tokens. Those are shared by every request of their credentials
+    and outlive any one of them, and a server may quote one into an answer that is cached (a model
+    list) and shown to a later request. The most recent ``_REMEMBERED_MAX`` are kept."""
+    with _REMEMBERED_LOCK:
+        _REMEMBERED[value] = None
+        while len(_REMEMBERED) > _REMEMBERED_MAX:
+            del _REMEMBERED[next(iter(_REMEMBERED))]
+
+
+def scoped(steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
+    """``steps`` with ``secrets`` in scope while each step runs. A generator's body runs in the
+    context of whoever resumes it, so a scope opened inside one would leak into its caller between
+    steps (and could not be closed from another greenlet): the scope is entered per step instead."""
+    held = frozenset(secrets)
+    try:
+        while True:
+            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, this is ~8x cheaper
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+            finally:
+                _SCOPE.reset(token)
+            yield item
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:  # the caller stopped early: the steps' own clean-up runs in scope too
+            with secret_scope(held):
+                close()
+
+
+def carry_scope(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` to run in another thread (a pool, a background warm-up) with the caller's secrets in
+    scope: threads do not inherit context variables."""
+    held = _SCOPE.get()
+
+    def run(*args: object, **kwargs: object) -> T:
+        token = _SCOPE.set(held)
+        result = fn(*args, **kwargs)
+        # no ``finally``: when ``fn`` raises, the scope stays for the thread's excepthook
+        # (report_thread_crash) to report it scrubbed; a scope left behind only scrubs more
+        _SCOPE.reset(token)
+        return result
+    return run
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without the given secrets nor any credential quoted from an Authorization header:
-    for everything shown outside the process (error messages, logs, the doctor's report)."""
-    # shorter values (a password "pw") would blank out ordinary words: never secrets worth the name
-    for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(s, "***")
+    """``text`` without the given secrets, those in scope or remembered (each also URL-encoded) nor
+    any credential quoted from an Authorization header: for everything shown outside the process
+    (error messages, logs, the doctor's report)."""
+    found = {s for s in (*secrets, *_SCOPE.get(), *tuple(_REMEMBERED)) if s and len(s) >= _MIN_SECRET}
+    found |= {quote(s, safe="") for s in found}
+    # longest first: a secret's own head must not split a longer piece of it (or of another)
+    for piece in sorted({p for s in found for p in _pieces(text, s)}, key=len, reverse=True):
+        text = text.replace(piece, "***")
     return _AUTH_VALUE.sub(lambda m: m.group(1) + " ***", text)
 
 
-def public_message(e: Exception, settings=None) -> str:  # noqa: ANN001 - Settings imports this module
+def _pieces(text: str, secret: str) -> Iterator[str]:
+    """``secret`` and its heads and tails of ``_MIN_PIECE`` characters or more, as far as in ``text``."""
+    if secret in text:
+        yield secret
+    for cut in (lambda k: secret[:k], lambda k: secret[-k:]):
+        for k in range(_MIN_PIECE, len(secret)):
+            if cut(k) not in text:  # a longer piece holds this one: none further
+                break
+            yield cut(k)
+
+
+def public_message(e: BaseException, settings=None) -> str:  # noqa: ANN001 - Settings imports this module
     """``str(e)`` as it may leave the process (to Dify, to a log): scrubbed of the settings' secrets."""
     return scrub(str(e), settings.secrets() if settings is not None else ())
+
+
+def report_unexpected(e: BaseException, settings=None) -> str:  # noqa: ANN001
+    """The last line of defence, for an exception that is not the engine's own (an answer of a shape
+    nothing expected, or a bug): one scrubbed line naming its class, without a traceback, for the
+    Dify error; the plugin's log gets the same line and where it was raised."""
+    text = " ".join(public_message(e, settings).split()) or "no details"
+    message = f"unexpected failure ({type(e).__name__}): {_clip(text)}"
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "unknown place"
+    logging.getLogger("deepseek_engine.errors").error("%s (raised at %s)", message, where)
+    return message
+
+
+def report_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """A ``threading.excepthook``: a thread's uncaught exception reported as ``report_unexpected``
+    does (scrubbed, one line, in the log) instead of a raw traceback on stderr."""
+    if not issubclass(args.exc_type, SystemExit) and args.exc_value is not None:
+        report_unexpected(args.exc_value)
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs each record's final text (the message with its arguments in, an exception's text, a
+    stack), whichever logger made it: a handler with this filter writes none of the secrets in
+    scope nor any Authorization value. The record itself is changed, so handlers further up the
+    logger tree see the scrubbed text too."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError, KeyError):  # a log call with wrong arguments: still scrubbed
+            text = f"{record.msg} {record.args}"
+        record.msg, record.args = scrub(text), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+SCRUB_FILTER = ScrubFilter()
 
 
 def connection_reason(exc: BaseException) -> str:
@@ -188,6 +338,8 @@ def server_message(body: str) -> str:
 
 
 def _clip(text: str) -> str:
+    """``text`` cut short, scrubbed first: a secret cut in two would escape the scrubber."""
+    text = scrub(text)
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 

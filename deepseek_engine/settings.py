@@ -10,14 +10,18 @@ import hashlib
 import hmac
 import re
 import secrets as _secrets
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import httpx
+
 from .errors import ConfigError
 from .tls import TLSConfig
 
-__all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url"]
+__all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url",
+           "credential_secrets"]
 
 MAX_ENDPOINTS = 64
 _SPLIT = re.compile(r"[\s,;]+")
@@ -77,8 +81,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, so anything shown can be checked or scrubbed against them."""
-        out = [self.api_key, self.tls.client_key, self.oauth2.client_secret if self.oauth2 else None]
-        out += [p for e in self.endpoints for p in _userinfo(e)]
+        out = [self.api_key, _key_body(self.tls.client_key), self.oauth2.client_secret if self.oauth2 else None]
+        out += [p for e in self.endpoints for p in _userinfo(e.url)]
         return [s for s in out if s and len(s) >= 4]
 
 
@@ -101,18 +105,52 @@ def basic_credentials(url: str) -> str | None:
     return base64.b64encode(pair.encode()).decode()
 
 
-def _userinfo(ep: Endpoint) -> list[str]:
-    """An endpoint URL's password as typed, decoded, and as the HTTP Basic value sent for it."""
-    password = urlsplit(ep.url).password
+def _key_body(pem: str | None) -> str:
+    """A private key without its armor lines: "-----BEGIN PRIVATE KEY-----" is no secret, and
+    pieces of it must not be scrubbed from the hints that quote it."""
+    return re.sub(r"-----[A-Z0-9 ]+-----", "", pem or "").strip()
+
+
+def _userinfo(url: str) -> list[str]:
+    """A URL's password as typed, decoded, and as the HTTP Basic value sent for it. Read by hand
+    (netloc as urlsplit cuts it), so that text urlsplit refuses is covered too."""
+    netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    user, _, password = netloc.rpartition("@")[0].partition(":")
     if not password:
         return []
-    return [password, unquote(password), ep.basic]
+    pair = f"{unquote(user)}:{unquote(password)}"
+    return [password, unquote(password), base64.b64encode(pair.encode()).decode()]
+
+
+def credential_secrets(creds: Mapping) -> frozenset[str]:
+    """Every secret ``creds`` hold, in each form the plugin sends it (as typed, decoded, as a Basic
+    value), read without validating anything, so that credentials that fail to parse are covered
+    too: what a request's secret scope starts with (errors.secret_scope)."""
+    def text(key: str) -> str:
+        value = creds.get(key)
+        return value.strip() if isinstance(value, str) else ""
+
+    out = {text("api_key"), text("oauth2_client_secret")}
+    for url in (*_SPLIT.split(text("endpoint_urls")), text("oauth2_token_url")):
+        out.update(_userinfo(url))
+    if text("oauth2_client_secret"):  # Authlib's client_secret_basic: Latin-1, as is
+        pair = f"{text('oauth2_client_id')}:{text('oauth2_client_secret')}"
+        try:
+            out.add(base64.b64encode(pair.encode("latin-1")).decode())
+        except UnicodeEncodeError:
+            pass  # never sent: parsing refuses it
+    out.add(_key_body(text("tls_client_key")))
+    return frozenset(s for s in out if len(s) >= 4)
 
 
 def display_url(url: str) -> str:
     """``host:port/path`` without user:password, query or scheme noise. Safe to echo whatever an
     operator typed: text without a scheme (``user:pw@gpu-1:8000``) is read as starting with a host."""
-    parts = urlsplit(url if "://" in url else "//" + url)
+    try:
+        parts = urlsplit(url if "://" in url else "//" + url)
+    except ValueError:  # e.g. an IPv6 bracket left open: cut the scheme and user:password by hand
+        rest = url.partition("://")[2] or url
+        return re.split(r"[?#]", rest.rpartition("@")[2], maxsplit=1)[0].rstrip("/")
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -120,7 +158,8 @@ def display_url(url: str) -> str:
         port = parts.port
     except ValueError:
         port = None
-    return f"{host}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
+    shown = f"{host}{':' + str(port) if port else ''}{parts.path.rstrip('/')}"
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in shown)  # a message stays one line
 
 
 def parse_endpoints(raw: object) -> tuple[Endpoint, ...]:
@@ -178,11 +217,12 @@ def _endpoint(item: str, pos: int) -> Endpoint:
     if "://" not in item:
         raise ConfigError(f"{where} has no scheme: write it as http://{shown}"
                           f"{'' if '/v1' in shown else '/v1'}")
-    parts = urlsplit(item)
+    parts = _split_url(item, where)
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"{where}: the scheme must be http or https, not {parts.scheme!r}")
     if not parts.hostname:
         raise ConfigError(f"{where} has no host name")
+    _check_host(parts, where)
     try:
         port = parts.port
     except ValueError:
@@ -197,6 +237,42 @@ def _endpoint(item: str, pos: int) -> Endpoint:
     # /health and /metrics sit next to the OpenAI routes: a gateway's https://gw/ds/v1 -> https://gw/ds
     root = f"{parts.scheme}://{netloc}{path.removesuffix('/v1')}"
     return Endpoint(url=url, root=root, name=display_url(url), basic=basic_credentials(url))
+
+
+def _split_url(url: str, where: str):  # noqa: ANN202 - urllib's SplitResult
+    """``urlsplit(url)``, refusing what the transport could never send, with what to fix."""
+    for pos, c in enumerate(url, 1):
+        if unicodedata.category(c) == "Cc":
+            raise ConfigError(f"{where} contains a control character (U+{ord(c):04X}) at position {pos}: "
+                              "retype the URL")
+    try:
+        return urlsplit(url)
+    except ValueError as e:  # its text may quote the netloc, user:password included: not shown
+        why = "an IPv6 address must be in brackets, e.g. http://[::1]:8000/v1" if "IPv6" in str(e) \
+            else "it holds characters a URL cannot"
+        raise ConfigError(f"{where} is not a valid URL: {why}") from None
+
+
+def _check_host(parts, where: str) -> None:  # noqa: ANN001 - urllib's SplitResult
+    """The host as httpx reads it at every request (IDNA 2008 for international names): a name it
+    refuses (``☃.invalid``, a broken ``xn--`` label) is refused here, not at each invocation."""
+    host = parts.hostname
+    try:
+        httpx.URL(f"{parts.scheme}://{f'[{host}]' if ':' in host else host}/").host  # noqa: B018
+    except (httpx.InvalidURL, ValueError):  # idna's errors are UnicodeErrors
+        raise ConfigError(f"{where}: {host!r} is not a valid host name; check its spelling "
+                          "(international names must be valid IDNA)") from None
+
+
+def _sendable(value: str, field_name: str, *, latin1: bool = False) -> None:
+    """``value`` fits where it is sent: an HTTP header (printable ASCII: what httpx encodes) or,
+    ``latin1``, Authlib's Basic header to the token endpoint. The value itself is never shown."""
+    for pos, c in enumerate(value, 1):
+        if unicodedata.category(c) == "Cc" or ord(c) > (0xFF if latin1 else 0x7E):
+            kind = "a line break, control" if unicodedata.category(c) == "Cc" else \
+                "a non-Latin-1" if latin1 else "a non-ASCII"
+            raise ConfigError(f"{field_name} contains a character that cannot be sent in an HTTP header "
+                              f"({kind} character at position {pos}): paste the value alone, as issued")
 
 
 def _number(creds: Mapping, key: str, kind: type, *, low: float, high: float, label: str):
@@ -251,15 +327,22 @@ def _oauth2(creds: Mapping) -> OAuth2:
     if not url:
         raise ConfigError("oauth2_token_url is empty: enter the token endpoint of your identity "
                           "provider, e.g. https://idp.example.com/oauth2/token")
-    parts = urlsplit(url)
+    where = f"oauth2_token_url ({display_url(url)})"
+    parts = _split_url(url, where)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"oauth2_token_url must be an http(s) URL, got {display_url(url)!r}")
+    _check_host(parts, where)
     client_id = (creds.get("oauth2_client_id") or "").strip()
     secret = (creds.get("oauth2_client_secret") or "").strip()
     if not client_id:
         raise ConfigError("oauth2_client_id is empty")
     if not secret:
         raise ConfigError("oauth2_client_secret is empty")
+    if ":" in client_id:
+        raise ConfigError("oauth2_client_id must not contain ':' (HTTP Basic authentication, which "
+                          "sends it to the token endpoint, separates the id from the secret with it)")
+    _sendable(client_id, "oauth2_client_id", latin1=True)
+    _sendable(secret, "oauth2_client_secret", latin1=True)
     return OAuth2(url, client_id, secret, scope=(creds.get("oauth2_scope") or "").strip() or None,
                   audience=(creds.get("oauth2_audience") or "").strip() or None)
 
@@ -270,8 +353,8 @@ def parse_settings(creds: Mapping) -> Settings:
     if api_key is not None and not isinstance(api_key, str):
         raise ConfigError("api_key must be text")
     api_key = (api_key or "").strip() or None
-    if api_key and any(c in api_key for c in "\r\n\x00"):
-        raise ConfigError("api_key contains a line break or NUL; paste the key alone")
+    if api_key:
+        _sendable(api_key, "api_key")
     served = (creds.get("served_model_name") or "").strip() or None
     if served and any(c.isspace() for c in served):
         raise ConfigError("served_model_name must not contain spaces (it is the id the server "

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from .client import ChatClient, all_failed
 from .discovery import ServedModel, context_size_of, pick_served_model
-from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, TotalTimeout, scrub
+from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, TotalTimeout, carry_scope, scrub
 from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy, RetryBudget
@@ -51,7 +51,7 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
             return e
 
     with ThreadPoolExecutor(len(endpoints), thread_name_prefix="deepseek-validate") as pool:
-        outcomes = list(pool.map(check, endpoints))  # side by side: dead replicas cost one timeout
+        outcomes = list(pool.map(carry_scope(check), endpoints))  # side by side: dead replicas cost one timeout
     for o in outcomes:
         if isinstance(o, Exception) and not isinstance(o, EngineError):
             raise o

@@ -9,7 +9,7 @@ import threading
 from dataclasses import replace
 
 from .client import ChatClient
-from .errors import EngineError, public_message
+from .errors import EngineError, carry_scope, public_message
 from .protocol import build_body
 from .retry import RetryBudget, RetryPolicy
 
@@ -46,7 +46,7 @@ class Warmer:
         with self._lock:
             todo = [e for e in client.settings.endpoints if (e.url, model) not in self._seen]
             self._seen.update((e.url, model) for e in todo)
-        threads = [threading.Thread(target=warm_once, args=(client, e, model), daemon=True,
+        threads = [threading.Thread(target=carry_scope(warm_once), args=(client, e, model), daemon=True,
                                     name="deepseek-warmup") for e in todo]
         for t in threads:
             t.start()

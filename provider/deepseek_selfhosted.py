@@ -11,7 +11,8 @@ from dify_plugin.errors.model import CredentialsValidateFailedError
 
 from deepseek_engine import EngineError, Settings, parse_settings
 from deepseek_engine.discovery import normalise
-from deepseek_engine.errors import public_message
+from deepseek_engine.errors import public_message, report_unexpected, secret_scope
+from deepseek_engine.settings import credential_secrets
 from deepseek_engine.validation import validate_endpoints
 
 log = logging.getLogger("deepseek_selfhosted")
@@ -23,12 +24,15 @@ _WARM_BUDGET = 3.0  # seconds of warm-up at most, whatever the server's pace
 class DeepSeekSelfHostedProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: Mapping) -> None:
         settings = None
-        try:
-            settings = parse_settings(credentials)
-            found = validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
-        except EngineError as e:  # a server may quote the key back: never show it
-            raise CredentialsValidateFailedError(public_message(e, settings)) from None
-        self._warm_request_path(credentials, settings, found[0].id if found else None)
+        with secret_scope(credential_secrets(credentials)):  # a server may quote them back
+            try:
+                settings = parse_settings(credentials)
+                found = validate_endpoints(settings, wanted=settings.served_model_name, catalogue=None)
+            except EngineError as e:
+                raise CredentialsValidateFailedError(public_message(e, settings)) from None
+            except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
+                raise CredentialsValidateFailedError(report_unexpected(e, settings)) from None
+            self._warm_request_path(credentials, settings, found[0].id if found else None)
 
     def _warm_request_path(self, credentials: Mapping, settings: Settings, served: str | None) -> None:
         """Run a user's request path (SDK invoke, adapter, engine, chunk building; discovery

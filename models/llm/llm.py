@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Generator, Mapping
@@ -33,16 +34,20 @@ from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatCl
                              ConnectError, EngineError, RateLimitError, ServerError, Settings,
                              StreamBrokenError, TimeoutError_, build_body, parse_settings)
 from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
-from deepseek_engine.errors import ModelNotFoundError, UnavailableError, public_message
+from deepseek_engine.errors import (SCRUB_FILTER, ModelNotFoundError, UnavailableError, public_message,
+                                    carry_scope, report_thread_crash, report_unexpected, scoped,
+                                    secret_scope)
 from deepseek_engine.health import HEALTH, HealthBook
 from deepseek_engine.reasoning import looks_like_reasoner
-from deepseek_engine.settings import Endpoint
+from deepseek_engine.settings import Endpoint, credential_secrets
 from deepseek_engine.telemetry import TELEMETRY, configure
 from deepseek_engine.tokens import count_messages, count_text
 from deepseek_engine.validation import validate_endpoints
 from deepseek_engine.warmup import WARMER
 
-logger = logging.getLogger(__name__)
+# under the plugin's logger (not __name__, which the SDK's loader decides): its records reach the
+# daemon's log through the scrubbing handler below, not Python's last-resort stderr
+logger = logging.getLogger("deepseek_selfhosted.llm")
 
 # engine error -> the Dify class. Connection-type failures must be InvokeConnectionError: only
 # that, auth and rate-limit errors make Dify's load balancer cool a credential down and fail over.
@@ -59,12 +64,21 @@ _DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
     (EngineError, InvokeError),
 )
 
+# what escapes everything else (a shape of answer nothing expected, or a bug): the serving side failed
+_UNEXPECTED = InvokeServerUnavailableError
+
 _TEMPLATE = Path(__file__).parent / "templates" / "customizable.yaml"
 for _name in ("deepseek_engine", "deepseek_selfhosted"):  # to the daemon's log, as the SDK does
     _logger = logging.getLogger(_name)
     _logger.setLevel(logging.INFO)
     if plugin_logger_handler not in _logger.handlers:
         _logger.addHandler(plugin_logger_handler)
+# Every record that reaches the daemon is scrubbed on the way: the loggers' own, their children's
+# (filters on a logger do not apply to its children's records; a handler's do), and the SDK's.
+plugin_logger_handler.addFilter(SCRUB_FILTER)
+# A background thread (warm-up, discovery, probes) that dies of an exception nothing expected is
+# reported like any other (scrubbed, one line, in the daemon's log), not printed raw to stderr.
+threading.excepthook = report_thread_crash
 configure()  # opt-in metrics and JSON logs, from the plugin's environment (its warnings logged)
 _DEFAULT_CONTEXT = 32768
 _MAX_HOLD = 0.001  # seconds a received token may wait to share a chunk with the next ones
@@ -100,18 +114,23 @@ def _customizable_reasons(model: str, settings: Settings) -> bool:
     return any(looks_like_reasoner(n) for n in (model, settings.served_model_name) if n)
 
 
-def _settings(credentials: Mapping) -> Settings:
-    """The credentials' settings; Dify sends the same credentials with every request, so they
-    are parsed once (~15-80 us a request otherwise). Invalid ones raise again each time."""
-    try:
-        return _parsed(tuple(sorted(credentials.items())))
-    except TypeError:  # an unhashable value: nothing to cache by
-        return parse_settings(credentials)
+def _per_credentials(fn):  # noqa: ANN001, ANN202
+    """``fn(credentials)``, cached: Dify sends the same credentials with every request, so they
+    are read once (parsing costs ~15-80 us a request otherwise). Invalid ones raise again each time."""
+    cached = functools.lru_cache(maxsize=64)(lambda items: fn(dict(items)))
+
+    def get(credentials: Mapping):  # noqa: ANN202
+        try:
+            return cached(tuple(sorted(credentials.items())))
+        except TypeError:  # an unhashable value: nothing to cache by
+            return fn(credentials)
+    return get
 
 
-@functools.lru_cache(maxsize=64)
-def _parsed(items: tuple) -> Settings:
-    return parse_settings(dict(items))
+_settings = _per_credentials(parse_settings)
+# what a request's secret scope starts with: read from the raw credentials, so that it covers
+# credentials that fail to parse too
+_secrets = _per_credentials(credential_secrets)
 
 
 def _endpoint_set(settings: Settings) -> tuple[str, ...]:
@@ -230,8 +249,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 stop: list[str] | None = None, stream: bool = True, user: str | None = None,
                 ) -> LLMResult | Generator[LLMResultChunk, None, None]:
         # blocking callers see nothing until the end, so the engine may retry at any point
-        chunks = self._generate(model, credentials, prompt_messages, model_parameters, tools,
-                                stop, user, buffered=not stream)
+        chunks = scoped(self._generate(model, credentials, prompt_messages, model_parameters, tools,
+                                       stop, user, buffered=not stream), _secrets(credentials))
         if stream:
             return chunks
         return self._collect(model, chunks)
@@ -239,7 +258,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     def _generate(self, model, credentials, prompt_messages, model_parameters, tools, stop, user,
                   buffered=False) -> Generator[LLMResultChunk, None, None]:
         # Everything runs inside the generator, so every failure (also mid-stream, which the SDK
-        # does not map) reaches Dify as a typed error.
+        # does not map) reaches Dify as a typed error; _invoke runs it with the credentials'
+        # secrets in scope, so that none reaches an error or a log line.
         started = time.monotonic()
         request_id = f"dify-{uuid.uuid4().hex[:24]}"
         ttft = None
@@ -278,7 +298,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                             yield self._chunk(model, index, text, group)
                             index += 1
                         texts, calls = [], []
-            except EngineError:
+            except Exception:
                 if texts or calls:  # what arrived before the failure is shown, then the error
                     for text, group in _sized("".join(texts), calls):
                         yield self._chunk(model, index, text, group)
@@ -314,6 +334,9 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         except GeneratorExit:
             outcome = "cancelled"  # Dify stopped reading: the upstream stream is closed
             raise
+        except Exception as e:  # the last line of defence: typed, scrubbed, no traceback text
+            error = type(e).__name__
+            raise _UNEXPECTED(report_unexpected(e, settings)) from None
         finally:
             ep = client.last_endpoint if client else None
             TELEMETRY.request_done(request_id=request_id, endpoint=ep.name if ep else None,
@@ -379,25 +402,39 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
                        tools: list[PromptMessageTool] | None = None) -> int:
-        messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
-        return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
+        with secret_scope(_secrets(credentials)):
+            try:
+                messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
+                return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
+            except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
+                raise _UNEXPECTED(report_unexpected(e)) from None
 
     # -- validation ----------------------------------------------------------------------
     def validate_credentials(self, model: str, credentials: Mapping) -> None:
         settings = None
-        try:
-            settings = _settings(credentials)
-            if self._is_predefined(model):
-                validate_endpoints(settings, wanted=settings.served_model_name, catalogue=model)
-                self._known_context(model, settings)  # read the served context for its schema
-            else:
-                validate_endpoints(settings, wanted=settings.served_model_name or model,
-                                   catalogue=None, need_context=settings.context_size is None)
-        except EngineError as e:
-            raise CredentialsValidateFailedError(public_message(e, settings)) from None
+        with secret_scope(_secrets(credentials)):
+            try:
+                settings = _settings(credentials)
+                if self._is_predefined(model):
+                    validate_endpoints(settings, wanted=settings.served_model_name, catalogue=model)
+                    self._known_context(model, settings)  # read the served context for its schema
+                else:
+                    validate_endpoints(settings, wanted=settings.served_model_name or model,
+                                       catalogue=None, need_context=settings.context_size is None)
+            except EngineError as e:
+                raise CredentialsValidateFailedError(public_message(e, settings)) from None
+            except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
+                raise CredentialsValidateFailedError(report_unexpected(e, settings)) from None
 
     # -- customizable models -------------------------------------------------------------
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
+        with secret_scope(_secrets(credentials)):
+            try:
+                return self._customizable_schema(model, credentials)
+            except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
+                raise _UNEXPECTED(report_unexpected(e)) from None
+
+    def _customizable_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         try:
             settings = _settings(credentials)
         except ConfigError:
@@ -435,11 +472,16 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         schema = super().get_model_schema(model, credentials)
         if schema is None or not credentials or schema.fetch_from != FetchFrom.PREDEFINED_MODEL:
             return schema
-        try:
-            settings = _settings(credentials)
-        except ConfigError:
-            return schema  # invoke and validation say what is wrong
-        served = self._known_context(model, settings)
+        with secret_scope(_secrets(credentials)):
+            try:
+                settings = _settings(credentials)
+            except ConfigError:
+                return schema  # invoke and validation say what is wrong
+            try:
+                served = self._known_context(model, settings)
+            except Exception as e:  # noqa: BLE001 - the catalogue's schema still serves; the log says why
+                report_unexpected(e, settings)
+                return schema
         return _fitted(schema, served) if served else schema
 
     @staticmethod
@@ -448,8 +490,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         a missing or stale answer is refreshed in the background (by a client that neither
         reads nor feeds the shared health book, so requests still meet and report their own
         errors)."""
-        known = DIRECTORY.known(_endpoint_set(settings),
-                                lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models())
+        known = DIRECTORY.known(_endpoint_set(settings), carry_scope(  # fetched in a background thread
+            lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models()))
         if known is None:
             return None
         ep, served = known
@@ -471,6 +513,9 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             # a schema must still render when the server is down; invoke will say why
             logger.warning("context size not discovered for %s: %s", model, public_message(e, settings))
             return None
+        except Exception as e:  # noqa: BLE001 - an answer of a shape nothing expected: likewise, logged
+            report_unexpected(e, settings)
+            return None
 
     # -- errors --------------------------------------------------------------------------
     @property
@@ -484,4 +529,4 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             return error
         if isinstance(error, EngineError):
             return to_dify_error(error)
-        return super()._transform_invoke_error(error)
+        return _UNEXPECTED(report_unexpected(error))  # the SDK's default would quote it raw

@@ -16,12 +16,13 @@ from urllib.parse import parse_qs
 class TokenServer:
     def __init__(self, client_id: str, client_secret: str, *, expires_in: int = 3600,
                  on_token=None,  # noqa: ANN001 - called with each new token
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, echo: bool = False) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.expires_in = expires_in
         self.on_token = on_token
         self.revoked = False
+        self.echo = echo  # a careless IdP: its refusals quote the client's credentials back
         self.handshake_failures = 0  # TLS handshakes a client gave up on (it did not trust us)
         self.issued: list[str] = []
         self.requests: list[dict] = []
@@ -42,7 +43,9 @@ class TokenServer:
                 ok = (form.get("grant_type") == "client_credentials" and cid == outer.client_id
                       and csec == outer.client_secret and not outer.revoked)
                 if not ok:
-                    self._send(401, {"error": "invalid_client", "error_description": "client authentication failed"})
+                    said = f" for {csec} (Authorization: {auth}; {auth[6:]})" if outer.echo else ""
+                    self._send(401, {"error": "invalid_client",
+                                     "error_description": "client authentication failed" + said})
                     return
                 token = "tok-" + secrets.token_hex(8)
                 outer.issued.append(token)

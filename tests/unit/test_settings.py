@@ -72,6 +72,17 @@ def test_bad_endpoint_options(raw, needle):
 
 
 SECRET = "pw-SECRET-9f2c"
+# URLs that pass urllib and then fail inside httpx or urllib at every request (an untyped
+# exception): refused at parse, with what to fix
+UNSENDABLE = [
+    ("http://☃.invalid/v1", "'☃.invalid' is not a valid host name"),
+    ("http://xn--zz--.invalid/v1", "'xn--zz--.invalid' is not a valid host name"),
+    (f"http://ops:{SECRET}@[::1:8000/v1", "is not a valid URL"),
+    (f"http://ops:{SECRET}@gpu\x07-1:8000/v1", "control character (U+0007)"),
+    (f"http://ops:{SECRET}@gpu-1:8000/v1\x01", "control character (U+0001)"),
+    (f"http://ops:{SECRET}\x7f@gpu-1:8000/v1", "control character (U+007F)"),
+    (f"http://ops:{SECRET}@gpu-1:8000/v\x9f", "control character (U+009F)"),
+]
 
 
 @pytest.mark.parametrize("raw,needle", [
@@ -79,6 +90,7 @@ SECRET = "pw-SECRET-9f2c"
     (f"ops:{SECRET}@gpu-1:8000/v1/", "has no scheme: write it as http://gpu-1:8000/v1"),
     (f"http://a:1/v1, ops:{SECRET}@gpu-2", "entry 2 ('gpu-2') has no scheme"),
     (f"ftp://ops:{SECRET}@gpu-1/v1", "scheme must be http or https"),
+    *UNSENDABLE,
 ])
 def test_endpoint_errors_never_echo_a_password(raw, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)) as e:
@@ -97,3 +109,85 @@ def test_token_url_errors_never_echo_a_password(url):
     with pytest.raises(ConfigError, match="oauth2_token_url must be an http\\(s\\) URL") as e:
         parse_settings(creds)
     assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("raw,needle", UNSENDABLE)
+def test_a_token_url_the_transport_cannot_send_fails_at_parse(raw, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)) as e:
+        parse_settings({"endpoint_urls": "http://a:1/v1", "auth_mode": "oauth2", "oauth2_token_url": raw,
+                        "oauth2_client_id": "dify", "oauth2_client_secret": "x" * 8})
+    assert SECRET not in str(e.value) and "oauth2_token_url" in str(e.value)
+
+
+@pytest.mark.parametrize("raw", [
+    "http://☃.invalid/v1", "http://xn--zz--.invalid/v1", "http://[::1:8000/v1", "http://gpu\x07-1/v1",
+    "http://ü.example/v1", "http://[::1]:8000/v1", "http://a_b.local/v1", "http://gpu-1:8000/vé",
+    "http://ops:pä@gpu-1/v1", "http://-bad.example/v1", "http://" + "x" * 70 + ".example/v1",
+    "https://xn--tda.example:443/ds/v1", "http://10.0.0.1/v1", "http://exa%20mple/v1",
+])
+def test_what_parses_is_what_the_transport_sends(raw):
+    """One rule for URLs: either parsing refuses it with a message, or httpx builds the request."""
+    import httpx
+
+    try:
+        eps = parse_endpoints(raw)
+    except ConfigError:
+        return
+    for ep in eps:
+        for url in (ep.url + "/chat/completions", ep.root + "/health"):
+            assert httpx.Request("POST", url).url.host
+
+
+KEY = "sk-SECRET-5e1a"
+
+
+@pytest.mark.parametrize("key,needle", [
+    (KEY + "☃", "cannot be sent in an HTTP header"),  # not Latin-1
+    (KEY + "é", "cannot be sent in an HTTP header"),  # Latin-1, still not what httpx sends
+    (KEY + "\x01", "cannot be sent in an HTTP header"),
+    (KEY + "\nx", "cannot be sent in an HTTP header"),
+])
+def test_an_api_key_that_cannot_be_a_header_fails_at_parse(key, needle):
+    with pytest.raises(ConfigError, match=needle) as e:
+        parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": key})
+    assert KEY not in str(e.value) and "api_key" in str(e.value)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("oauth2_client_secret", KEY + "☃", "oauth2_client_secret contains a character"),
+    ("oauth2_client_secret", KEY + "\x00", "oauth2_client_secret contains a character"),
+    ("oauth2_client_id", "dify☃", "oauth2_client_id contains a character"),
+    ("oauth2_client_id", "dify:plugin", "oauth2_client_id must not contain ':'"),
+])
+def test_oauth2_client_fields_that_cannot_be_sent_fail_at_parse(field, value, needle):
+    creds = {"endpoint_urls": "http://a:1/v1", "auth_mode": "oauth2", "oauth2_token_url": "https://idp/token",
+             "oauth2_client_id": "dify", "oauth2_client_secret": "x" * 8, field: value}
+    with pytest.raises(ConfigError, match=re.escape(needle)) as e:
+        parse_settings(creds)
+    assert KEY not in str(e.value)
+
+
+def test_display_url_survives_what_urlsplit_refuses():
+    from deepseek_engine.settings import display_url
+
+    assert display_url(f"http://ops:{SECRET}@[::1:8000/v1?x=1") == "[::1:8000/v1"
+    assert display_url(f"ops:{SECRET}@[::1") == "[::1"
+
+
+def test_credential_secrets_cover_every_form_a_secret_is_sent_in():
+    """What a request's secret scope holds, read from the raw credentials (so it also covers
+    credentials that do not parse): each secret as typed and decoded, and the Basic values the
+    plugin sends for a URL's user:password and for an OAuth2 client (scrub adds URL-encoding)."""
+    import base64
+
+    from deepseek_engine.settings import credential_secrets
+
+    creds = {"endpoint_urls": "http://ops:p%2Fw-SECRET@gpu-1/v1, http://[::1:8000/v1 http://gpu-2/v1",
+             "api_key": " sk-SECRET-key ", "oauth2_client_id": "dify", "oauth2_client_secret": "cs+SECRET",
+             "tls_client_key": "-----BEGIN PRIVATE KEY-----\nMIIkeybody\n-----END PRIVATE KEY-----"}
+    got = credential_secrets(creds)
+    for s in ("p%2Fw-SECRET", "p/w-SECRET", base64.b64encode(b"ops:p/w-SECRET").decode(), "sk-SECRET-key",
+              "cs+SECRET", base64.b64encode(b"dify:cs+SECRET").decode(), "MIIkeybody"):
+        assert s in got, s
+    assert all(len(s) >= 4 and "-----" not in s for s in got)  # the key's armor is no secret
+    assert credential_secrets({"endpoint_urls": 7, "api_key": None}) == frozenset()
