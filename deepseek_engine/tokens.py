@@ -34,7 +34,8 @@ _PER_REQUEST = 2
 
 def tokenizer():  # noqa: ANN201
     """The process's one Tokenizer: the threads that arrive during its load wait for it rather
-    than load one each (0.4 s of CPU and its memory apiece)."""
+    than load one each (0.4 s of CPU and its memory apiece). Its imports stay under the lock too:
+    once patched, importlib's module locks are gevent locks as well."""
     global _loaded
     if _loaded is None:
         with _lock:

@@ -16,7 +16,7 @@ BURST = 16
 _SCRIPT = textwrap.dedent("""
     import gevent.monkey
     gevent.monkey.patch_all()
-    import json, sys
+    import json, os, sys
     import gevent
     from deepseek_engine import tokens  # a fresh import: the tokenizer is not loaded yet
 
@@ -30,15 +30,14 @@ _SCRIPT = textwrap.dedent("""
     gevent.joinall(greenlets, timeout=float(sys.argv[2]))
     print(json.dumps(answers))
     sys.stdout.flush()
-    os_exit = __import__("os")._exit  # a pool thread stuck on a lock would keep the process alive
-    os_exit(0)
+    os._exit(0)  # a pool thread stuck on a lock would keep the process from exiting
 """)
 
 
 def test_a_burst_of_counts_in_gevents_thread_pool_all_answer():
-    """16 greenlets count at once on a fresh import: each pool thread loads the tokenizer behind
-    one lock. A gevent lock (what ``threading.Lock`` is once patched) shared by OS threads lost
-    wake-ups: 5-8 of 16 counts never answered."""
+    """16 greenlets count at once on a fresh import: the pool's threads meet at the lock that
+    guards the tokenizer's load. A gevent lock (what ``threading.Lock`` is once patched) shared
+    by OS threads lost wake-ups: 5-8 of 16 counts never answered."""
     done = subprocess.run([sys.executable, "-c", _SCRIPT, str(BURST), "30"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
