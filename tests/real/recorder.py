@@ -146,6 +146,10 @@ class RecordingProxy:
                                 break
                             buf += piece
                             ex.response = bytes(buf)
+                            if b"data: [DONE]" in buf[-len(piece) - 16:]:
+                                # the stream's end, before it is relayed: the plugin ends the
+                                # stream at [DONE] and may answer before the body's last chunk
+                                ex.done = True
                             if pace or cut:  # one SSE event per HTTP chunk, `pace` seconds apart
                                 pending += piece
                                 *events, pending = pending.split(b"\n\n")
