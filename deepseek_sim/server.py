@@ -571,6 +571,12 @@ class Simulator:
         try:
             loop.run_forever()
         finally:
+            # connections accepted while _shutdown ran (after it took its list): ended here, not
+            # destroyed pending with the loop
+            while left := asyncio.all_tasks(loop):
+                for t in left:
+                    t.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
