@@ -38,7 +38,8 @@ def _no_leak(sim, since):
     deadline = time.monotonic() + 2
     while (sim.in_flight or sim.open_connections > pooled) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert sim.in_flight == 0 and sim.open_connections <= pooled, sim.requests[since:]
+    seen = [(r.method, r.path, r.headers.get("content-length"), r.raw_body[:80]) for r in sim.requests[since:]]
+    assert sim.in_flight == 0 and sim.open_connections <= pooled, (sim.open_connections, seen)
 
 
 def _wait(cond, seconds):
