@@ -45,7 +45,7 @@ _TRIAL_CONNECT = 2.0  # seconds to connect to an endpoint tried while set aside 
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
-_END_GRACE = 0.01  # seconds a body's end that is arriving may take to be read after [DONE]
+_END_GRACE = 0.05  # seconds the body's end may take after [DONE] (the end waits that long at most)
 _AFTER_DONE = 64 * 1024  # bytes read after [DONE] for the body's end; more is a server going on
 
 
@@ -132,21 +132,20 @@ def _idle_budget(idle: float, deadline: float) -> tuple[None, float]:
     return None, min(deadline, time.monotonic() + idle)
 
 
-def _read_rest(reads: Iterator[bytes], sock) -> None:  # noqa: ANN001
-    """The body's end after [DONE], if it is already here: the connection is then reused. Never
-    waited for: a server that holds the body open or goes on sending is left as it is, and the
-    caller's close drops the connection."""
+def _read_rest(reads: Iterator[bytes]) -> None:
+    """The body's end after [DONE], when it comes within ``_END_GRACE``: the connection is then
+    reused. A server that holds the body open or goes on sending is left as it is, and the
+    caller's close drops the connection. (Only what was already in the socket was too little: a
+    server's last chunk is often a write of its own, a few ms after [DONE] on a busy host.)"""
     seen = 0
     try:
-        while seen <= _AFTER_DONE:
-            # a socket read only when bytes are waiting (a real poll), and then never a long one
-            ready = sock is not None and readable_now(sock)
-            with read_budget(None, time.monotonic() + (_END_GRACE if ready else 0.0)):
+        with read_budget(None, time.monotonic() + _END_GRACE):
+            while seen <= _AFTER_DONE:
                 raw = next(reads, None)
-            if raw is None:
-                return
-            seen += len(raw)
-    except httpx.HTTPError:  # not here yet, or cut: the answer is whole, the connection is closed
+                if raw is None:
+                    return
+                seen += len(raw)
+    except httpx.HTTPError:  # not here in time, or cut: the answer is whole, the connection closed
         return
 
 
@@ -582,7 +581,7 @@ class ChatClient:
                                        or (sock is not None and readable_now(sock)))
                     yield delta
                 if done:  # the end, whatever the server does next
-                    _read_rest(reads, sock)
+                    _read_rest(reads)
                     yield _DONE
                     return
         except (httpx.RemoteProtocolError, httpx.ReadError):

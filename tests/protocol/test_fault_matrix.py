@@ -33,8 +33,10 @@ def creds(url, **extra):
 
 def _no_leak(sim, since):
     # Pooled keep-alive only: the request and the health probe may each hold a connection, and so
-    # may the background warm-up when no validation warmed the endpoint first (all three overlap).
-    pooled = 2 + any(is_warm_up(r.body) for r in sim.requests[since:])
+    # may the background warm-up when no validation warmed the endpoint first, and the background
+    # read of the served context (/v1/models) a catalogue model's schema asks for (all overlap).
+    mine = sim.requests[since:]
+    pooled = 2 + any(is_warm_up(r.body) for r in mine) + any(r.path.endswith("/models") for r in mine)
     deadline = time.monotonic() + 2
     while (sim.in_flight or sim.open_connections > pooled) and time.monotonic() < deadline:
         time.sleep(0.02)
