@@ -32,7 +32,7 @@ from .settings import Endpoint, Settings, Timeouts
 from .sse import EventTooLarge, SSEDecoder
 from .telemetry import TELEMETRY
 from .tls import build_context
-from .transport import CLIENTS, ClientRegistry, read_budget, readable_now, set_read_budget
+from .transport import CHECK_LOGS, CLIENTS, ClientRegistry, read_budget, readable_now, set_read_budget
 from .transport import connect_timeout as _connect_timeout, connection_error as _connect_error
 
 __all__ = ["ChatClient", "DEFAULT_POLICY", "all_failed", "make_auth"]
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 _MAX_RESUMES = 2  # continuations of one answer; a third cut is reported
 _TRIAL_CONNECT = 2.0  # seconds to connect to an endpoint tried while set aside (health.begin_trial)
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
-_CHECK_LOGS = "check the server's logs if it happens again"
 _CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
 _END_GRACE = 0.05  # seconds the body's end may take after [DONE] (the end waits that long at most)
 _AFTER_DONE = 64 * 1024  # bytes read after [DONE] for the body's end; more is a server going on
@@ -104,7 +103,7 @@ def _read_text(resp: httpx.Response, ep: Endpoint, cap: int = ERROR_CAP, what: s
         body = read_capped(resp, cap)
     except (httpx.RemoteProtocolError, httpx.ReadError):
         raise StreamBrokenError("the connection was cut off while the server's answer was read",
-                                endpoint=ep.name, hint=_CHECK_LOGS) from None
+                                endpoint=ep.name, hint=CHECK_LOGS) from None
     except httpx.DecodingError as e:
         raise StreamBrokenError(f"the server's answer is garbled: {e}", endpoint=ep.name) from None
     if what is not None and not body.whole:
@@ -224,7 +223,7 @@ class ChatClient:
             raise _connect_timeout(min(t.connect, timeout), endpoint) from None
         except httpx.TimeoutException:
             raise ConnectError(f"{route} did not answer within {timeout:.3g}s", endpoint=endpoint.name,
-                               hint=_CHECK_LOGS) from None
+                               hint=CHECK_LOGS) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError) as e:
             raise _connect_error(e, endpoint) from None
         except httpx.HTTPError as e:

@@ -35,7 +35,7 @@ __all__ = ["read_budget", "set_read_budget", "pooled_client", "ClientRegistry", 
 _CHECK_SERVER = "check that the server is running and the URL and port are right"
 _REASON_HINTS = {"host name not found": "check the host name in the URL",
                  "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
-_CHECK_LOGS = "check the server's logs if it happens again"
+CHECK_LOGS = "check the server's logs if it happens again"
 
 _budget = threading.local()  # greenlet-local once gevent has patched threading
 
@@ -92,7 +92,7 @@ def connection_error(e: httpx.HTTPError, endpoint: object) -> EngineError:
         return UnreachableError(f"could not connect: {reason}", endpoint=endpoint,
                                 hint=_REASON_HINTS.get(reason, _CHECK_SERVER))
     return ConnectError("the connection closed before the server answered (reset or restarting)",
-                        endpoint=endpoint, hint=_CHECK_LOGS)
+                        endpoint=endpoint, hint=CHECK_LOGS)
 
 
 def connect_timeout(seconds: float, endpoint: object) -> UnreachableError:
