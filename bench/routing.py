@@ -35,7 +35,8 @@ from deepseek_engine import ChatClient, build_body, parse_settings  # noqa: E402
 from deepseek_engine.errors import EngineError  # noqa: E402
 from deepseek_engine.health import HealthBook  # noqa: E402
 from deepseek_engine.probe import Prober  # noqa: E402
-from deepseek_engine.routing import PowerOfTwo, RandomChoice, RoundRobin, Router  # noqa: E402
+from deepseek_engine.routing import Assess, PowerOfTwo, Router, RoutingPolicy  # noqa: E402
+from deepseek_engine.routing.round_robin import RoundRobin  # noqa: E402
 from deepseek_engine.transport import ClientRegistry  # noqa: E402
 
 FLEET = {
@@ -44,6 +45,20 @@ FLEET = {
     "near saturation": ["--ttft", "0.05", "--inter-token", "0.005", "--max-running", "2"],
 }
 WARMUP = 2.0  # seconds of load before measuring, the same for every policy
+
+
+class RandomChoice(RoutingPolicy):
+    """A uniformly random order: a baseline for this benchmark, not a policy operators select."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+
+    def rank(self, candidates: list, assess: Assess) -> list:
+        c = list(candidates)
+        self.rng.shuffle(c)
+        return c
+
+
 POLICIES = {"load-aware (P2C)": PowerOfTwo, "round robin": RoundRobin, "random": RandomChoice}
 
 

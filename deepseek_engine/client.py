@@ -239,7 +239,7 @@ class ChatClient:
         ``first_token`` (30 s at most), and the whole listing by ``deadline`` (monotonic) if given."""
         errors: list[EngineError] = []
         per_call = min(30.0, self.settings.timeouts.first_token)
-        for ep in self.router.order(self.settings.endpoints, self.scope):
+        for ep in self.router.order(self.settings.endpoints, self.scope, self.settings.routing_policy):
             timeout = per_call if deadline is None else min(per_call, deadline - time.monotonic())
             if timeout <= 0:
                 break  # out of time: the errors so far say why
@@ -273,7 +273,7 @@ class ChatClient:
         settings = self.settings
         endpoints = settings.endpoints
         deadline = time.monotonic() + settings.timeouts.total
-        order = self.router.order(endpoints, self.scope)
+        order = self.router.order(endpoints, self.scope, settings.routing_policy)
         self.policy.budget.record_request()
         headers = self._headers
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's

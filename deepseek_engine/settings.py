@@ -75,6 +75,7 @@ class Settings:
     reasoning: bool | None = None  # customizable models; None: decided by the model's name
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
+    routing_policy: str | None = None  # a name in routing/factory.py; None: the default policy
     # who is asking: a keyed hash of the credential's identity (key, OAuth2 client, TLS settings),
     # for the shared state one credential's settings may only change for itself (credential_scope)
     scope: str = field(default="", repr=False, compare=False)
@@ -347,6 +348,17 @@ def _oauth2(creds: Mapping) -> OAuth2:
                   audience=(creds.get("oauth2_audience") or "").strip() or None)
 
 
+def _routing_policy(creds: Mapping) -> str | None:
+    from .routing import policy_class  # here, not at the top: routing imports this module
+
+    raw = creds.get("routing_policy")
+    if raw is None or not str(raw).strip():
+        return None  # the default
+    name = str(raw).strip()
+    policy_class(name)  # refuses a name no policy has, naming the choices
+    return name
+
+
 def parse_settings(creds: Mapping) -> Settings:
     endpoints = parse_endpoints(creds.get("endpoint_urls"))
     api_key = creds.get("api_key")
@@ -377,6 +389,7 @@ def parse_settings(creds: Mapping) -> Settings:
         endpoints=endpoints,
         tls=tls,
         oauth2=oauth2,
+        routing_policy=_routing_policy(creds),
         scope=credential_scope(api_key, oauth2, tls),
         api_key=api_key,
         served_model_name=served,

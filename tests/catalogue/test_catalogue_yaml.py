@@ -269,7 +269,7 @@ def test_every_credential_field_states_required() -> None:
 
 CONNECTION = ["auth_mode", "api_key", "oauth2_token_url", "oauth2_client_id", "oauth2_client_secret",
               "oauth2_scope", "oauth2_audience", "tls_mode", "tls_ca_bundle", "tls_client_cert",
-              "tls_client_key", "tls_verify", "timeouts"]
+              "tls_client_key", "tls_verify", "timeouts", "routing_policy"]
 
 
 def test_connection_fields_are_shared_and_shown_only_for_their_mode(provider) -> None:
@@ -301,6 +301,15 @@ def test_provider_credential_form(provider) -> None:
     assert forms["api_key"].label.en_us == "API Key"
     assert forms["served_model_name"].type.value == "text-input"
     assert not forms["served_model_name"].required
+
+
+def test_routing_policy_choices_are_the_factory_s(provider) -> None:
+    from deepseek_engine.routing import DEFAULT_POLICY, POLICIES
+
+    field = {f.variable: f for f in provider.provider_credential_schema.credential_form_schemas}["routing_policy"]
+    assert field.type.value == "select" and not field.required and field.default == DEFAULT_POLICY
+    assert [o.value for o in field.options] == list(POLICIES)  # a policy added to the factory is offered
+    assert field.label.zh_hans and all(o.label.en_us and o.label.zh_hans for o in field.options)
 
 
 def test_model_credential_form(provider) -> None:

@@ -1,7 +1,8 @@
 import random
 
 from deepseek_engine.health import HealthBook
-from deepseek_engine.routing import PowerOfTwo, RoundRobin, Router, ServerLoad, parse_metrics
+from deepseek_engine.routing import PowerOfTwo, Router, ServerLoad, parse_metrics
+from deepseek_engine.routing.round_robin import RoundRobin
 from deepseek_engine.settings import parse_endpoints
 
 VLLM = """# HELP vllm:num_requests_running Number of requests in model execution batches.

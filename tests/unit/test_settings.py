@@ -191,3 +191,24 @@ def test_credential_secrets_cover_every_form_a_secret_is_sent_in():
         assert s in got, s
     assert all(len(s) >= 4 and "-----" not in s for s in got)  # the key's armor is no secret
     assert credential_secrets({"endpoint_urls": 7, "api_key": None}) == frozenset()
+
+
+@pytest.mark.parametrize("raw,expected", [(None, None), ("", None), ("  ", None), ("power_of_two", "power_of_two"),
+                                          (" round_robin ", "round_robin")])
+def test_routing_policy_field(raw, expected):
+    creds = {"endpoint_urls": "http://a:1/v1"} if raw is None else {"endpoint_urls": "http://a:1/v1",
+                                                                    "routing_policy": raw}
+    assert parse_settings(creds).routing_policy == expected  # None: the router's default
+
+
+@pytest.mark.parametrize("raw", ["least_conn", "Round_Robin", "random"])
+def test_routing_policy_names_the_choices(raw):
+    with pytest.raises(ConfigError, match=f"^routing_policy must be one of power_of_two, round_robin, got '{raw}'$"):
+        parse_settings({"endpoint_urls": "http://a:1/v1", "routing_policy": raw})
+
+
+def test_routing_policy_is_no_part_of_the_credential_identity():
+    """The scope names who is asking (health, retry budget); the policy only orders requests."""
+    one, two = (parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "k", "routing_policy": p})
+                for p in ("power_of_two", "round_robin"))
+    assert one.scope == two.scope and one.routing_policy != two.routing_policy

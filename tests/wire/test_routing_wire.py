@@ -117,3 +117,38 @@ def test_metrics_failures_degrade_to_local_signals(registry, status):
         prober.stop()
         fast.stop()
         slow.stop()
+
+
+def test_each_credential_routes_by_its_own_policy_over_shared_servers(registry):
+    """Two workspaces' credentials on the same two servers, one process: the round-robin one
+    alternates (model listing and chat alike), the load-aware one keeps to the server its weights
+    favour, and interleaving them changes neither."""
+    one, two = fleet(dict(), dict())
+    try:
+        urls = f"{one.base_url}, {two.base_url}"
+        book = HealthBook()
+        router = Router(book)
+
+        def client(**creds):
+            return ChatClient(parse_settings({"endpoint_urls": urls, **creds}), registry=registry, health=book,
+                              router=router, prober=None, policy=RetryPolicy(backoff_base=0.001, backoff_cap=0.01))
+
+        rr = client(api_key="key-rr", routing_policy="round_robin")
+        p2c = client(api_key="key-p2c", routing_policy="power_of_two",
+                     endpoint_urls=f"{one.base_url} weight=0.001, {two.base_url} weight=1000")
+        assert rr.scope != p2c.scope
+        rr_went, p2c_went = [], []
+        for i in range(8):
+            if i % 3 == 0:
+                rr_went.append(rr.list_models()[0].url)
+            else:
+                list(rr.stream(BODY))
+                rr_went.append(rr.last_endpoint.url)
+            list(p2c.stream(BODY))
+            p2c_went.append(p2c.last_endpoint.url)
+        assert rr_went == [one.base_url, two.base_url] * 4
+        assert p2c_went == [two.base_url] * 8
+        assert router.in_flight(one.base_url) == router.in_flight(two.base_url) == 0
+    finally:
+        one.stop()
+        two.stop()
