@@ -20,7 +20,7 @@ from .discovery import ServedModel, context_size_of, pick_served_model
 from .errors import AuthError, ConfigError, EngineError, ModelNotFoundError, TotalTimeout, carry_scope, scrub
 from .health import HealthBook
 from .protocol import build_body
-from .retry import RetryPolicy, RetryBudget
+from .retry import RetryPolicy
 from .settings import Endpoint, Settings
 from .warmup import WARMER
 
@@ -29,7 +29,7 @@ __all__ = ["validate_endpoints"]
 log = logging.getLogger(__name__)
 
 # Validation must answer while the operator waits: short budgets, one attempt per endpoint.
-_QUICK = RetryPolicy(attempts=1, budget=RetryBudget())
+_QUICK = RetryPolicy.one_shot()
 DEADLINE = 15.0  # seconds for one endpoint's whole validation (endpoints are checked side by side)
 
 

@@ -11,12 +11,12 @@ from dataclasses import replace
 from .client import ChatClient
 from .errors import EngineError, carry_scope, public_message
 from .protocol import build_body
-from .retry import RetryBudget, RetryPolicy
+from .retry import RetryPolicy
 
 __all__ = ["Warmer", "WARMER", "warm_once"]
 
 log = logging.getLogger(__name__)
-_ONE_SHOT = RetryPolicy(attempts=1, budget=RetryBudget())
+_ONE_SHOT = RetryPolicy.one_shot()
 
 
 def warm_once(client: ChatClient, endpoint, model: str) -> bool:  # noqa: ANN001
