@@ -23,8 +23,8 @@ from .settings import Settings
 from .telemetry import TELEMETRY
 from .tokens import count_messages, count_text
 
-__all__ = ["Completion", "Finished", "Batch", "expects_reasoning", "sized", "MAX_HOLD",
-           "REQUEST_ID_PREFIX"]
+__all__ = ["MAX_HOLD", "REQUEST_ID_PREFIX", "Batch", "Completion", "Finished", "expects_reasoning",
+           "sized"]
 
 MAX_HOLD = 0.001  # seconds a received token may wait to share a piece with the next ones
 REQUEST_ID_PREFIX = "dify-"  # X-Request-Id of a user's request: servers' logs correlate with ours
@@ -88,7 +88,7 @@ class Batch:
     one piece: never held for the network (only while more is already in hand, ``more_ready``)
     and never longer than ``max_hold`` seconds. Tokens paced by the GPU go out one by one."""
 
-    __slots__ = ("texts", "calls", "since", "max_hold")
+    __slots__ = ("calls", "max_hold", "since", "texts")
 
     def __init__(self, max_hold: float = MAX_HOLD) -> None:
         self.texts: list[str] = []

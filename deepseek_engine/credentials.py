@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from .settings import Settings, credential_secrets, parse_settings
 
-__all__ = ["per_credentials", "settings_for", "secrets_for"]
+__all__ = ["per_credentials", "secrets_for", "settings_for"]
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from .settings import Endpoint, Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServedModel", "normalise", "pick_served_model", "context_size_of", "ModelDirectory",
-           "DIRECTORY", "endpoint_set", "served_models", "served_model", "known_context",
-           "discovered_context"]
+__all__ = ["DIRECTORY", "ModelDirectory", "ServedModel", "context_size_of", "discovered_context",
+           "endpoint_set", "known_context", "normalise", "pick_served_model", "served_model",
+           "served_models"]
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 

@@ -18,7 +18,7 @@ from .discovery import ServedModel, normalise
 from .errors import public_message
 from .settings import Settings
 
-__all__ = ["warm_up", "Ask", "RUNS", "BUDGET", "TIMEOUTS", "PROMPT"]
+__all__ = ["BUDGET", "PROMPT", "RUNS", "TIMEOUTS", "Ask", "warm_up"]
 
 log = logging.getLogger(__name__)
 

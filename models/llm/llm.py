@@ -204,7 +204,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 pieces.close()  # when Dify stops reading, the engine closes the upstream stream
         except EngineError as e:
             raise to_dify_error(e, completion.settings if completion else None) from None
-        except Exception as e:  # the last line of defence: typed, scrubbed, no traceback text
+        except Exception as e:  # noqa: BLE001 - the last line of defence: typed, scrubbed, no traceback
             raise _UNEXPECTED(report_unexpected(e, completion.settings if completion else None)) from None
 
     def _usage(self, prompt_tokens: int, completion_tokens: int) -> LLMUsage:

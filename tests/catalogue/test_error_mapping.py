@@ -5,15 +5,8 @@ the right thing (README, "Errors"), and ``to_dify_error`` agrees with the mappin
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from dify_plugin.errors.model import (  # noqa: E402
+from dify_plugin.errors.model import (
     InvokeAuthorizationError,
     InvokeBadRequestError,
     InvokeConnectionError,
@@ -21,10 +14,10 @@ from dify_plugin.errors.model import (  # noqa: E402
     InvokeRateLimitError,
     InvokeServerUnavailableError,
 )
-from dify_plugin.interfaces.model.large_language_model import LargeLanguageModel  # noqa: E402
+from dify_plugin.interfaces.model.large_language_model import LargeLanguageModel
 
-from deepseek_engine import errors  # noqa: E402
-from models.llm.llm import DeepSeekSelfHostedLLM, to_dify_error  # noqa: E402
+from deepseek_engine import errors
+from models.llm.llm import DeepSeekSelfHostedLLM, to_dify_error
 
 # what each engine error must reach Dify as. Connection-type failures (and 502/503/504 still
 # failing after every retry) are InvokeConnectionError: with auth and rate-limit errors, the only
