@@ -1,7 +1,9 @@
 """Which model id the server serves, and its context size, read from ``/v1/models``.
 
 Operators often leave ``served_model_name`` blank; vLLM then serves the HF repo id
-(``deepseek-ai/DeepSeek-R1-Distill-Qwen-32B``) and lists ``max_model_len`` beside it.
+(``deepseek-ai/DeepSeek-R1-Distill-Qwen-32B``) and lists ``max_model_len`` beside it. Answers
+are cached process-wide per endpoint set (``DIRECTORY``); ``served_model``, ``known_context`` and
+``discovered_context`` answer for one credential's settings.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import EngineError, ModelNotFoundError
-from .settings import Endpoint
+from .client import ChatClient
+from .errors import EngineError, ModelNotFoundError, carry_scope, public_message, report_unexpected
+from .health import HEALTH, HealthBook
+from .settings import Endpoint, Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServedModel", "normalise", "pick_served_model", "context_size_of", "ModelDirectory",
-           "DIRECTORY"]
+__all__ = ["DIRECTORY", "ModelDirectory", "ServedModel", "context_size_of", "discovered_context",
+           "endpoint_set", "known_context", "normalise", "pick_served_model", "served_model",
+           "served_models"]
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -117,3 +122,61 @@ class ModelDirectory:
 
 
 DIRECTORY = ModelDirectory()
+
+
+def endpoint_set(settings: Settings) -> tuple[str, ...]:
+    """What the directory is keyed by: replicas of one set serve the same models, as this
+    credential sees them (a gateway may serve each key its own models, and one workspace's
+    answer must not be another's)."""
+    return (settings.scope, *(e.url for e in settings.endpoints))
+
+
+def served_models(settings: Settings) -> tuple[Endpoint, list[dict]]:
+    """``/v1/models`` of ``settings``' endpoints, cached process-wide (``DIRECTORY``)."""
+    return DIRECTORY.get(endpoint_set(settings), lambda: ChatClient(settings).list_models())
+
+
+def served_model(model: str, settings: Settings, *, catalogue: bool) -> str:
+    """The id to send for ``model``: the served name the operator set, else a customizable
+    model's own name (the operator typed the served name), else what the server serves for the
+    catalogue entry ``model`` (its name, normalised, or the only model served)."""
+    if settings.served_model_name:
+        return settings.served_model_name
+    if not catalogue:
+        return model
+    ep, served = served_models(settings)
+    return pick_served_model(served, wanted=None, catalogue=model, endpoint=ep.name).id
+
+
+def known_context(model: str, settings: Settings) -> int | None:
+    """The served context of catalogue ``model`` as last read, without waiting on a server: a
+    missing or stale answer is refreshed in the background (by a client that neither reads nor
+    feeds the shared health book, so requests still meet and report their own errors)."""
+    known = DIRECTORY.known(endpoint_set(settings), carry_scope(  # fetched in a background thread
+        lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models()))
+    if known is None:
+        return None
+    ep, served = known
+    try:
+        return pick_served_model(served, wanted=settings.served_model_name, catalogue=model,
+                                 endpoint=ep.name).context_size
+    except ModelNotFoundError:
+        return None  # validation and invoke say which models are served
+
+
+def discovered_context(model: str, settings: Settings) -> int | None:
+    """The served context of customizable ``model``, asked of the server (cached), or None when
+    it cannot be known now: a schema must still render when the server is down (invoke will say
+    why), so the reason is logged rather than raised."""
+    try:
+        if HEALTH.all_down(settings.endpoints, settings.scope):
+            return None  # known down: a schema answers at once, not after a connect timeout
+        ep, served = served_models(settings)
+        return pick_served_model(served, wanted=settings.served_model_name or model,
+                                 catalogue=None, endpoint=ep.name).context_size
+    except EngineError as e:
+        log.warning("context size not discovered for %s: %s", model, public_message(e, settings))
+        return None
+    except Exception as e:  # noqa: BLE001 - an answer of a shape nothing expected: likewise, logged
+        report_unexpected(e, settings)
+        return None

@@ -22,7 +22,6 @@ from .health import HealthBook
 from .protocol import build_body
 from .retry import RetryPolicy
 from .settings import Endpoint, Settings
-from .warmup import WARMER
 
 __all__ = ["validate_endpoints"]
 
@@ -106,5 +105,4 @@ def _validate_one(one: Settings, ep: Endpoint, deadline: float, *, wanted: str |
             raise  # the operator's own total timeout, shorter than validation's: its message holds
         raise TotalTimeout(f"no answer to a one-token chat request within validation's {DEADLINE:g}s "
                            "(the server is overloaded, stuck or too slow)", endpoint=ep.name) from None
-    WARMER.mark(ep.url, model.id)
     return model

@@ -10,7 +10,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Generator, Mapping
 from pathlib import Path
 
@@ -23,46 +22,37 @@ from dify_plugin.entities.model import (AIModelEntity, FetchFrom, ModelFeature, 
 from dify_plugin.entities.model.llm import (LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta,
                                             LLMUsage)
 from dify_plugin.entities.model.message import (AssistantPromptMessage, PromptMessage,
-                                                PromptMessageTool, SystemPromptMessage,
-                                                TextPromptMessageContent, ToolPromptMessage,
-                                                UserPromptMessage)
+                                                PromptMessageTool, TextPromptMessageContent,
+                                                ToolPromptMessage, UserPromptMessage)
 from dify_plugin.errors.model import (CredentialsValidateFailedError, InvokeAuthorizationError,
                                       InvokeBadRequestError, InvokeConnectionError, InvokeError,
                                       InvokeRateLimitError, InvokeServerUnavailableError)
 
-from deepseek_engine import (AnswerAssembler, AuthError, BadRequestError, ChatClient, ConfigError,
-                             ConnectError, EngineError, RateLimitError, ServerError, Settings,
-                             StreamBrokenError, TimeoutError_, build_body, parse_settings)
-from deepseek_engine.discovery import DIRECTORY, normalise, pick_served_model
-from deepseek_engine.errors import (SCRUB_FILTER, ModelNotFoundError, UnavailableError, public_message,
-                                    carry_scope, report_thread_crash, report_unexpected, scoped,
-                                    secret_scope)
-from deepseek_engine.health import HEALTH, HealthBook
-from deepseek_engine.reasoning import looks_like_reasoner
-from deepseek_engine.settings import Endpoint, credential_secrets
-from deepseek_engine.telemetry import TELEMETRY, configure
-from deepseek_engine.tokens import count_messages, count_text
+from deepseek_engine import (AuthError, BadRequestError, Completion, ConfigError, ConnectError,
+                             EngineError, Finished, RateLimitError, ServerError, Settings,
+                             StreamBrokenError, TimeoutError_, build_body)
+from deepseek_engine.completion import expects_reasoning
+from deepseek_engine.credentials import secrets_for, settings_for
+from deepseek_engine.discovery import discovered_context, known_context
+from deepseek_engine.errors import (SCRUB_FILTER, UnavailableError, public_message, report_thread_crash,
+                                    report_unexpected, scoped, secret_scope)
+from deepseek_engine.telemetry import configure
+from deepseek_engine.tokens import count_messages
 from deepseek_engine.validation import validate_endpoints
-from deepseek_engine.warmup import WARMER
 
-# under the plugin's logger (not __name__, which the SDK's loader decides): its records reach the
-# daemon's log through the scrubbing handler below, not Python's last-resort stderr
-logger = logging.getLogger("deepseek_selfhosted.llm")
-
-# engine error -> the Dify class. Connection-type failures must be InvokeConnectionError: only
-# that, auth and rate-limit errors make Dify's load balancer cool a credential down and fail over.
-_DIFY_ERRORS: tuple[tuple[type[EngineError], type[InvokeError]], ...] = (
-    (AuthError, InvokeAuthorizationError),
-    (RateLimitError, InvokeRateLimitError),
-    (BadRequestError, InvokeBadRequestError),
-    (ConfigError, InvokeBadRequestError),
-    (UnavailableError, InvokeConnectionError),  # 502/503/504 after every retry: fail over
-    (ServerError, InvokeServerUnavailableError),
-    (ConnectError, InvokeConnectionError),
-    (TimeoutError_, InvokeConnectionError),
-    (StreamBrokenError, InvokeConnectionError),
-    (EngineError, InvokeError),
-)
+# Dify class -> the engine errors it stands for, read in this order, the first match winning (as
+# the SDK's _transform_invoke_error reads it, and to_dify_error): a subclass before its base.
+# Connection-type failures must be InvokeConnectionError: only that, auth and rate-limit errors make
+# Dify's load balancer cool a credential down and fail over.
+_ERRORS: dict[type[InvokeError], list[type[Exception]]] = {
+    InvokeConnectionError: [UnavailableError,  # 502/503/504 after every retry (a ServerError): fail over
+                            ConnectError, TimeoutError_, StreamBrokenError],
+    InvokeServerUnavailableError: [ServerError],
+    InvokeAuthorizationError: [AuthError],
+    InvokeRateLimitError: [RateLimitError],
+    InvokeBadRequestError: [BadRequestError, ConfigError],
+    InvokeError: [EngineError],
+}
 
 # what escapes everything else (a shape of answer nothing expected, or a bug): the serving side failed
 _UNEXPECTED = InvokeServerUnavailableError
@@ -81,7 +71,6 @@ plugin_logger_handler.addFilter(SCRUB_FILTER)
 threading.excepthook = report_thread_crash
 configure()  # opt-in metrics and JSON logs, from the plugin's environment (its warnings logged)
 _DEFAULT_CONTEXT = 32768
-_MAX_HOLD = 0.001  # seconds a received token may wait to share a chunk with the next ones
 # The daemon reads the plugin's stdout in lines of at most 5 MiB and kills a plugin that writes a
 # longer one: every chunk is one line. JSON writes a character in 6 bytes at most (a control
 # character as \u0001), so a chunk of this many characters stays under 3 MiB.
@@ -101,48 +90,10 @@ def to_dify_error(e: EngineError, settings: Settings | None = None) -> InvokeErr
     """The Dify error for ``e``; its text never carries the credential's secrets, nor a token a
     server quoted back (some gateways echo the Authorization header in their error bodies)."""
     message = public_message(e, settings)
-    for engine_cls, dify_cls in _DIFY_ERRORS:
-        if isinstance(e, engine_cls):
+    for dify_cls, engine_classes in _ERRORS.items():
+        if isinstance(e, tuple(engine_classes)):
             return dify_cls(message)
     return InvokeError(message)
-
-
-def _customizable_reasons(model: str, settings: Settings) -> bool:
-    """The kind the operator chose for a customizable model, else what its name says."""
-    if settings.reasoning is not None:
-        return settings.reasoning
-    return any(looks_like_reasoner(n) for n in (model, settings.served_model_name) if n)
-
-
-def _per_credentials(fn):  # noqa: ANN001, ANN202
-    """``fn(credentials)``, cached: Dify sends the same credentials with every request, so they
-    are read once (parsing costs ~15-80 us a request otherwise). Invalid ones raise again each time."""
-    cached = functools.lru_cache(maxsize=64)(lambda items: fn(dict(items)))
-
-    def get(credentials: Mapping):  # noqa: ANN202
-        try:
-            return cached(tuple(sorted(credentials.items())))
-        except TypeError:  # an unhashable value: nothing to cache by
-            return fn(credentials)
-    return get
-
-
-_settings = _per_credentials(parse_settings)
-# what a request's secret scope starts with: read from the raw credentials, so that it covers
-# credentials that fail to parse too
-_secrets = _per_credentials(credential_secrets)
-
-
-def _endpoint_set(settings: Settings) -> tuple[str, ...]:
-    """What the served-model directory is keyed by: replicas of one set serve the same models,
-    as this credential sees them (a gateway may serve each key its own models, and one
-    workspace's answer must not be another's)."""
-    return (settings.scope, *(e.url for e in settings.endpoints))
-
-
-def _served_models(settings: Settings) -> tuple[Endpoint, list[dict]]:
-    """``/v1/models`` of ``settings``' endpoints, cached process-wide (``DIRECTORY``)."""
-    return DIRECTORY.get(_endpoint_set(settings), lambda: ChatClient(settings).list_models())
 
 
 @functools.cache
@@ -205,35 +156,6 @@ def to_openai_tool(t: PromptMessageTool) -> dict:
                                              "parameters": t.parameters}}
 
 
-def _call_chars(call: dict) -> int:
-    return len(call["id"]) + len(call["function"]["name"]) + len(call["function"]["arguments"])
-
-
-def _sized(text: str, calls: list[dict]) -> list[tuple[str, list[dict]]]:
-    """``text`` and ``calls`` as (text, calls) pieces of at most ``_MAX_CHUNK_CHARS`` each, one
-    chunk apiece; nearly always one piece. A call is never cut (Dify takes each call in a chunk
-    as a whole one), so one larger than that is refused."""
-    if not calls and len(text) <= _MAX_CHUNK_CHARS:  # the per-token path: no more work than this
-        return [(text, calls)]
-    sizes = [_call_chars(c) for c in calls]
-    if len(text) + sum(sizes) <= _MAX_CHUNK_CHARS:
-        return [(text, calls)]
-    step = _MAX_CHUNK_CHARS
-    out: list[tuple[str, list[dict]]] = [(text[i:i + step], []) for i in range(0, len(text), step)]
-    room = 0
-    for call, size in zip(calls, sizes):
-        if size > _MAX_CHUNK_CHARS:
-            raise BadRequestError(f"the model's tool call {call['function']['name']!r} is {size:,} characters, "
-                                  f"more than one message to Dify may carry ({_MAX_CHUNK_CHARS:,})",
-                                  hint="lower max_tokens, or have the tool take smaller arguments")
-        if size > room:
-            out.append(("", []))
-            room = _MAX_CHUNK_CHARS
-        out[-1][1].append(call)
-        room -= size
-    return out
-
-
 def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
     return [AssistantPromptMessage.ToolCall(
         id=c["id"], type="function",
@@ -250,7 +172,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 ) -> LLMResult | Generator[LLMResultChunk, None, None]:
         # blocking callers see nothing until the end, so the engine may retry at any point
         chunks = scoped(self._generate(model, credentials, prompt_messages, model_parameters, tools,
-                                       stop, user, buffered=not stream), _secrets(credentials))
+                                       stop, user, buffered=not stream), secrets_for(credentials))
         if stream:
             return chunks
         return self._collect(model, chunks)
@@ -260,90 +182,30 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         # Everything runs inside the generator, so every failure (also mid-stream, which the SDK
         # does not map) reaches Dify as a typed error; _invoke runs it with the credentials'
         # secrets in scope, so that none reaches an error or a log line.
-        started = time.monotonic()
-        request_id = f"dify-{uuid.uuid4().hex[:24]}"
-        ttft = None
-        client = settings = None
-        outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
+        completion = None
         try:
-            settings = _settings(credentials)
-            served = self._served_model(model, settings, credentials)
-            messages = [to_openai_message(m) for m in prompt_messages]
-            wire_tools = [to_openai_tool(t) for t in tools] if tools else None
-            body = build_body(served, messages, model_parameters, tools=wire_tools, stop=stop,
-                              user=user)
-            answer = AnswerAssembler(self._reasons(model, settings, credentials))
-            client = ChatClient(settings)
-            WARMER.warm(client, served)
-            index = 0
-            texts: list[str] = []
-            calls: list = []
-            held_since = 0.0
+            completion = Completion(
+                credentials, model, [to_openai_message(m) for m in prompt_messages], model_parameters,
+                catalogue=self._is_predefined(model),
+                tools=[to_openai_tool(t) for t in tools] if tools else None, stop=stop, user=user,
+                buffered=buffered, max_chars=_MAX_CHUNK_CHARS, offload=_offload)
+            pieces = completion.pieces()
             try:
-                for delta in client.stream(body, buffered=buffered, request_id=request_id):
-                    piece = answer.feed(delta)
-                    if piece is not None:
-                        if not (texts or calls):
-                            held_since = time.monotonic()
-                        texts.append(piece.text)
-                        calls.extend(piece.tool_calls)
-                    # Each chunk costs the SDK runtime ~20 us (pydantic dump + two stdout
-                    # writes): what has already arrived goes out as one chunk, never held for the
-                    # network and never longer than _MAX_HOLD; GPU-paced tokens go out one by one.
-                    if (texts or calls) and not (client.more_ready
-                                                 and time.monotonic() - held_since < _MAX_HOLD):
-                        if ttft is None:
-                            ttft = time.monotonic() - started
-                        for text, group in _sized("".join(texts), calls):
-                            yield self._chunk(model, index, text, group)
-                            index += 1
-                        texts, calls = [], []
-            except Exception:
-                if texts or calls:  # what arrived before the failure is shown, then the error
-                    for text, group in _sized("".join(texts), calls):
-                        yield self._chunk(model, index, text, group)
-                        index += 1
-                raise
-            if texts or calls:
-                if ttft is None:
-                    ttft = time.monotonic() - started
-                for text, group in _sized("".join(texts), calls):
-                    yield self._chunk(model, index, text, group)
-                    index += 1
-            last = answer.finish()
-            usage = answer.usage or {}
-            prompt_tokens = usage.get("prompt_tokens")
-            completion_tokens = usage.get("completion_tokens")
-            if prompt_tokens is None:
-                prompt_tokens = _offload(count_messages, body["messages"], wire_tools)
-            if completion_tokens is None:
-                completion_tokens = _offload(count_text, answer.produced)
-            *before, (text, group) = _sized(last.text, last.tool_calls)
-            for head, head_calls in before:
-                yield self._chunk(model, index, head, head_calls)
-                index += 1
-            outcome = "ok"
-            yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
-                index=index,
-                message=AssistantPromptMessage(content=text, tool_calls=_tool_calls(group)),
-                usage=self._usage(prompt_tokens, completion_tokens),
-                finish_reason=answer.finish_reason or "stop"))
+                for index, piece in enumerate(pieces):
+                    if isinstance(piece, Finished):
+                        yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
+                            index=index, message=AssistantPromptMessage(
+                                content=piece.text, tool_calls=_tool_calls(piece.tool_calls)),
+                            usage=self._usage(piece.prompt_tokens, piece.completion_tokens),
+                            finish_reason=piece.finish_reason))
+                    else:
+                        yield self._chunk(model, index, piece.text, piece.tool_calls)
+            finally:
+                pieces.close()  # when Dify stops reading, the engine closes the upstream stream
         except EngineError as e:
-            error = type(e).__name__
-            raise to_dify_error(e, settings) from None
-        except GeneratorExit:
-            outcome = "cancelled"  # Dify stopped reading: the upstream stream is closed
-            raise
-        except Exception as e:  # the last line of defence: typed, scrubbed, no traceback text
-            error = type(e).__name__
-            raise _UNEXPECTED(report_unexpected(e, settings)) from None
-        finally:
-            ep = client.last_endpoint if client else None
-            TELEMETRY.request_done(request_id=request_id, endpoint=ep.name if ep else None,
-                                   model=model, outcome=outcome, error=error,
-                                   latency=time.monotonic() - started, ttft=ttft,
-                                   prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                   stream=not buffered)
+            raise to_dify_error(e, completion.settings if completion else None) from None
+        except Exception as e:  # noqa: BLE001 - the last line of defence: typed, scrubbed, no traceback
+            raise _UNEXPECTED(report_unexpected(e, completion.settings if completion else None)) from None
 
     def _usage(self, prompt_tokens: int, completion_tokens: int) -> LLMUsage:
         """Usage without prices: self-hosted models declare none, and the SDK's price lookup
@@ -386,23 +248,10 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     def _is_predefined(self, model: str) -> bool:
         return any(m.model == model for m in self.predefined_models())
 
-    def _served_model(self, model: str, settings: Settings, credentials: Mapping) -> str:
-        if settings.served_model_name:
-            return settings.served_model_name
-        if not self._is_predefined(model):
-            return model  # customizable: the operator typed the served name
-        ep, served = _served_models(settings)
-        return pick_served_model(served, wanted=None, catalogue=model, endpoint=ep.name).id
-
-    def _reasons(self, model: str, settings: Settings, credentials: Mapping) -> bool:
-        if self._is_predefined(model):
-            return normalise(model).startswith("deepseekr1")
-        return _customizable_reasons(model, settings)
-
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
                        tools: list[PromptMessageTool] | None = None) -> int:
-        with secret_scope(_secrets(credentials)):
+        with secret_scope(secrets_for(credentials)):
             try:
                 messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
                 return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
@@ -412,12 +261,12 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     # -- validation ----------------------------------------------------------------------
     def validate_credentials(self, model: str, credentials: Mapping) -> None:
         settings = None
-        with secret_scope(_secrets(credentials)):
+        with secret_scope(secrets_for(credentials)):
             try:
-                settings = _settings(credentials)
+                settings = settings_for(credentials)
                 if self._is_predefined(model):
                     validate_endpoints(settings, wanted=settings.served_model_name, catalogue=model)
-                    self._known_context(model, settings)  # read the served context for its schema
+                    known_context(model, settings)  # read the served context for its schema
                 else:
                     validate_endpoints(settings, wanted=settings.served_model_name or model,
                                        catalogue=None, need_context=settings.context_size is None)
@@ -428,7 +277,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
 
     # -- customizable models -------------------------------------------------------------
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
-        with secret_scope(_secrets(credentials)):
+        with secret_scope(secrets_for(credentials)):
             try:
                 return self._customizable_schema(model, credentials)
             except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
@@ -436,12 +285,12 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
 
     def _customizable_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         try:
-            settings = _settings(credentials)
+            settings = settings_for(credentials)
         except ConfigError:
             settings = None
         context = settings.context_size if settings else None
         if context is None and settings is not None:
-            context = self._discovered_context(model, settings)
+            context = discovered_context(model, settings)
         context = context or _DEFAULT_CONTEXT
         max_out = (settings.max_tokens_to_sample if settings else None) or min(8192, context)
         rules = []
@@ -455,7 +304,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         if settings and settings.tool_calling:
             features += [ModelFeature.TOOL_CALL, ModelFeature.MULTI_TOOL_CALL,
                          ModelFeature.STREAM_TOOL_CALL]
-        if settings is None or _customizable_reasons(model, settings) or settings.tool_calling:
+        if settings is None or expects_reasoning(model, settings, catalogue=False) or settings.tool_calling:
             features.append(ModelFeature.AGENT_THOUGHT)
         return AIModelEntity(
             model=model, label=I18nObject(en_US=model), model_type=ModelType.LLM,
@@ -472,55 +321,22 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         schema = super().get_model_schema(model, credentials)
         if schema is None or not credentials or schema.fetch_from != FetchFrom.PREDEFINED_MODEL:
             return schema
-        with secret_scope(_secrets(credentials)):
+        with secret_scope(secrets_for(credentials)):
             try:
-                settings = _settings(credentials)
+                settings = settings_for(credentials)
             except ConfigError:
                 return schema  # invoke and validation say what is wrong
             try:
-                served = self._known_context(model, settings)
+                served = known_context(model, settings)
             except Exception as e:  # noqa: BLE001 - the catalogue's schema still serves; the log says why
                 report_unexpected(e, settings)
                 return schema
         return _fitted(schema, served) if served else schema
 
-    @staticmethod
-    def _known_context(model: str, settings: Settings) -> int | None:
-        """The served context of catalogue ``model`` as last read, without waiting on a server:
-        a missing or stale answer is refreshed in the background (by a client that neither
-        reads nor feeds the shared health book, so requests still meet and report their own
-        errors)."""
-        known = DIRECTORY.known(_endpoint_set(settings), carry_scope(  # fetched in a background thread
-            lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models()))
-        if known is None:
-            return None
-        ep, served = known
-        try:
-            return pick_served_model(served, wanted=settings.served_model_name, catalogue=model,
-                                     endpoint=ep.name).context_size
-        except ModelNotFoundError:
-            return None  # validation and invoke say which models are served
-
-    @staticmethod
-    def _discovered_context(model: str, settings: Settings) -> int | None:
-        try:
-            if HEALTH.all_down(settings.endpoints, settings.scope):
-                return None  # known down: a schema answers at once, not after a connect timeout
-            ep, served = _served_models(settings)
-            return pick_served_model(served, wanted=settings.served_model_name or model,
-                                     catalogue=None, endpoint=ep.name).context_size
-        except EngineError as e:
-            # a schema must still render when the server is down; invoke will say why
-            logger.warning("context size not discovered for %s: %s", model, public_message(e, settings))
-            return None
-        except Exception as e:  # noqa: BLE001 - an answer of a shape nothing expected: likewise, logged
-            report_unexpected(e, settings)
-            return None
-
     # -- errors --------------------------------------------------------------------------
     @property
     def _invoke_error_mapping(self) -> dict[type[InvokeError], list[type[Exception]]]:
-        return {dify: [eng] for eng, dify in _DIFY_ERRORS[:-1]}
+        return _ERRORS
 
     def _transform_invoke_error(self, error: Exception) -> InvokeError:
         # Our errors already carry an endpoint-specific message; the SDK's default would replace

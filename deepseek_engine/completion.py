@@ -1,0 +1,209 @@
+"""One chat completion as a caller shows it: credentials, a model name and OpenAI messages in;
+pieces of output (text, whole tool calls) out, then a last piece with the finish reason and the
+token counts. Everything a request does besides translating for its caller lives here: which model
+is served, whether it reasons, when arrived tokens go out together, the token counts when the
+server sends none, time to first token and the request's telemetry line."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .answer import AnswerAssembler, Piece
+from .client import ChatClient
+from .credentials import settings_for
+from .discovery import normalise, served_model
+from .errors import BadRequestError
+from .protocol import build_body
+from .reasoning import looks_like_reasoner
+from .settings import Settings
+from .telemetry import TELEMETRY
+from .tokens import count_messages, count_text
+
+__all__ = ["MAX_HOLD", "REQUEST_ID_PREFIX", "Batch", "Completion", "Finished", "expects_reasoning",
+           "sized"]
+
+MAX_HOLD = 0.001  # seconds a received token may wait to share a piece with the next ones
+REQUEST_ID_PREFIX = "dify-"  # X-Request-Id of a user's request: servers' logs correlate with ours
+T = TypeVar("T")
+
+
+def _direct(fn: Callable[..., T], *args: object) -> T:
+    return fn(*args)
+
+
+@dataclass(slots=True)
+class Finished(Piece):
+    """The last piece of an answer: its text and calls, why it ended, and what it cost."""
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def expects_reasoning(model: str, settings: Settings, *, catalogue: bool) -> bool:
+    """Whether ``model`` thinks aloud: a catalogue model by its family (R1 and its distills), a
+    customizable one by the kind the operator chose, else by what its names say."""
+    if catalogue:
+        return normalise(model).startswith("deepseekr1")
+    if settings.reasoning is not None:
+        return settings.reasoning
+    return any(looks_like_reasoner(n) for n in (model, settings.served_model_name) if n)
+
+
+def _call_chars(call: dict) -> int:
+    return len(call["id"]) + len(call["function"]["name"]) + len(call["function"]["arguments"])
+
+
+def sized(piece: Piece, limit: int | None) -> list[Piece]:
+    """``piece`` as pieces of at most ``limit`` characters each (None: no limit), nearly always
+    itself. A call is never cut (a caller takes each call as a whole one), so one larger than
+    ``limit`` is refused."""
+    text, calls = piece.text, piece.tool_calls
+    if limit is None or not calls and len(text) <= limit:  # the per-token path: no more work
+        return [piece]
+    sizes = [_call_chars(c) for c in calls]
+    if len(text) + sum(sizes) <= limit:
+        return [piece]
+    out = [Piece(text[i:i + limit], []) for i in range(0, len(text), limit)]
+    room = 0
+    for call, size in zip(calls, sizes):
+        if size > limit:
+            raise BadRequestError(f"the model's tool call {call['function']['name']!r} is {size:,} characters, "
+                                  f"more than one message to Dify may carry ({limit:,})",
+                                  hint="lower max_tokens, or have the tool take smaller arguments")
+        if size > room:
+            out.append(Piece("", []))
+            room = limit
+        out[-1].tool_calls.append(call)
+        room -= size
+    return out
+
+
+class Batch:
+    """What has arrived and not gone out yet. Each piece costs the caller's runtime a fixed
+    price (Dify's SDK: a pydantic dump and two writes), so what has already arrived goes out as
+    one piece: never held for the network (only while more is already in hand, ``more_ready``)
+    and never longer than ``max_hold`` seconds. Tokens paced by the GPU go out one by one."""
+
+    __slots__ = ("calls", "max_hold", "since", "texts")
+
+    def __init__(self, max_hold: float = MAX_HOLD) -> None:
+        self.texts: list[str] = []
+        self.calls: list[dict] = []
+        self.since = 0.0  # when the oldest piece held arrived
+        self.max_hold = max_hold
+
+    def add(self, piece: Piece) -> None:
+        if not (self.texts or self.calls):
+            self.since = time.monotonic()
+        self.texts.append(piece.text)
+        self.calls.extend(piece.tool_calls)
+
+    def __bool__(self) -> bool:
+        return bool(self.texts or self.calls)
+
+    def due(self, more_ready: bool) -> bool:
+        """Whether what is held goes out now."""
+        return bool(self.texts or self.calls) and not (
+            more_ready and time.monotonic() - self.since < self.max_hold)
+
+    def take(self) -> Piece:
+        out = Piece("".join(self.texts), self.calls)
+        self.texts, self.calls = [], []
+        return out
+
+
+class Completion:
+    """One request. ``catalogue``: whether ``model`` names a catalogue entry (the caller's
+    predefined models) rather than a model the operator typed. ``buffered``: the caller shows
+    nothing until the end (blocking mode), so the engine may retry at any point. ``max_chars``:
+    the most characters one piece may carry (the caller's message limit). ``offload``: how to run
+    CPU-bound work (counting a long prompt's tokens) off the caller's event loop, as
+    ``offload(fn, *args)``; by default a direct call. ``make_client``: the chat client for the
+    settings (by default over the process-wide pool, health book, router and prober).
+
+    ``pieces()`` runs it; ``settings`` (once read) scrubs its errors, ``request_id`` names it to
+    the servers (``X-Request-Id``) and in telemetry."""
+
+    def __init__(self, credentials: Mapping, model: str, messages: list[dict], parameters: Mapping, *,
+                 catalogue: bool, tools: list[dict] | None = None, stop: list[str] | None = None,
+                 user: str | None = None, buffered: bool = False, max_chars: int | None = None,
+                 offload: Callable[..., object] = _direct,
+                 make_client: Callable[[Settings], ChatClient] = ChatClient) -> None:
+        self.credentials = credentials
+        self.model = model
+        self.messages = messages
+        self.parameters = parameters
+        self.catalogue = catalogue
+        self.tools = tools
+        self.stop = stop
+        self.user = user
+        self.buffered = buffered
+        self.max_chars = max_chars
+        self.offload = offload
+        self.make_client = make_client
+        self.request_id = f"{REQUEST_ID_PREFIX}{uuid.uuid4().hex[:24]}"
+        self.settings: Settings | None = None
+
+    def pieces(self) -> Iterator[Piece]:
+        """Pieces of the answer as they arrive, the last one ``Finished``. Engine errors are
+        raised as they are, after what arrived before them; closing the iterator early closes the
+        server's stream (the server stops generating)."""
+        started = time.monotonic()
+        ttft = None
+        client = None
+        outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
+        try:
+            self.settings = settings = settings_for(self.credentials)
+            served = served_model(self.model, settings, catalogue=self.catalogue)
+            body = build_body(served, self.messages, self.parameters, tools=self.tools, stop=self.stop,
+                              user=self.user)
+            answer = AnswerAssembler(expects_reasoning(self.model, settings, catalogue=self.catalogue))
+            client = self.make_client(settings)
+            held = Batch()
+            try:
+                for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id):
+                    piece = answer.feed(delta)
+                    if piece is not None:
+                        held.add(piece)
+                    if held.due(client.more_ready):
+                        if ttft is None:
+                            ttft = time.monotonic() - started
+                        yield from sized(held.take(), self.max_chars)
+            except Exception:
+                if held:  # what arrived before the failure is shown, then the error
+                    yield from sized(held.take(), self.max_chars)
+                raise
+            if held:
+                if ttft is None:
+                    ttft = time.monotonic() - started
+                yield from sized(held.take(), self.max_chars)
+            last = answer.finish()
+            usage = answer.usage or {}
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+            if prompt_tokens is None:
+                prompt_tokens = self.offload(count_messages, body["messages"], self.tools)
+            if completion_tokens is None:
+                completion_tokens = self.offload(count_text, answer.produced)
+            *before, end = sized(last, self.max_chars)
+            yield from before
+            outcome = "ok"
+            yield Finished(end.text, end.tool_calls, answer.finish_reason or "stop", prompt_tokens,
+                           completion_tokens)
+        except GeneratorExit:
+            outcome = "cancelled"  # the caller stopped reading: the upstream stream is closed
+            raise
+        except Exception as e:  # raised as it is: the caller maps it (and reports one not the engine's)
+            error = type(e).__name__
+            raise
+        finally:
+            ep = client.last_endpoint if client else None
+            TELEMETRY.request_done(request_id=self.request_id, endpoint=ep.name if ep else None,
+                                   model=self.model, outcome=outcome, error=error,
+                                   latency=time.monotonic() - started, ttft=ttft,
+                                   prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                   stream=not self.buffered)
