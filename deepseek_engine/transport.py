@@ -12,6 +12,10 @@ next socket reads and an absolute deadline; the network backend below applies it
 The deadline also cuts every connect, TLS handshake and write short, so a call made inside
 ``read_budget(None, deadline)`` ends by ``deadline`` as a whole: httpx's timeouts are per
 operation, and a server that sends one byte every second would hold a per-read timeout forever.
+
+``Words`` is the one place httpx's exceptions become the engine's typed errors. Every use of a
+private attribute of httpx, httpcore or h11 is in this module (the pool, the last section), behind
+tests/wire/test_transport_internals.py.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Self
 
 import httpcore
 import httpx
@@ -135,7 +140,7 @@ class Words:
         self.connect = connect  # the connect timeout in force, for its message
         self.stage = SENDING
 
-    def __enter__(self) -> Words:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: object, e: BaseException | None, tb: object) -> None:
@@ -393,10 +398,11 @@ def receive_buffer(resp: httpx.Response):  # noqa: ANN201 - h11's ReceiveBuffer
     stream = getattr(stream, "_stream", stream)  # httpx.Client wraps the transport's stream once more
     try:
         buffer = stream._httpcore_stream._stream._connection._h11_state._receive_buffer  # noqa: SLF001
-        if not isinstance(buffer._data, bytearray):  # noqa: SLF001
-            raise AttributeError("_data is not a bytearray")
+        data = buffer._data  # noqa: SLF001
     except AttributeError as e:
         raise InternalsChanged(f"h11's receive buffer is out of reach under {type(stream).__name__}: {e}") from None
+    if not isinstance(data, bytearray):  # arrival_check scans it in place
+        raise InternalsChanged(f"h11's receive buffer keeps its bytes in a {type(data).__name__}, not a bytearray")
     return buffer
 
 
