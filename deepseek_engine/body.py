@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["Body", "read_capped", "ERROR_CAP", "ANSWER_CAP", "LISTING_CAP", "size"]
+from .errors import StreamBrokenError
+
+__all__ = ["Body", "read_capped", "read_text", "ERROR_CAP", "ANSWER_CAP", "LISTING_CAP", "size"]
 
 ERROR_CAP = 64 * 1024  # an error page: its message is in the first lines
 ANSWER_CAP = 8 << 20  # a non-streamed completion (a long answer is a few hundred KiB)
@@ -89,3 +91,14 @@ def read_capped(resp: httpx.Response, cap: int) -> Body:
         return Body(bytes(out), whole=True)
     finally:
         resp.close()
+
+
+def read_text(resp: httpx.Response, endpoint: str, cap: int = ERROR_CAP, what: str | None = None) -> str:
+    """A non-streamed body as text: an error page's first ``cap`` bytes (its message needs no
+    more), or the whole of ``what`` (an answer), refused beyond ``cap``. Transport errors are
+    httpx's (the caller's ``transport.Words`` types them)."""
+    body = read_capped(resp, cap)
+    if what is not None and not body.whole:
+        raise StreamBrokenError(f"{what} is larger than {size(cap)}: refused", endpoint=endpoint,
+                                hint="check what the server or a proxy in between sends")
+    return body.text

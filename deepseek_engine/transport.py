@@ -12,30 +12,44 @@ next socket reads and an absolute deadline; the network backend below applies it
 The deadline also cuts every connect, TLS handshake and write short, so a call made inside
 ``read_budget(None, deadline)`` ends by ``deadline`` as a whole: httpx's timeouts are per
 operation, and a server that sends one byte every second would hold a per-read timeout forever.
+
+``Words`` is the one place httpx's exceptions become the engine's typed errors. Every use of a
+private attribute of httpx, httpcore or h11 is in this module (the pool, the last section), behind
+tests/wire/test_transport_internals.py.
 """
 
 from __future__ import annotations
 
+import logging
 import select
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Self
 
 import httpcore
 import httpx
 
-from .errors import AuthError, ConnectError, EngineError, TLSError, UnreachableError, connection_reason
+from .errors import (AuthError, ConnectError, EngineError, StreamBrokenError, TLSError, UnreachableError,
+                     connection_reason)
 
-__all__ = ["read_budget", "set_read_budget", "pooled_client", "ClientRegistry", "CLIENTS",
-           "DEFAULT_LIMITS", "connection_error", "connect_timeout"]
+__all__ = ["read_budget", "set_read_budget", "idle_budget", "pooled_client", "ClientRegistry", "CLIENTS",
+           "DEFAULT_LIMITS", "connection_error", "connect_timeout", "Words", "SENDING", "ANSWER", "STREAM",
+           "drain", "InternalsChanged", "sender", "ssl_context_of", "receive_buffer", "arrival_check"]
+
+log = logging.getLogger(__name__)
 
 # what to do about a connection failure (EngineError.hint: after the message, kept short)
 _CHECK_SERVER = "check that the server is running and the URL and port are right"
 _REASON_HINTS = {"host name not found": "check the host name in the URL",
                  "TLS certificate rejected": "check tls_ca_bundle, or the server's certificate"}
 CHECK_LOGS = "check the server's logs if it happens again"
+_CHECK_PROXY = "check the server's logs and the read timeout of any proxy in between"
+_END_GRACE = 0.05  # seconds the body's end may take after [DONE] (the end waits that long at most)
+_AFTER_DONE = 64 * 1024  # bytes read after [DONE] for the body's end; more is a server going on
 
 _budget = threading.local()  # greenlet-local once gevent has patched threading
 
@@ -46,6 +60,13 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=25
 def set_read_budget(value: tuple[float | None, float | None] | None) -> None:
     """Set (idle, deadline) for the reads that follow in this thread/greenlet; None restores."""
     _budget.value = value
+
+
+def idle_budget(idle: float, deadline: float) -> tuple[None, float]:
+    """The read budget for the next event of a stream that is answering: ``idle`` seconds from
+    now however many reads it takes, never past ``deadline``. Per read, comments (keep-alives)
+    or an event's bytes trickled one at a time kept a stalled stream open for ever."""
+    return None, min(deadline, time.monotonic() + idle)
 
 
 @contextmanager
@@ -98,6 +119,82 @@ def connection_error(e: httpx.HTTPError, endpoint: object) -> EngineError:
 def connect_timeout(seconds: float, endpoint: object) -> UnreachableError:
     return UnreachableError(f"could not connect within {seconds:g}s", endpoint=str(endpoint),
                             hint="check the URL, and that no firewall drops the connection")
+
+
+# what a call is doing, for the words of a connection that breaks: before the server answered,
+# while its whole answer (an error page, a JSON body) is read, or while its event stream is read
+SENDING, ANSWER, STREAM = "sending", "answer", "stream"
+
+
+class Words:
+    """The one place httpx's exceptions become the engine's typed errors, as httpx's own
+    ``map_httpcore_exceptions`` is for httpcore's: ``with words:`` around a call (or a whole read
+    loop) raises, for any ``httpx.HTTPError``, the error ``typed`` words for what the call was
+    doing (``stage``, which the call moves on as it goes). Subclasses word the timeouts and the
+    failures of their kind of call; each method builds the error for one branch of httpx's tree."""
+
+    __slots__ = ("endpoint", "connect", "stage")
+
+    def __init__(self, endpoint: str, connect: float) -> None:
+        self.endpoint = endpoint  # its name, for the error
+        self.connect = connect  # the connect timeout in force, for its message
+        self.stage = SENDING
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, httpx.HTTPError):
+            raise self.typed(e) from None
+
+    def typed(self, e: httpx.HTTPError) -> EngineError:
+        if isinstance(e, httpx.ConnectTimeout):
+            return connect_timeout(self.connect, self.endpoint)
+        if isinstance(e, httpx.ReadTimeout):
+            return self.read_timeout(e)
+        if isinstance(e, httpx.TimeoutException):  # write or pool
+            return self.timed_out(e)
+        if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError)):
+            return self.cut(e)
+        if isinstance(e, httpx.DecodingError):  # also body.py's, for a body it cannot inflate
+            return StreamBrokenError(f"the server's answer is garbled: {e}", endpoint=self.endpoint)
+        return self.other(e)
+
+    def read_timeout(self, e: httpx.ReadTimeout) -> EngineError:
+        return self.timed_out(e)
+
+    def timed_out(self, e: httpx.TimeoutException) -> EngineError:
+        return self.other(e)
+
+    def cut(self, e: httpx.TransportError) -> EngineError:
+        """Closed, reset or refused: the words depend on how far the call got."""
+        if self.stage is SENDING:
+            return connection_error(e, self.endpoint)
+        if self.stage is ANSWER:
+            return StreamBrokenError("the connection was cut off while the server's answer was read",
+                                     endpoint=self.endpoint, hint=CHECK_LOGS)
+        return StreamBrokenError("the connection was cut off mid-stream (server restarted or a proxy "
+                                 "dropped it)", endpoint=self.endpoint, hint=_CHECK_PROXY)
+
+    def other(self, e: httpx.HTTPError) -> EngineError:
+        return ConnectError(f"could not connect: {connection_reason(e)}", endpoint=self.endpoint)
+
+
+def drain(reads: Iterator[bytes]) -> None:
+    """The body's end after [DONE], when it comes within ``_END_GRACE``: the connection is then
+    reused. A server that holds the body open or goes on sending is left as it is, and the
+    caller's close drops the connection. (Only what was already in the socket was too little: a
+    server's last chunk is often a write of its own, a few ms after [DONE] on a busy host.)"""
+    seen = 0
+    try:
+        with read_budget(None, time.monotonic() + _END_GRACE):
+            while seen <= _AFTER_DONE:
+                raw = next(reads, None)
+                if raw is None:
+                    return
+                seen += len(raw)
+    except httpx.HTTPError:  # not here in time, or cut: the answer is whole, the connection closed
+        return
 
 
 def _cut(timeout: float | None, deadline: float | None, expired: type[Exception]) -> float | None:
@@ -268,3 +365,86 @@ class ClientRegistry:
 
 
 CLIENTS = ClientRegistry()
+
+
+# -- what the engine reads of httpx's, httpcore's and h11's internals ------------------------
+# Each use of a private attribute of a dependency is here, and tests/wire/test_transport_internals.py
+# fails, naming the pinned versions (requirements.txt), when one of them no longer holds.
+# (_transport and _Pool above also rely on them: httpx.HTTPTransport's _pool, httpcore's
+# ConnectionPool bookkeeping.)
+
+class InternalsChanged(RuntimeError):
+    """A private attribute of httpx, httpcore or h11 is no longer where the pinned versions keep it."""
+
+
+def sender(client: httpx.Client) -> Callable[[httpx.Request], httpx.Response]:
+    """``client``'s pool transport's ``handle_request``: a request sent straight to the pool. The
+    client's cookie, redirect, auth and event-hook layers do nothing for a chat request (no
+    proxies either: trust_env is off) and cost about a tenth of a short one (bench/run's profile).
+    The response's stream is then the transport's own (no ``Response.close`` hook of the client)."""
+    return client._transport.handle_request  # noqa: SLF001
+
+
+def ssl_context_of(client: httpx.Client) -> ssl.SSLContext:
+    """The SSL context ``client``'s pool connects with (httpx builds it from ``verify``): an OAuth2
+    token endpoint is then trusted as the model endpoints are."""
+    return client._transport._pool._ssl_context  # noqa: SLF001
+
+
+def receive_buffer(resp: httpx.Response):  # noqa: ANN201 - h11's ReceiveBuffer
+    """h11's receive buffer under a streamed response: what arrived from the socket and h11 has
+    not parsed yet. Raises ``InternalsChanged`` when the path to it no longer resolves."""
+    stream = resp.stream
+    stream = getattr(stream, "_stream", stream)  # httpx.Client wraps the transport's stream once more
+    try:
+        buffer = stream._httpcore_stream._stream._connection._h11_state._receive_buffer  # noqa: SLF001
+        data = buffer._data  # noqa: SLF001
+    except AttributeError as e:
+        raise InternalsChanged(f"h11's receive buffer is out of reach under {type(stream).__name__}: {e}") from None
+    if not isinstance(data, bytearray):  # arrival_check scans it in place
+        raise InternalsChanged(f"h11's receive buffer keeps its bytes in a {type(data).__name__}, not a bytearray")
+    return buffer
+
+
+_warned = False
+
+
+def _buffer_or_none(resp: httpx.Response):  # noqa: ANN202
+    global _warned
+    try:
+        return receive_buffer(resp)
+    except InternalsChanged as e:
+        if not _warned:
+            _warned = True
+            log.warning("%s: merging tokens that arrived together falls back to the socket's state", e)
+        return None
+
+
+def _never() -> bool:
+    return False
+
+
+def arrival_check(resp: httpx.Response) -> Callable[[], bool]:
+    """A check, for ``resp``'s streamed body, of whether the end of a further SSE event (or of the
+    body) has already arrived: in h11's receive buffer, or as bytes (or EOF) on the socket.
+
+    After each HTTP chunk h11 keeps that chunk's trailing CRLF until the next read, so a non-empty
+    buffer alone promises nothing: taking it as "more is ready" held every token until the next
+    one arrived (found against real vLLM)."""
+    received = _buffer_or_none(resp)
+    stream = resp.extensions.get("network_stream")
+    try:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+    except Exception:  # noqa: BLE001 - a stream without a socket: the buffer alone tells
+        sock = None
+    if received is None and sock is None:
+        return _never
+
+    def arrived() -> bool:
+        if received is not None:
+            data = received._data  # noqa: SLF001 - a bytearray, scanned in place
+            if b"\n\n" in data or b"\r\n\r\n" in data or b"\r\r" in data:
+                return True
+        return sock is not None and readable_now(sock)
+
+    return arrived
