@@ -60,7 +60,7 @@ PACKAGE_TOP_LEVEL = {
     "requirements.txt", "README.md", "PRIVACY.md", ".difyignore",
 }
 NEVER_PACKAGED_TOP_LEVEL = {
-    "tests", "deepseek_sim", "scripts", "bench", "docs", ".ci", "deploy", "dist", ".git", ".venv",
+    "tests", "deepseek_sim", "deepseek_doctor", "scripts", "bench", "docs", ".ci", "deploy", "dist", ".git", ".venv",
     ".pytest_cache", ".hypothesis", ".gitignore", "requirements-dev.txt", ".env",
 }
 

@@ -42,7 +42,7 @@ def installed(tmp_path_factory) -> Path:
 
 
 def test_the_extracted_package_validates_and_streams(installed):
-    assert (installed / "main.py").is_file() and not (installed / "deepseek_engine" / "doctor.py").exists()
+    assert (installed / "main.py").is_file() and not (installed / "deepseek_doctor").exists()
     assert not (installed / "tests").exists() and not (installed / "deepseek_sim").exists()
     found = subprocess.run([sys.executable, "-c", "import deepseek_engine; print(deepseek_engine.__file__)"],
                            cwd=installed, capture_output=True, text=True, check=True).stdout.strip()
