@@ -1,4 +1,4 @@
-"""scripts/package.py: the .difypkg built from the real repository, ignore semantics, manifest checks."""
+"""scripts/packager: the .difypkg built from the real repository, ignore semantics, manifest checks."""
 
 from __future__ import annotations
 

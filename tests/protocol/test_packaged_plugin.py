@@ -25,7 +25,9 @@ WANT = ("<think>\nOkay, the user sent me a message. I should reply with a short,
 
 
 def _packager():
-    spec = importlib.util.spec_from_file_location("_packager_for_protocol", ROOT / "scripts" / "package.py")
+    where = ROOT / "scripts" / "packager"
+    spec = importlib.util.spec_from_file_location("_packager_for_protocol", where / "__init__.py",
+                                                  submodule_search_locations=[str(where)])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
