@@ -60,7 +60,7 @@ PACKAGE_TOP_LEVEL = {
     "requirements.txt", "README.md", "PRIVACY.md", ".difyignore",
 }
 NEVER_PACKAGED_TOP_LEVEL = {
-    "tests", "deepseek_sim", "scripts", "bench", "docs", ".ci", "deploy", "dist", ".git", ".venv",
+    "tests", "deepseek_sim", "deepseek_doctor", "scripts", "bench", "docs", ".ci", "deploy", "dist", ".git", ".venv",
     ".pytest_cache", ".hypothesis", ".gitignore", "requirements-dev.txt", ".env",
 }
 
@@ -74,11 +74,13 @@ def model_yaml_files() -> list[Path]:
 
 
 def import_packager():
-    """Import scripts/package.py as a module (scripts/ is not a package)."""
+    """Import scripts/packager, the package scripts/package runs (scripts/ is not on sys.path)."""
     name = "deepseek_selfhosted_packager"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "package.py")
+    where = ROOT / "scripts" / "packager"
+    spec = importlib.util.spec_from_file_location(name, where / "__init__.py",
+                                                  submodule_search_locations=[str(where)])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)

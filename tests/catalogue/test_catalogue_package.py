@@ -1,9 +1,10 @@
-"""scripts/package.py: the .difypkg built from the real repository, ignore semantics, manifest checks."""
+"""scripts/packager: the .difypkg built from the real repository, ignore semantics, manifest checks."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -109,6 +110,23 @@ def test_cli_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "Checksum:" in out and "Identity:     selfhosted/deepseek_selfhosted:0.1.0@" in out
     assert (tmp_path / "deepseek_selfhosted-0.1.0.difypkg").is_file()
+
+
+def test_scripts_package_runs_the_packager_from_anywhere(tmp_path: Path) -> None:
+    """The entry point's own command line, run from another directory that holds a ``packager`` of
+    its own: the package comes from scripts/, whatever the caller's directory."""
+    text = (ROOT / "scripts" / "package").read_text(encoding="utf-8")
+    assert '"$root/scripts/bootstrap"' in text
+    (run,) = [line for line in text.splitlines() if "-m packager" in line]
+    decoy = tmp_path / "packager"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('the caller directory packager')\n", encoding="utf-8")
+    argv = ["--root", str(ROOT), "--check-only"] + ([] if _sources_present() else ["--allow-missing-sources"])
+    r = subprocess.run(["bash", "-c", f'set -euo pipefail; root="$1"; py="$2"; shift 2; {run}', "package",
+                        str(ROOT), sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("OK: manifest and model declarations valid;"), r.stdout
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,16 +266,17 @@ def test_size_limit(plugin_copy: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# development-only engine modules
+# the endpoint doctor: a development-only package beside the engine
 # ------------------------------------------------------------------------------------------------
-DEV_ONLY_ENGINE = {"deepseek_engine/doctor.py"}  # the endpoint doctor: scripts/doctor, not Dify
+DOCTOR = "deepseek_doctor"  # scripts/doctor, an operator tool: not Dify's
 
 
 def test_the_doctor_is_not_packaged_and_every_other_engine_module_is(zip_entries) -> None:
     names = {i.filename for i in zip_entries}
-    assert not names & DEV_ONLY_ENGINE
+    assert (ROOT / DOCTOR / "__init__.py").is_file()
+    assert [n for n in names if n.startswith(DOCTOR + "/")] == []
     engine = {p.relative_to(ROOT).as_posix() for p in (ROOT / "deepseek_engine").glob("*.py")}
-    assert sorted(engine - DEV_ONLY_ENGINE - names) == []
+    assert sorted(engine - names) == []
 
 
 def _imported_modules(rel: str) -> set[str]:

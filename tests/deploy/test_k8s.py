@@ -322,7 +322,7 @@ def test_replica_down_waits_out_the_startup_probe(base, container):
 
 def test_doctor_checks_the_series_the_deployment_reads(base):
     """The doctor warns when a server does not export what these alerts and the autoscaler read."""
-    from deepseek_engine.doctor import _REFERENCE_SERIES
+    from deepseek_doctor.server import _REFERENCE_SERIES
 
     read = set().union(*(_series(r["expr"]) for r in _rules(base)),
                        *(_series(r["seriesQuery"]) for r in _adapter_rules()))

@@ -1,4 +1,4 @@
-"""Doctor tier: ``python -m deepseek_engine.doctor`` against the simulator (every reasoning shape,
+"""Doctor tier: ``python -m deepseek_doctor`` against the simulator (every reasoning shape,
 faults, auth, TLS) and a small stub for what the simulator cannot express."""
 
 import sys
@@ -13,7 +13,7 @@ for p in (str(_ROOT), str(_HERE), str(_ROOT / "tests" / "security")):  # certs.p
         sys.path.insert(0, p)
 
 from deepseek_sim import SimConfig, Simulator  # noqa: E402
-from deepseek_engine import doctor  # noqa: E402
+from deepseek_doctor.__main__ import main  # noqa: E402
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def run_doctor(capsys, monkeypatch):
     def _run(*argv: str, env: dict | None = None):
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, v)
-        code = doctor.main(["--requests", "2", *argv])
+        code = main(["--requests", "2", *argv])
         out, err = capsys.readouterr()
         return code, out, err
 

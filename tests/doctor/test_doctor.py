@@ -7,11 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from deepseek_engine import doctor
+import deepseek_doctor as doctor
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-doctor-secret-4242"
@@ -193,6 +194,70 @@ def test_refused_port_fails_fast(run_doctor):
     assert {c["status"] for c in skipped} == {"skip"}
     assert {c["detail"] for c in skipped} == {"skipped: connect failed"}  # the root cause
     assert "tls" not in {c["name"] for c in skipped}  # plain http has no TLS to check
+    assert code == 1
+
+
+def test_raw_requests_fail_as_the_engine_says():
+    """The doctor's raw wire types a failure with the engine's own classification: the same class
+    and words as the plugin's client gives for the same endpoint."""
+    from deepseek_doctor.probe import Options, Probe
+    from deepseek_doctor.wire import raw_chat
+    from deepseek_engine.client import ChatClient
+    from deepseek_engine.errors import EngineError
+    from deepseek_engine.health import HealthBook
+    from deepseek_engine.settings import parse_settings
+    from deepseek_engine.transport import ClientRegistry
+
+    settings = parse_settings({"endpoint_urls": f"http://127.0.0.1:{_free_port()}/v1"})
+    ep = settings.endpoints[0]
+    registry = ClientRegistry()
+    try:
+        client = ChatClient(settings, registry=registry, health=HealthBook(), prober=None)
+        raw = raw_chat(Probe(ep, settings, client, Options()), {"model": "m", "messages": []},
+                       lambda r: True)
+        with pytest.raises(EngineError) as engine:
+            client.get_json(ep, ep.url + "/models")
+    finally:
+        registry.close()
+    assert type(raw.error) is type(engine.value) and raw.error.message == engine.value.message
+    assert raw.status is None and "connection refused" in raw.error.message
+
+
+def _answer_in_plain_http(srv: socket.socket, stop: threading.Event) -> None:
+    """What an HTTP server (uvicorn) does with a TLS hello: answers 400 in plain text."""
+    srv.settimeout(0.1)
+    while not stop.is_set():
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(2)
+            try:
+                if not conn.recv(65536):  # the connect check sends nothing
+                    continue
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(4096):  # until the client closes: no reset on unread bytes
+                    pass
+            except OSError:  # the client closed first
+                continue
+
+
+def test_plain_http_port_behind_an_https_url_is_named(run_doctor):
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        server = threading.Thread(target=_answer_in_plain_http, args=(srv, stop), daemon=True)
+        server.start()
+        try:
+            code, rep, _ = _json(run_doctor, f"https://127.0.0.1:{srv.getsockname()[1]}/v1")
+        finally:
+            stop.set()
+            server.join(5)
+    assert _check(rep, "connect")["status"] == "ok"
+    c = _check(rep, "tls")
+    assert c["status"] == "fail" and "is this an https port?" in c["detail"], c
+    assert _check(rep, "auth")["status"] == "skip"
     assert code == 1
 
 
@@ -405,7 +470,7 @@ def test_mutual_tls(make_sim, run_doctor, pki, tmp_path):
 def test_runs_as_a_module(make_sim):
     sim = make_sim(api_key=KEY)
     env = {**os.environ, "DEEPSEEK_API_KEY": KEY, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "deepseek_engine.doctor", sim.base_url, "--json",
+    r = subprocess.run([sys.executable, "-m", "deepseek_doctor", sim.base_url, "--json",
                         "--requests", "1"], capture_output=True, text=True, env=env, timeout=60,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -419,12 +484,14 @@ def test_scripts_doctor_wraps_the_module():
     script = ROOT / "scripts" / "doctor"
     assert os.access(script, os.X_OK)
     text = script.read_text()
-    assert '"$root/scripts/bootstrap"' in text and "-m deepseek_engine.doctor" in text
+    assert '"$root/scripts/bootstrap"' in text and "-m deepseek_doctor" in text
 
 
 def test_doctor_has_no_dify_imports():
-    text = (ROOT / "deepseek_engine" / "doctor.py").read_text()
-    assert "dify_plugin" not in text
+    files = sorted((ROOT / "deepseek_doctor").glob("*.py"))
+    assert files
+    for path in files:
+        assert "dify_plugin" not in path.read_text(), path.name
 
 
 def test_run_api_returns_a_report(make_sim):

@@ -25,7 +25,9 @@ WANT = ("<think>\nOkay, the user sent me a message. I should reply with a short,
 
 
 def _packager():
-    spec = importlib.util.spec_from_file_location("_packager_for_protocol", ROOT / "scripts" / "package.py")
+    where = ROOT / "scripts" / "packager"
+    spec = importlib.util.spec_from_file_location("_packager_for_protocol", where / "__init__.py",
+                                                  submodule_search_locations=[str(where)])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
@@ -42,7 +44,7 @@ def installed(tmp_path_factory) -> Path:
 
 
 def test_the_extracted_package_validates_and_streams(installed):
-    assert (installed / "main.py").is_file() and not (installed / "deepseek_engine" / "doctor.py").exists()
+    assert (installed / "main.py").is_file() and not (installed / "deepseek_doctor").exists()
     assert not (installed / "tests").exists() and not (installed / "deepseek_sim").exists()
     found = subprocess.run([sys.executable, "-c", "import deepseek_engine; print(deepseek_engine.__file__)"],
                            cwd=installed, capture_output=True, text=True, check=True).stdout.strip()

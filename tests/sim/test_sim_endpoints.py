@@ -380,7 +380,7 @@ def test_vllm_metrics_finished_reasons_and_ttft(make_sim):
     assert _metric(text, "vllm:time_to_first_token_seconds_count") == 3
     assert 0.09 <= _metric(text, "vllm:time_to_first_token_seconds_sum") < 0.5
     # The engine's parser still reads the load; the doctor finds every reference series.
-    from deepseek_engine.doctor import _REFERENCE_SERIES
+    from deepseek_doctor.server import _REFERENCE_SERIES
     from deepseek_engine.routing import parse_metrics
     load = parse_metrics(text)
     assert (load.running, load.waiting) == (0, 0)
