@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from deepseek_engine.errors import AuthError, TLSError, connection_reason
-from deepseek_engine.tls import build_context
 from deepseek_engine.transport import connection_error
 
 from .probe import Probe, host_port, ms
@@ -70,7 +69,7 @@ def check_tls(p: Probe) -> Check | None:
     host, port = host_port(p.endpoint)
     tls = p.settings.tls
     # the very context the plugin's pool verifies with (the system's CAs by default, or the settings')
-    ctx = pool_ssl_context(p.client) or build_context(tls)
+    ctx = pool_ssl_context(p.client)
     data: dict = {"verify": tls.verify, "client_certificate": bool(tls.client_cert)}
     t0 = time.perf_counter()
     try:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from deepseek_engine.client import ChatClient
 from deepseek_engine.errors import ConfigError
 from deepseek_engine.health import HealthBook
-from deepseek_engine.retry import RetryBudget, RetryPolicy
+from deepseek_engine.retry import RetryPolicy
 from deepseek_engine.settings import Settings, parse_settings
 from deepseek_engine.transport import ClientRegistry
 
@@ -89,7 +89,7 @@ def run(urls: list[str], opts: Options | None = None, *,
     settings = _settings(urls, opts)
     say = progress or (lambda _msg: None)
     registry = ClientRegistry()
-    one_try = RetryPolicy(attempts=1, budget=RetryBudget())
+    one_try = RetryPolicy.one_shot()
     reports = []
     try:
         for ep in settings.endpoints:

@@ -2,9 +2,7 @@
 the engine merges anything (a check needs to see which delta field reasoning arrives in).
 
 Failures are typed as the engine types them (``error_from_response``, ``parse_chunk``,
-``transport.connection_error``), so the doctor and the plugin name a failure alike. This module
-is also the only place that reads ``ChatClient``'s internals (``_http``, ``_headers``,
-``pool_ssl_context``)."""
+``transport.connection_error``), so the doctor and the plugin name a failure alike."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from deepseek_engine.client import ChatClient
 from deepseek_engine.errors import ConnectError, EngineError, StreamBrokenError, error_from_response
 from deepseek_engine.protocol import parse_chunk
 from deepseek_engine.sse import iter_sse_data
-from deepseek_engine.transport import connect_timeout, connection_error
+from deepseek_engine.transport import connect_timeout, connection_error, ssl_context_of
 
 from .probe import Probe
 
@@ -30,22 +28,9 @@ __all__ = ["GET_TIMEOUT", "Raw", "get", "no_answer", "pool_ssl_context", "raw_ch
 GET_TIMEOUT = 10.0  # seconds for /health, /metrics and the unauthenticated /v1/models
 
 
-# -- ChatClient's internals: read here only --------------------------------------------------------
-
-def _http(client: ChatClient) -> httpx.Client:
-    """The pooled client the engine sends with (its TLS context, its connections)."""
-    return client._client  # noqa: SLF001
-
-
-def _headers(client: ChatClient) -> dict[str, str]:
-    """The engine's request headers, auth included (may fetch an OAuth2 token)."""
-    return client._headers  # noqa: SLF001
-
-
-def pool_ssl_context(client: ChatClient) -> ssl.SSLContext | None:
-    """The very context the engine's pool verifies with, or None if httpx hides it."""
-    transport = getattr(_http(client), "_transport", None)
-    return getattr(getattr(transport, "_pool", None), "_ssl_context", None)
+def pool_ssl_context(client: ChatClient) -> ssl.SSLContext:
+    """The very context the engine's pool verifies with."""
+    return ssl_context_of(client.http)
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -78,8 +63,8 @@ def raw_chat(p: Probe, body: dict, stop: Callable[[Raw], bool]) -> Raw:
     client, ep, t = p.client, p.endpoint, p.settings.timeouts
     out = Raw()
     try:
-        with _http(client).stream("POST", ep.url + "/chat/completions", json=body,
-                                  headers=_headers(client),
+        with client.http.stream("POST", ep.url + "/chat/completions", json=body,
+                                  headers=client.headers(),
                                   timeout=httpx.Timeout(t.first_token, connect=t.connect)) as resp:
             out.status = resp.status_code
             if resp.status_code != 200:
@@ -125,10 +110,10 @@ def _record(out: Raw, chunk: dict) -> None:
 
 def get(p: Probe, path: str) -> httpx.Response:
     """``GET`` of ``path`` under the endpoint's root (``/health``, ``/metrics``), with auth."""
-    return _http(p.client).get(p.endpoint.root + path, headers=_headers(p.client),
+    return p.client.http.get(p.endpoint.root + path, headers=p.client.headers(),
                                timeout=httpx.Timeout(GET_TIMEOUT, connect=p.settings.timeouts.connect))
 
 
 def unauthenticated_get(p: Probe, url: str) -> httpx.Response:
     """``GET`` of ``url`` on the engine's pool without the auth header: is a key required?"""
-    return _http(p.client).get(url, timeout=GET_TIMEOUT)
+    return p.client.http.get(url, timeout=GET_TIMEOUT)

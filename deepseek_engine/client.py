@@ -99,15 +99,6 @@ class ChatClient:
         its failures name the token endpoint, not a GPU endpoint)."""
         return request_headers(self.auth)
 
-    # the doctor's names for the above, until it reads the public ones
-    @property
-    def _client(self) -> httpx.Client:
-        return self.http
-
-    @property
-    def _headers(self) -> dict[str, str]:
-        return self.headers()
-
     # -- small JSON GETs (/models, /health, ...): listing.py ------------------------------
     def get_json(self, endpoint: Endpoint, url: str, timeout: float = 10.0) -> object:
         """A small JSON answer (``/models``, ...), ended by ``timeout`` seconds as a whole (connect,
