@@ -10,7 +10,7 @@ scenarios kill the fast replica half way through: once with blocking callers, on
     bench/routing --quick          # a smoke run
     bench/routing --seconds 15     # shorter runs; the report states what was run
 
-(``bench/routing`` is ``python bench/routing.py`` in the repo's .venv, with bench/requirements.txt.)
+(``bench/routing`` is ``python -m bench.routing`` in the repo's .venv, with bench/requirements.txt.)
 Measures time to first token (p50/p99), completed answers per second and errors seen by users.
 """
 
@@ -28,16 +28,14 @@ import threading
 import time
 from pathlib import Path
 
+from deepseek_engine import ChatClient, build_body, parse_settings
+from deepseek_engine.errors import EngineError
+from deepseek_engine.health import HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.routing import PowerOfTwo, RandomChoice, RoundRobin, Router
+from deepseek_engine.transport import ClientRegistry
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from deepseek_engine import ChatClient, build_body, parse_settings  # noqa: E402
-from deepseek_engine.errors import EngineError  # noqa: E402
-from deepseek_engine.health import HealthBook  # noqa: E402
-from deepseek_engine.probe import Prober  # noqa: E402
-from deepseek_engine.routing import PowerOfTwo, RandomChoice, RoundRobin, Router  # noqa: E402
-from deepseek_engine.transport import ClientRegistry  # noqa: E402
-
 FLEET = {
     "fast": ["--ttft", "0.05", "--inter-token", "0.005", "--max-running", "8"],
     "slow (3x)": ["--ttft", "0.15", "--inter-token", "0.015", "--max-running", "8"],
@@ -190,7 +188,7 @@ NOTES = """Notes:
 
 
 def command() -> str:
-    """How this run was started, as the documented wrapper (bench/routing = python bench/routing.py)."""
+    """How this run was started, as the documented wrapper (bench/routing = python -m bench.routing)."""
     return " ".join(["bench/routing", *map(shlex.quote, sys.argv[1:])])
 
 

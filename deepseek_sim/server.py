@@ -10,13 +10,13 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
+from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any, Iterator
+from typing import Any
 
 from . import script
 from .config import FAULT_KINDS, Fault, RecordedRequest, SimConfig
 from .httpio import LAST_CHUNK, BadRequest, chunk, read_request, reset, response_head
-
 
 _ERROR_TYPES = {
     400: "BadRequestError",
@@ -459,7 +459,7 @@ class Simulator:
     """
 
     def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 ssl_context=None):  # noqa: ANN001 - an ssl.SSLContext serves HTTPS (and mTLS)
+                 ssl_context=None):
         self.config = config if config is not None else SimConfig()
         self.host = host
         self.port = port
@@ -499,7 +499,7 @@ class Simulator:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         """Bind and serve in a background thread. After stop(), start() binds the same port again."""
         if self.running:
             return self
@@ -527,7 +527,7 @@ class Simulator:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -591,7 +591,7 @@ class Simulator:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     # ---------------------------------------------------------------- connection

@@ -29,11 +29,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.perf import report, stdio
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from bench.perf import report, stdio  # noqa: E402
-
 PY = sys.executable
 RESULTS = ROOT / "bench" / "results"
 SECTIONS = ("inproc", "stdio", "concurrency", "h2", "cold")

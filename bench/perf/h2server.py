@@ -21,7 +21,7 @@ _PRE = '{"id":"chatcmpl-h2","object":"chat.completion.chunk","created":0,"model"
 _TAIL = ',"logprobs":null,"finish_reason":null}]}'
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201
+async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()

@@ -37,7 +37,7 @@ def pct(xs: list[float], q: float) -> float:
     return s[k]
 
 
-def p50(xs):  # noqa: ANN001, ANN201
+def p50(xs):
     return statistics.median(xs) if xs else float("nan")
 
 

@@ -21,11 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.protocol.harness import PluginProcess, user_message
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests" / "protocol")]
-
-from harness import PluginProcess, user_message  # noqa: E402
-
 SERVED = "deepseek-ai/DeepSeek-R1"
 PLUGINS = {
     "floor": ROOT / "tests" / "protocol" / "toy_plugin",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import textwrap
 import threading
 import time
@@ -13,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import chunk_rules as cr  # noqa: E402
-from harness import (  # noqa: E402
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import (
     MAX_LINE_BYTES,
     PluginDiedError,
     PluginProcess,

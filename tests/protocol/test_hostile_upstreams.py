@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import threading
 import time
 import zlib
@@ -20,14 +19,10 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-from harness import user_message  # noqa: E402
-from loopback import Loopback  # noqa: E402
-from plugin_util import PROVIDER, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.loopback import Loopback
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, running_plugin
 
 MIB = 1024 * 1024
 PEAK_RSS_BOUND = 400 * MIB  # the README's memory bound for the plugin process (about 210 MB at rest)

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import user_message  # noqa: E402
-from plugin_util import PROVIDER, free_port, free_url, invokes, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, free_port, free_url, invokes, running_plugin
 
 KEY = "sk-observability-SECRET-42"
 CANARY = "PROMPT-CANARY-7731"

@@ -6,23 +6,16 @@ root with ``INSTALL_METHOD=local``. Every chunk is checked against the daemon's 
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import assistant_message, tool_message, user_message  # noqa: E402
-from blackhole import Blackhole  # noqa: E402
-from plugin_util import PROVIDER, free_url, invokes, last_invoke, running_plugin  # noqa: E402
-
-from loopback import Loopback, response  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.blackhole import Blackhole
+from tests.loopback import Loopback, response
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import assistant_message, tool_message, user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, invokes, last_invoke, running_plugin
 
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"

@@ -22,22 +22,15 @@ interpreter for vLLM's venv; ``DEEPSEEK_REAL_VLLM_ARGS`` replaces the extra serv
 from __future__ import annotations
 
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "real_vllm"))
-sys.path.insert(0, str(ROOT / "tests" / "protocol"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import realvllm as rv  # noqa: E402
-from plugin_util import running_plugin  # noqa: E402
-from recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy  # noqa: E402
+from scripts.real_vllm import realvllm as rv
+from tests.protocol.plugin_util import running_plugin
+from tests.real.recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy
 
 MODE = os.environ.get("DEEPSEEK_REAL_VLLM", "auto").strip().lower()
 OPT_OUT = MODE in ("0", "false", "no", "off")

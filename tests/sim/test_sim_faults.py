@@ -6,7 +6,8 @@ import time
 
 import httpx
 import pytest
-from simtest_util import HI, post_json_raw, sse_parse
+
+from tests.sim.simtest_util import HI, post_json_raw, sse_parse
 
 CHAT = {"model": "deepseek-r1", "messages": HI}
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}

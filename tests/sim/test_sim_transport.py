@@ -11,11 +11,21 @@ import time
 
 import httpx
 import pytest
-from simtest_util import (HI, VLLM_ANSWER, VLLM_REASONING, chunks_of, collect, decode_chunked, post_json_raw,
-                          raw_exchange, sse_parse, wait_for)
 
 from deepseek_sim import SimConfig, Simulator
 from deepseek_sim.script import ANSWER, REASONING
+from tests.sim.simtest_util import (
+    HI,
+    VLLM_ANSWER,
+    VLLM_REASONING,
+    chunks_of,
+    collect,
+    decode_chunked,
+    post_json_raw,
+    raw_exchange,
+    sse_parse,
+    wait_for,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

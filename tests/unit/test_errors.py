@@ -1,8 +1,15 @@
 import pytest
 
-from deepseek_engine.errors import (AuthError, BadRequestError, ModelNotFoundError, RateLimitError,
-                                    ServerError, UnavailableError, error_from_response,
-                                    server_message)
+from deepseek_engine.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+    UnavailableError,
+    error_from_response,
+    server_message,
+)
 
 OVERFLOW = ('{"error":{"message":"This model\'s maximum context length is 2048 tokens. However, your '
             'prompt contains at least 2049 input tokens.","type":"BadRequestError","param":"input_tokens","code":400}}')
@@ -127,7 +134,7 @@ def test_a_scope_covers_each_step_of_an_iterator_and_the_threads_it_hands_work_t
 
 
 def test_scope_secrets_are_also_scrubbed_url_encoded():
-    from deepseek_engine.errors import secret_scope, scrub
+    from deepseek_engine.errors import scrub, secret_scope
 
     with secret_scope({"pw/SECRET+1"}):
         assert scrub("a pw/SECRET+1 b pw%2FSECRET%2B1") == "a *** b ***"

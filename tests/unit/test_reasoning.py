@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deepseek_engine import parse_settings
 from deepseek_engine.reasoning import ReasoningFormatter, looks_like_reasoner, strip_reasoning

@@ -5,12 +5,20 @@ import time
 import pytest
 
 from deepseek_engine import AnswerAssembler, build_body
-from deepseek_engine.errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError,
-                                    FirstTokenTimeout, IdleTimeout, ModelNotFoundError,
-                                    RateLimitError, ServerError, StreamBrokenError)
+from deepseek_engine.errors import (
+    AuthError,
+    BadRequestError,
+    ConnectError,
+    EndpointsDownError,
+    FirstTokenTimeout,
+    IdleTimeout,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+    StreamBrokenError,
+)
 from deepseek_sim import SimConfig, Simulator
-
-from wireutil import free_port, make_client, run
+from tests.wire.wireutil import free_port, make_client, run
 
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."

@@ -9,8 +9,7 @@ from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_setti
 from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryPolicy
 from deepseek_sim import SimConfig, Simulator
-
-from wireutil import WANT  # noqa: F401  (kept in one place)
+from tests.wire.wireutil import WANT
 
 REQUESTS = 2000
 WORKERS = 16
