@@ -112,7 +112,7 @@ def run(policy_cls, seconds: float, users: int, kill_after: float | None, buffer
             t.join()
         elapsed = time.monotonic() - t0 - WARMUP
         prober.stop()
-        names = dict(zip(urls, FLEET))
+        names = dict(zip(urls, FLEET, strict=True))
         return {"p50": pct(ttfts, 0.5), "p99": pct(ttfts, 0.99), "rps": done / elapsed,
                 "errors": len(errors), "mid_stream": sum(cut for _, cut in errors), "done": done,
                 "split": {names[u]: (len(v), pct(v, 0.99)) for u, v in by_endpoint.items()}}
@@ -201,7 +201,7 @@ def _commit() -> str:
 
 
 def write_report(rows, a, seconds, cost) -> None:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     lines = ["# Routing benchmark", "",
              f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Code: {_commit()}. Command: `{command()}` "
              f"({a.users} concurrent users, {seconds:g} s measured per run; in the dying-replica runs "
@@ -212,10 +212,12 @@ def write_report(rows, a, seconds, cost) -> None:
              "Same engine, retries and health checks in every run; only the routing policy differs. "
              f"Each run loads the fleet for {WARMUP:g} s before measuring (the router learns speeds and "
              "capacities; round robin and random get the same warm-up).", "",
-             "| scenario | policy | TTFT p50 (ms) | TTFT p99 (ms) | answers/s | user-visible errors (cut after tokens were shown) |",
+             "| scenario | policy | TTFT p50 (ms) | TTFT p99 (ms) | answers/s "
+             "| user-visible errors (cut after tokens were shown) |",
              "|---|---|---:|---:|---:|---:|"]
     for scenario, name, r in rows:
-        lines.append(f"| {scenario} | {name} | {r['p50']*1000:.1f} | {r['p99']*1000:.1f} | {r['rps']:.2f} | {r['errors']} ({r['mid_stream']}) |")
+        lines.append(f"| {scenario} | {name} | {r['p50']*1000:.1f} | {r['p99']*1000:.1f} | {r['rps']:.2f} "
+                     f"| {r['errors']} ({r['mid_stream']}) |")
     base = {n: r for s, n, r in rows if s == "mixed fleet"}
     ours, rr = base["load-aware (P2C)"], base["round robin"]
     lines += ["", f"On the mixed fleet the load-aware router's p99 TTFT is **{ours['p99']/rr['p99']:.2f}x** round "

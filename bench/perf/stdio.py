@@ -110,7 +110,7 @@ def first_text_time(r) -> float | None:
 
 def short_requests(p: PluginProcess, t: Target, n: int, warmup: int) -> dict:
     ttft, total = [], []
-    for i in range(warmup):
+    for _ in range(warmup):
         invoke(p, t, 3)
     c0 = plugin_cpu_ns(p.pid)
     for i in range(warmup, warmup + n):

@@ -59,8 +59,8 @@ def test_metrics_move_and_logs_are_json_without_prompts_or_secrets(observed):
     assert sample(text, "deepseek_tokens_total", direction="completion") > 0
     assert sample(text, "deepseek_retries_total", endpoint=ep, error="UnavailableError") >= 1
     assert value(text, "deepseek_in_flight", endpoint=ep) == 0  # recorded, and back to 0
-    lines = [json.loads(l["data"]["message"]) for l in plugin.logs
-             if "llm_request" in str(l.get("data", {}).get("message", ""))]
+    lines = [json.loads(log["data"]["message"]) for log in plugin.logs
+             if "llm_request" in str(log.get("data", {}).get("message", ""))]
     assert [(x["outcome"], x["stream"]) for x in lines] == [("ok", True), ("ok", False), ("error", True)]
     assert lines[2]["error_class"] == "UnavailableError" and lines[0]["endpoint"] == ep
     assert lines[0]["request_id"].startswith("dify-") and lines[0]["completion_tokens"] > 0

@@ -54,7 +54,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if OPT_OUT:
         terminalreporter.write_line(f"tests/real: SKIPPED — {OPT_OUT_REASON}", yellow=True, bold=True)
     elif "UNAVAILABLE" in _TIMINGS and not REQUIRED:
-        terminalreporter.write_line(f"tests/real: SKIPPED, THIS MACHINE CANNOT RUN REAL vLLM — {_TIMINGS['UNAVAILABLE']}",
+        terminalreporter.write_line("tests/real: SKIPPED, THIS MACHINE CANNOT RUN REAL vLLM — "
+                                    + _TIMINGS["UNAVAILABLE"],
                                     red=True, bold=True)
     elif _TIMINGS:
         terminalreporter.write_line("tests/real: " + "; ".join(f"{k} {v}" for k, v in _TIMINGS.items()))

@@ -208,7 +208,8 @@ def test_no_known_secret_in_anything_the_plugin_writes_under_every_failure_kind(
                {"endpoint_urls": free_url(), "api_key": "\x01" + API_KEY, **QUICK}]
         for i, c in enumerate(bad):
             jobs.append((f"bad/{i}/validate", lambda c=c: p.validate_provider_credentials(PROVIDER, c)))
-            jobs.append((f"bad/{i}/invoke", lambda c=c: p.invoke_llm(PROVIDER, "deepseek-r1", c, [user_message("hi")], {})))
+            jobs.append((f"bad/{i}/invoke",
+                         lambda c=c: p.invoke_llm(PROVIDER, "deepseek-r1", c, [user_message("hi")], {})))
         lock = threading.Lock()
         results = []
 

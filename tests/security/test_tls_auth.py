@@ -106,7 +106,8 @@ def _damaged(pem: str) -> str:
     (lambda p: dict(tls_ca_bundle=_damaged(p.ca.cert)), "could not be read"),
     (lambda p: dict(tls_client_cert=p.client.cert), "tls_client_key is empty"),
     (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key="garbage"), "not a PEM private key"),
-    (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key=p.rogue_client.key), "does not belong to tls_client_cert"),
+    (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key=p.rogue_client.key),
+     "does not belong to tls_client_cert"),
 ])
 def test_bad_tls_material_is_a_clear_config_error(pki, creds, needle):
     given = creds(pki)

@@ -103,7 +103,7 @@ def test_stop_ends_connections_accepted_while_stopping():
         sim = Simulator(SimConfig()).start()
         port, loop, done, held = sim.port, sim._loop, threading.Event(), []
 
-        def knock():
+        def knock(port: int, done: threading.Event, held: list) -> None:
             while not done.is_set():
                 try:  # headers never finished, the connection held: the server waits in read_request
                     held.append(socket.create_connection(("127.0.0.1", port), timeout=0.2))
@@ -112,7 +112,7 @@ def test_stop_ends_connections_accepted_while_stopping():
                 except OSError:
                     pass
 
-        knockers = [threading.Thread(target=knock, daemon=True) for _ in range(8)]
+        knockers = [threading.Thread(target=knock, args=(port, done, held), daemon=True) for _ in range(8)]
         for k in knockers:
             k.start()
         time.sleep(0.05)

@@ -191,7 +191,8 @@ def test_the_hints_that_quote_pem_armor_survive_a_client_key_in_scope():
     from deepseek_engine.settings import credential_secrets
 
     creds = {"endpoint_urls": "https://gw/v1", "tls_mode": "custom", "tls_client_cert": "x",
-             "tls_client_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"}
+             "tls_client_key": ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+                                "-----END PRIVATE KEY-----")}
     hint = "tls_client_key is not a PEM private key (it should start with -----BEGIN PRIVATE KEY-----)"
     with secret_scope(credential_secrets(creds)):
         assert public_message(ConfigError(hint), parse_settings(creds)) == hint

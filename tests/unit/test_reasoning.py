@@ -54,7 +54,7 @@ def test_tool_call_closes_the_block():
 def test_tags_split_anywhere_give_one_block(cuts, shape):
     text = f"<think>\n{R}\n</think>\n\n{A}" if shape == "inline" else f"{R}\n</think>\n\n{A}"
     cuts = sorted({c for c in cuts if c <= len(text)})
-    pieces = [(None, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    pieces = [(None, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert run(True, pieces) == WANT
 
 
