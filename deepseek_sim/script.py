@@ -214,5 +214,5 @@ def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
     for city, idx in calls:
         # vLLM: chatcmpl-tool-<16 hex>
         yield ("th", idx, "chatcmpl-tool-" + (uuid.uuid4().hex[:16] if vllm else uuid.uuid4().hex), TOOL_NAME)
-        for p in _tool_args_pieces(f'{{"location": "{city}"}}'):
+        for p in _tool_args_pieces('{"location": "%s"}' % city):
             yield ("ta", idx, p)
