@@ -10,7 +10,7 @@ scenarios kill the fast replica half way through: once with blocking callers, on
     bench/routing --quick          # a smoke run
     bench/routing --seconds 15     # shorter runs; the report states what was run
 
-(``bench/routing`` is ``python bench/routing.py`` in the repo's .venv, with bench/requirements.txt.)
+(``bench/routing`` is ``python -m bench.routing`` in the repo's .venv, with bench/requirements.txt.)
 Measures time to first token (p50/p99), completed answers per second and errors seen by users.
 """
 
@@ -28,17 +28,15 @@ import threading
 import time
 from pathlib import Path
 
+from deepseek_engine import ChatClient, build_body, parse_settings
+from deepseek_engine.errors import EngineError
+from deepseek_engine.health import HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.routing import Assess, PowerOfTwo, Router, RoutingPolicy
+from deepseek_engine.routing.round_robin import RoundRobin
+from deepseek_engine.transport import ClientRegistry
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from deepseek_engine import ChatClient, build_body, parse_settings  # noqa: E402
-from deepseek_engine.errors import EngineError  # noqa: E402
-from deepseek_engine.health import HealthBook  # noqa: E402
-from deepseek_engine.probe import Prober  # noqa: E402
-from deepseek_engine.routing import Assess, PowerOfTwo, Router, RoutingPolicy  # noqa: E402
-from deepseek_engine.routing.round_robin import RoundRobin  # noqa: E402
-from deepseek_engine.transport import ClientRegistry  # noqa: E402
-
 FLEET = {
     "fast": ["--ttft", "0.05", "--inter-token", "0.005", "--max-running", "8"],
     "slow (3x)": ["--ttft", "0.15", "--inter-token", "0.015", "--max-running", "8"],
@@ -129,7 +127,7 @@ def run(policy_cls, seconds: float, users: int, kill_after: float | None, buffer
             t.join()
         elapsed = time.monotonic() - t0 - WARMUP
         prober.stop()
-        names = dict(zip(urls, FLEET))
+        names = dict(zip(urls, FLEET, strict=True))
         return {"p50": pct(ttfts, 0.5), "p99": pct(ttfts, 0.99), "rps": done / elapsed,
                 "errors": len(errors), "mid_stream": sum(cut for _, cut in errors), "done": done,
                 "split": {names[u]: (len(v), pct(v, 0.99)) for u, v in by_endpoint.items()}}
@@ -205,7 +203,7 @@ NOTES = """Notes:
 
 
 def command() -> str:
-    """How this run was started, as the documented wrapper (bench/routing = python bench/routing.py)."""
+    """How this run was started, as the documented wrapper (bench/routing = python -m bench.routing)."""
     return " ".join(["bench/routing", *map(shlex.quote, sys.argv[1:])])
 
 
@@ -218,7 +216,7 @@ def _commit() -> str:
 
 
 def write_report(rows, a, seconds, cost) -> None:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     lines = ["# Routing benchmark", "",
              f"Machine: {os.cpu_count()} cores ({cpu}), loopback only. Code: {_commit()}. Command: `{command()}` "
              f"({a.users} concurrent users, {seconds:g} s measured per run; in the dying-replica runs "
@@ -229,10 +227,12 @@ def write_report(rows, a, seconds, cost) -> None:
              "Same engine, retries and health checks in every run; only the routing policy differs. "
              f"Each run loads the fleet for {WARMUP:g} s before measuring (the router learns speeds and "
              "capacities; round robin and random get the same warm-up).", "",
-             "| scenario | policy | TTFT p50 (ms) | TTFT p99 (ms) | answers/s | user-visible errors (cut after tokens were shown) |",
+             "| scenario | policy | TTFT p50 (ms) | TTFT p99 (ms) | answers/s "
+             "| user-visible errors (cut after tokens were shown) |",
              "|---|---|---:|---:|---:|---:|"]
     for scenario, name, r in rows:
-        lines.append(f"| {scenario} | {name} | {r['p50']*1000:.1f} | {r['p99']*1000:.1f} | {r['rps']:.2f} | {r['errors']} ({r['mid_stream']}) |")
+        lines.append(f"| {scenario} | {name} | {r['p50']*1000:.1f} | {r['p99']*1000:.1f} | {r['rps']:.2f} "
+                     f"| {r['errors']} ({r['mid_stream']}) |")
     base = {n: r for s, n, r in rows if s == "mixed fleet"}
     ours, rr = base["load-aware (P2C)"], base["round robin"]
     lines += ["", f"On the mixed fleet the load-aware router's p99 TTFT is **{ours['p99']/rr['p99']:.2f}x** round "

@@ -22,7 +22,6 @@ endpoint back from a restart serves the next request instead of waiting for the 
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -66,7 +65,6 @@ class HealthBook:
         self.max_cooldown = max_cooldown
         self._book: dict[str, EndpointHealth] = {}
         self._lock = threading.Lock()
-        self._turn = itertools.count()
         # set by a probe.Prober: ``watches(url)`` and ``probe_soon(url)``
         self.prober = None
 
@@ -122,19 +120,6 @@ class HealthBook:
                     h.ejected_until = 0.0
         if ok:
             TELEMETRY.endpoint_state(display_url(url), True)
-
-    def order(self, endpoints: tuple) -> list:
-        """Available endpoints first, rotated per call; ejected ones after, soonest back first."""
-        now = time.monotonic()
-        n = len(endpoints)
-        start = next(self._turn) % n if n > 1 else 0
-        rotated = endpoints[start:] + endpoints[:start]
-        up = [e for e in rotated if self.state(e.url).available(now)]
-        if len(up) == n:
-            return up
-        down = sorted((e for e in rotated if not self.state(e.url).available(now)),
-                      key=lambda e: self.state(e.url).ejected_until)
-        return up + down
 
     def all_down(self, endpoints: tuple, scope: str | None = None) -> bool:
         now = time.monotonic()

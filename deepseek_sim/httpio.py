@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any
 
 MAX_BODY = 64 * 1024 * 1024
 
@@ -129,3 +131,38 @@ def reset(writer: asyncio.StreamWriter) -> None:
         except OSError:
             pass
     writer.transport.abort()
+
+
+def dumps(obj: Any) -> str:
+    """JSON as the servers write it: compact and raw UTF-8, like pydantic's model_dump_json in
+    vLLM/SGLang."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+async def send(writer: asyncio.StreamWriter, status: int, body: bytes, keep: bool,
+               ctype: str = "application/json", extra: list[tuple[str, str]] | None = None) -> bool:
+    """One whole response; returns ``keep`` (whether the connection stays open)."""
+    headers = [("content-type", ctype), ("content-length", str(len(body)))]
+    if extra:
+        override = {k.lower() for k, _ in extra}
+        headers = [h for h in headers if h[0] not in override] + list(extra)
+    writer.write(response_head(status, headers, keep) + body)
+    await writer.drain()
+    return keep
+
+
+async def sleep_unless_gone(seconds: float, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Sleep, but give up (ConnectionResetError) as soon as the client goes away.
+
+    Long waits (ttft, stalls) must not keep a cancelled request "running":
+    like uvicorn, a client EOF counts as a disconnect.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        left = end - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, 0.05))
+        if reader.at_eof() or writer.transport.is_closing():
+            raise ConnectionResetError("client went away")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _TOKEN_RE = re.compile(r"\s*\S+")
 

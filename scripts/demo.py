@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "protocol")]
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol.harness import PluginProcess, user_message
 
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
-from harness import PluginProcess, user_message  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

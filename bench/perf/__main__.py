@@ -29,11 +29,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.perf import report, stdio
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from bench.perf import report, stdio  # noqa: E402
-
 PY = sys.executable
 RESULTS = ROOT / "bench" / "results"
 SECTIONS = ("inproc", "stdio", "concurrency", "h2", "cold")
@@ -397,8 +395,9 @@ def main() -> int:
                    h2_gevent=(True,), h2_concurrency=16, cold_starts=1, cold_warm_n=20)
     else:
         cfg = dict(rounds=5, rounds_stdio=3, rounds_h2=2, short_n=300, warmup=30, streams=5, tokens=2000,
-                   levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0, conc_kinds=("plugin", "floor", "bare", "sdk"),
-                   after_n=50, h2_gevent=(False, True), h2_concurrency=32, cold_starts=8, cold_warm_n=30)
+                   levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0,
+                   conc_kinds=("plugin", "floor", "bare", "sdk"), after_n=50, h2_gevent=(False, True),
+                   h2_concurrency=32, cold_starts=8, cold_warm_n=30)
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),
                      "command": "bench/run" + (" --quick" if a.quick else "") + (" --profile" if a.profile else "")}

@@ -17,11 +17,12 @@ import json
 import socket
 import sys
 
-_PRE = '{"id":"chatcmpl-h2","object":"chat.completion.chunk","created":0,"model":"deepseek-ai/DeepSeek-R1","choices":[{"index":0,"delta":'
+_PRE = ('{"id":"chatcmpl-h2","object":"chat.completion.chunk","created":0,"model":"deepseek-ai/DeepSeek-R1",'
+        '"choices":[{"index":0,"delta":')
 _TAIL = ',"logprobs":null,"finish_reason":null}]}'
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201
+async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()

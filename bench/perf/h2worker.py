@@ -40,7 +40,7 @@ def main() -> int:
     pool = client._transport._pool  # noqa: SLF001
     orig_create = pool.create_connection
 
-    def create_connection(origin):  # noqa: ANN001, ANN202
+    def create_connection(origin):
         opened[0] += 1
         return orig_create(origin)
 

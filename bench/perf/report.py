@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 import string
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FINDINGS = Path(__file__).with_name("findings.md")
@@ -37,7 +38,7 @@ def pct(xs: list[float], q: float) -> float:
     return s[k]
 
 
-def p50(xs):  # noqa: ANN001, ANN201
+def p50(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
@@ -143,97 +144,110 @@ def before_facts(results_dir: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-def write(res: dict, md_path: Path, png_path: Path) -> None:
-    md: list[str] = []
-    targets: list[tuple[str, str, bool | None]] = []
+@dataclass
+class _Report:
+    md: list[str] = field(default_factory=list)
+    targets: list[tuple[str, str, bool | None]] = field(default_factory=list)
     # this run's numbers for the hand-written findings ($name in bench/perf/findings.md), so the
     # prose never quotes another run
-    facts: dict[str, str] = {}
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def _intro(res: dict, rep: _Report) -> None:
+    """Title, command, machine and method."""
     m = res["machine"]
     quick = res["mode"] == "quick"
-    md += ["# Performance", ""]
+    rep.md += ["# Performance", ""]
     if quick:
-        md += ["> **Smoke run (`--quick`)**: few samples, indicative only. Run `bench/run` for the real numbers.", ""]
-    md += [f"Command: `{res['command']}` (writes this file, `docs/performance.png` and "
-           "`bench/results/performance.json`; `bench/run --quick` is a smoke run under a minute that "
-           "writes `bench/results/quick/` instead). "
-           f"This run took {res['elapsed']:.0f} s.", "",
-           f"Machine: {m['cores']} cores, {m['cpu']} (KVM guest), {m['memory']} RAM, **no GPU**; "
-           f"Python {m['python']}, Linux {m['kernel']}; "
-           + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-           + f". Code: {m['commit']}. Load average before/after: "
-           f"{m['load_before'][0]:.2f} / {m['load_after'][0]:.2f} (the machine may be shared: "
-           "medians are robust to that, p99s less so; the per-round spread shows the noise).", "",
-           "Everything runs on loopback against the project's simulator (`deepseek_sim`, one process of "
-           "its own; CPU figures are the client's or the plugin process's only). The simulator answers "
-           "at once (TTFT 0, no gap between tokens) except in the concurrency section, so every "
-           "millisecond below is client-side overhead. \"p50\"/\"p99\" are over all samples of all "
-           "rounds; \"spread\" is the range of the per-round medians.", ""]
+        rep.md += ["> **Smoke run (`--quick`)**: few samples, indicative only. Run `bench/run` for the real "
+                   "numbers.", ""]
+    rep.md += [f"Command: `{res['command']}` (writes this file, `docs/performance.png` and "
+               "`bench/results/performance.json`; `bench/run --quick` is a smoke run under a minute that "
+               "writes `bench/results/quick/` instead). "
+               f"This run took {res['elapsed']:.0f} s.", "",
+               f"Machine: {m['cores']} cores, {m['cpu']} (KVM guest), {m['memory']} RAM, **no GPU**; "
+               f"Python {m['python']}, Linux {m['kernel']}; "
+               + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+               + f". Code: {m['commit']}. Load average before/after: "
+               f"{m['load_before'][0]:.2f} / {m['load_after'][0]:.2f} (the machine may be shared: "
+               "medians are robust to that, p99s less so; the per-round spread shows the noise).", "",
+               "Everything runs on loopback against the project's simulator (`deepseek_sim`, one process of "
+               "its own; CPU figures are the client's or the plugin process's only). The simulator answers "
+               "at once (TTFT 0, no gap between tokens) except in the concurrency section, so every "
+               "millisecond below is client-side overhead. \"p50\"/\"p99\" are over all samples of all "
+               "rounds; \"spread\" is the range of the per-round medians.", ""]
 
-    # ---- 1 + 2 ------------------------------------------------------------------------------
-    inp = res.get("inproc")
+
+def _inproc_latency(res: dict, rep: _Report) -> None:
+    """1. Added time to first token and per-request time, in-process."""
+    inp = res["inproc"]
     base_ttft = {}
-    if inp:
-        cfg = res["config"]
-        md += ["## 1. Added time to first token and per-request time, in-process", "",
+    cfg = res["config"]
+    rep.md += ["## 1. Added time to first token and per-request time, in-process", "",
                f"Sequential short answers (`max_tokens` 3: role chunk, 3 tokens, final chunk with usage, "
                f"`[DONE]`), {cfg['short_n']} per round after {cfg['warmup']} warm-up requests, "
                f"{cfg['rounds']} rounds, each contender in a fresh process. TTFT = call to the first text "
                "the caller gets; total = call to the end of the stream; CPU = process CPU per request. "
                "\"Added\" compares medians (and p99s) with the bare-httpx baseline under the same patching.", "",
-               "| contender | TTFT p50 (ms) | TTFT p99 | total p50 (ms) | total p99 | CPU/request (ms) | added TTFT p50 / p99 (ms) | total p50 spread |",
+               "| contender | TTFT p50 (ms) | TTFT p99 | total p50 (ms) | total p99 | CPU/request (ms) "
+               "| added TTFT p50 / p99 (ms) | total p50 spread |",
                "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for c, label in IN_LABELS.items():
-            rounds = inp[c]["rounds"]
-            tt, tot, cpu = pooled(rounds, "ttft"), pooled(rounds, "total"), pooled(rounds, "cpu_per_request")
-            base_ttft[c] = (p50(tt), pct(tt, 99))
-            added = "baseline"
-            if c in IN_BASE:
-                b = pooled(inp[IN_BASE[c]]["rounds"], "ttft")
-                added = f"{f(p50(tt) - p50(b), 1e3)} / {f(pct(tt, 99) - pct(b, 99), 1e3)} (vs {IN_BASE[c]})"
-            md.append(f"| {label} | {f(p50(tt), 1e3)} | {f(pct(tt, 99), 1e3)} | {f(p50(tot), 1e3)} | "
+    for c, label in IN_LABELS.items():
+        rounds = inp[c]["rounds"]
+        tt, tot, cpu = pooled(rounds, "ttft"), pooled(rounds, "total"), pooled(rounds, "cpu_per_request")
+        base_ttft[c] = (p50(tt), pct(tt, 99))
+        added = "baseline"
+        if c in IN_BASE:
+            b = pooled(inp[IN_BASE[c]]["rounds"], "ttft")
+            added = f"{f(p50(tt) - p50(b), 1e3)} / {f(pct(tt, 99) - pct(b, 99), 1e3)} (vs {IN_BASE[c]})"
+        rep.md.append(f"| {label} | {f(p50(tt), 1e3)} | {f(pct(tt, 99), 1e3)} | {f(p50(tot), 1e3)} | "
                       f"{f(pct(tot, 99), 1e3)} | {f(p50(cpu), 1e3)} | {added} | {spread(rounds, 'total', 1e3)} |")
-        md.append("")
-        for c in ("engine", "dify"):
-            b = IN_BASE[c]
-            d50 = (base_ttft[c][0] - base_ttft[b][0]) * 1e3
-            d99 = (base_ttft[c][1] - base_ttft[b][1]) * 1e3
-            targets.append((f"added TTFT over bare httpx, in-process ({c} vs {b}): ≤ 1 ms p50, ≤ 5 ms p99",
+    rep.md.append("")
+    for c in ("engine", "dify"):
+        b = IN_BASE[c]
+        d50 = (base_ttft[c][0] - base_ttft[b][0]) * 1e3
+        d99 = (base_ttft[c][1] - base_ttft[b][1]) * 1e3
+        rep.targets.append((f"added TTFT over bare httpx, in-process ({c} vs {b}): ≤ 1 ms p50, ≤ 5 ms p99",
                             f"{d50:+.2f} ms p50, {d99:+.2f} ms p99", d50 <= 1.0 and d99 <= 5.0))
 
-        md += ["## 2. CPU per streamed chunk, in-process", "",
+
+def _inproc_cpu(res: dict, rep: _Report) -> None:
+    """2. CPU per streamed chunk, in-process."""
+    inp, cfg = res["inproc"], res["config"]
+    rep.md += ["## 2. CPU per streamed chunk, in-process", "",
                f"{cfg['streams']} streams per round of {cfg['tokens']} one-token events (the simulator's "
                "`[[long]]` reply, no gap between tokens), process CPU time (all threads) and wall time "
                "per server event.", "",
                "| contender | CPU/event p50 (µs) | p99 | wall/event p50 (µs) | vs baseline (CPU) | spread |",
                "|---|---:|---:|---:|---:|---:|"]
-        cpu_tok = {}
-        for c, label in IN_LABELS.items():
-            rounds = inp[c]["rounds"]
-            ct = pooled(rounds, "cpu_per_token")
-            cpu_tok[c] = p50(ct)
-            ratio = "baseline"
-            if c in IN_BASE:
-                ratio = f"{p50(ct) / p50(pooled(inp[IN_BASE[c]]['rounds'], 'cpu_per_token')):.2f}x {IN_BASE[c]}"
-            md.append(f"| {label} | {f(p50(ct), 1e6)} | {f(pct(ct, 99), 1e6)} | "
+    cpu_tok = {}
+    for c, label in IN_LABELS.items():
+        rounds = inp[c]["rounds"]
+        ct = pooled(rounds, "cpu_per_token")
+        cpu_tok[c] = p50(ct)
+        ratio = "baseline"
+        if c in IN_BASE:
+            ratio = f"{p50(ct) / p50(pooled(inp[IN_BASE[c]]['rounds'], 'cpu_per_token')):.2f}x {IN_BASE[c]}"
+        rep.md.append(f"| {label} | {f(p50(ct), 1e6)} | {f(pct(ct, 99), 1e6)} | "
                       f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | {ratio} | "
                       f"{spread(rounds, 'cpu_per_token', 1e6)} |")
-        md.append("")
-        gevent_extra = p50(pooled(inp["httpx-gevent"]["rounds"], "total")) - p50(pooled(inp["httpx"]["rounds"], "total"))
-        facts.update(gevent_extra=f"{gevent_extra * 1e3:.2f} ms",
+    rep.md.append("")
+    gevent_extra = p50(pooled(inp["httpx-gevent"]["rounds"], "total")) - p50(pooled(inp["httpx"]["rounds"], "total"))
+    rep.facts.update(gevent_extra=f"{gevent_extra * 1e3:.2f} ms",
                      cpu_event_dify=f"{cpu_tok['dify'] * 1e6:.1f} µs",
                      cpu_event_httpx_gevent=f"{cpu_tok['httpx-gevent'] * 1e6:.1f} µs")
-        for c in ("engine", "dify"):
-            b = IN_BASE[c]
-            r = cpu_tok[c] / cpu_tok[b]
-            targets.append((f"CPU per chunk in-process ({c}): ≤ 30 µs and ≤ 2x bare httpx ({b})",
+    for c in ("engine", "dify"):
+        b = IN_BASE[c]
+        r = cpu_tok[c] / cpu_tok[b]
+        rep.targets.append((f"CPU per chunk in-process ({c}): ≤ 30 µs and ≤ 2x bare httpx ({b})",
                             f"{cpu_tok[c] * 1e6:.1f} µs, {r:.2f}x", cpu_tok[c] <= 30e-6 and r <= 2.0))
 
-    # ---- 3 -----------------------------------------------------------------------------------
-    st = res.get("stdio")
-    if st:
-        cfg = res["config"]
-        md += ["## 3. Through the plugin process (the daemon's stdio protocol)", "",
+
+def _stdio(res: dict, rep: _Report) -> None:
+    """3. Through the plugin process (the daemon's stdio protocol)."""
+    st, inp = res["stdio"], res.get("inproc")
+    cfg = res["config"]
+    rep.md += ["## 3. Through the plugin process (the daemon's stdio protocol)", "",
                "Each plugin launched as the Dify daemon launches it (`python -m main`, "
                "`INSTALL_METHOD=local`, JSON lines on stdin/stdout) by the test harness "
                f"(`tests/protocol/harness.py`); {cfg['rounds_stdio']} rounds, a fresh process each. "
@@ -242,53 +256,58 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                f"{cfg['tokens']}-token stream divided by {cfg['tokens']} (server events, so merging "
                "events into fewer chunks counts as a gain). Plugin CPU from `/proc/<pid>/task/*/schedstat` "
                "(excludes the harness and the simulator).", "",
-               "| plugin | per request p50 (ms) | p99 | TTFT p50 (ms) | plugin CPU/request (ms) | per event p50 (µs) | p99 | plugin CPU/event (µs) | chunks per stream |",
+               "| plugin | per request p50 (ms) | p99 | TTFT p50 (ms) | plugin CPU/request (ms) "
+               "| per event p50 (µs) | p99 | plugin CPU/event (µs) | chunks per stream |",
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for k, label in STDIO_LABELS.items():
-            rounds = st[k]["rounds"]
-            md.append(f"| {label} | {f(p50(pooled(rounds, 'total')), 1e3)} | {f(pct(pooled(rounds, 'total'), 99), 1e3)} | "
+    for k, label in STDIO_LABELS.items():
+        rounds = st[k]["rounds"]
+        rep.md.append(f"| {label} | {f(p50(pooled(rounds, 'total')), 1e3)} | "
+                      f"{f(pct(pooled(rounds, 'total'), 99), 1e3)} | "
                       f"{f(p50(pooled(rounds, 'ttft')), 1e3)} | {f(p50(pooled(rounds, 'cpu_per_request')), 1e3)} | "
-                      f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | {f(pct(pooled(rounds, 'wall_per_token'), 99), 1e6)} | "
+                      f"{f(p50(pooled(rounds, 'wall_per_token')), 1e6)} | "
+                      f"{f(pct(pooled(rounds, 'wall_per_token'), 99), 1e6)} | "
                       f"{f(p50(pooled(rounds, 'cpu_per_token')), 1e6)} | "
                       f"{p50(pooled(rounds, 'chunks_per_stream')):.0f} |")
-        md.append("")
-        floor = p50(pooled(st["floor"]["rounds"], "total"))
-        plug = p50(pooled(st["plugin"]["rounds"], "total"))
-        bare = p50(pooled(st["bare"]["rounds"], "total"))
-        sdk = p50(pooled(st["sdk"]["rounds"], "total"))
-        lines = []
-        if inp:
-            raw = p50(pooled(inp["httpx"]["rounds"], "total"))
-            ideal = floor + raw
-            lines.append(f"- floor + raw httpx (in-process, same run) = {ideal * 1e3:.2f} ms; this plugin "
-                         f"{plug * 1e3:.2f} ms = **{plug / ideal:.2f}x** (target ≤ 1.1x).")
-            targets.append(("per short request through stdio ≤ 1.1x (floor + raw httpx), same run",
+    rep.md.append("")
+    floor = p50(pooled(st["floor"]["rounds"], "total"))
+    plug = p50(pooled(st["plugin"]["rounds"], "total"))
+    bare = p50(pooled(st["bare"]["rounds"], "total"))
+    sdk = p50(pooled(st["sdk"]["rounds"], "total"))
+    lines = []
+    if inp:
+        raw = p50(pooled(inp["httpx"]["rounds"], "total"))
+        ideal = floor + raw
+        lines.append(f"- floor + raw httpx (in-process, same run) = {ideal * 1e3:.2f} ms; this plugin "
+                     f"{plug * 1e3:.2f} ms = **{plug / ideal:.2f}x** (target ≤ 1.1x).")
+        rep.targets.append(("per short request through stdio ≤ 1.1x (floor + raw httpx), same run",
                             f"{plug * 1e3:.2f} ms = {plug / ideal:.2f}x of {ideal * 1e3:.2f} ms",
                             plug <= 1.1 * ideal))
-        facts.update(req_plugin=f"{plug * 1e3:.2f} ms", req_bare=f"{bare * 1e3:.2f} ms",
+    rep.facts.update(req_plugin=f"{plug * 1e3:.2f} ms", req_bare=f"{bare * 1e3:.2f} ms",
                      req_floor=f"{floor * 1e3:.2f} ms", req_sdk=f"{sdk * 1e3:.2f} ms",
                      req_vs_bare=f"{plug / bare:.2f}x", req_vs_sdk=f"{plug / sdk:.2f}x")
-        if inp:
-            facts.update(req_ideal=f"{ideal * 1e3:.2f} ms", req_vs_ideal=f"{plug / ideal:.2f}x",
+    if inp:
+        rep.facts.update(req_ideal=f"{ideal * 1e3:.2f} ms", req_vs_ideal=f"{plug / ideal:.2f}x",
                          req_bare_vs_ideal=f"{bare / ideal:.2f}x")
-        lines.append(f"- against the bare httpx plugin in the same runtime: **{plug / bare:.2f}x** "
-                     f"({bare * 1e3:.2f} ms); against the SDK peer: **{plug / sdk:.2f}x** ({sdk * 1e3:.2f} ms).")
-        ev = p50(pooled(st["plugin"]["rounds"], "wall_per_token"))
-        ev_sdk = p50(pooled(st["sdk"]["rounds"], "wall_per_token"))
-        lines.append(f"- per streamed event: this plugin {ev * 1e6:.1f} µs, the SDK peer {ev_sdk * 1e6:.1f} µs "
-                     f"({ev / ev_sdk:.2f}x), the floor {p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs.")
-        facts.update(ev_plugin=f"{ev * 1e6:.1f} µs", ev_sdk=f"{ev_sdk * 1e6:.1f} µs",
+    lines.append(f"- against the bare httpx plugin in the same runtime: **{plug / bare:.2f}x** "
+                 f"({bare * 1e3:.2f} ms); against the SDK peer: **{plug / sdk:.2f}x** ({sdk * 1e3:.2f} ms).")
+    ev = p50(pooled(st["plugin"]["rounds"], "wall_per_token"))
+    ev_sdk = p50(pooled(st["sdk"]["rounds"], "wall_per_token"))
+    lines.append(f"- per streamed event: this plugin {ev * 1e6:.1f} µs, the SDK peer {ev_sdk * 1e6:.1f} µs "
+                 f"({ev / ev_sdk:.2f}x), the floor "
+                 f"{p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs.")
+    rep.facts.update(ev_plugin=f"{ev * 1e6:.1f} µs", ev_sdk=f"{ev_sdk * 1e6:.1f} µs",
                      ev_floor=f"{p50(pooled(st['floor']['rounds'], 'wall_per_token')) * 1e6:.1f} µs",
                      ev_bare=f"{p50(pooled(st['bare']['rounds'], 'wall_per_token')) * 1e6:.1f} µs",
                      chunks_plugin=f"{p50(pooled(st['plugin']['rounds'], 'chunks_per_stream')):.0f}",
                      tokens=str(cfg["tokens"]))
-        targets.append(("per streamed chunk through stdio ≤ 30 µs", f"{ev * 1e6:.1f} µs", ev <= 30e-6))
-        md += lines + [""]
+    rep.targets.append(("per streamed chunk through stdio ≤ 30 µs", f"{ev * 1e6:.1f} µs", ev <= 30e-6))
+    rep.md += lines + [""]
 
-    # ---- 4 -----------------------------------------------------------------------------------
-    cc = res.get("concurrency")
-    if cc:
-        md += ["## 4. Concurrent streams in one plugin process", "",
+
+def _concurrency(res: dict, rep: _Report) -> None:
+    """4. Concurrent streams in one plugin process."""
+    cc = res["concurrency"]
+    rep.md += ["## 4. Concurrent streams in one plugin process", "",
                f"The simulator paces like DeepSeek-R1 on a GPU: TTFT {cc['server_ttft'] * 1e3:.0f} ms, "
                f"{cc['server_itl'] * 1e3:.0f} ms between tokens, {cc['tokens']} tokens per answer. "
                "**steady**: N closed-loop users keep N streams open for "
@@ -301,157 +320,188 @@ def write(res: dict, md_path: Path, png_path: Path) -> None:
                "the SDK runtime and the harness alone add at that concurrency on this machine. CPU columns are "
                "seconds over the whole run, per process (plugin, simulator, the harness that plays the daemon); "
                "the machine has 2 cores for all three.", "",
-               "| plugin | N | arrivals | streams | errors | added TTFT p50 (ms) | p99 | added end-to-end p50 (ms) | p99 | connections opened | CPU plugin / simulator / harness (s) | wall (s) |",
+               "| plugin | N | arrivals | streams | errors | added TTFT p50 (ms) | p99 | added end-to-end p50 (ms) "
+               "| p99 | connections opened | CPU plugin / simulator / harness (s) | wall (s) |",
                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for kind, levels in cc["levels"].items():
-            for n, modes in levels.items():
-                for mode, w in modes.items():
-                    other = (f" / {w['sim_cpu']:.2f} / {w['harness_cpu']:.2f}" if "sim_cpu" in w else "")
-                    md.append(f"| {STDIO_LABELS[kind]} | {n} | {mode} | {len(w['added_ttft'])} | {w['error_count']} | "
+    for kind, levels in cc["levels"].items():
+        for n, modes in levels.items():
+            for mode, w in modes.items():
+                other = (f" / {w['sim_cpu']:.2f} / {w['harness_cpu']:.2f}" if "sim_cpu" in w else "")
+                rep.md.append(f"| {STDIO_LABELS[kind]} | {n} | {mode} | {len(w['added_ttft'])} | {w['error_count']} | "
                               f"{f(p50(w['added_ttft']), 1e3)} | {f(pct(w['added_ttft'], 99), 1e3)} | "
                               f"{f(p50(w['added_total']), 1e3)} | {f(pct(w['added_total'], 99), 1e3)} | "
                               f"{w['connections_opened']} | {w['plugin_cpu']:.2f}{other} | {w.get('wall', 0):.1f} |")
-        md.append("")
-        floor_lv = cc["levels"].get("floor", {})
-        rows = []
-        for n, modes in cc["levels"].get("plugin", {}).items():
-            fl, pl = floor_lv.get(n, {}).get("steady"), modes.get("steady")
-            if fl and pl:
-                rows.append(f"| {n} | {f(pct(fl['added_ttft'], 99), 1e3)} | {f(pct(pl['added_ttft'], 99), 1e3)} | "
-                            f"{f(pct(pl['added_ttft'], 99) - pct(fl['added_ttft'], 99), 1e3)} | "
-                            f"{f(pct(pl['added_total'], 99) - pct(fl['added_total'], 99), 1e3)} | "
-                            f"{pl['plugin_cpu'] / pl['wall']:.2f} / {fl['plugin_cpu'] / fl['wall']:.2f} |")
-        if rows:
-            md += ["The plugin's own share, steady arrivals (p99 added TTFT of this plugin minus the runtime floor's "
+    rep.md.append("")
+    floor_lv = cc["levels"].get("floor", {})
+    rows = []
+    for n, modes in cc["levels"].get("plugin", {}).items():
+        fl, pl = floor_lv.get(n, {}).get("steady"), modes.get("steady")
+        if fl and pl:
+            rows.append(f"| {n} | {f(pct(fl['added_ttft'], 99), 1e3)} | {f(pct(pl['added_ttft'], 99), 1e3)} | "
+                        f"{f(pct(pl['added_ttft'], 99) - pct(fl['added_ttft'], 99), 1e3)} | "
+                        f"{f(pct(pl['added_total'], 99) - pct(fl['added_total'], 99), 1e3)} | "
+                        f"{pl['plugin_cpu'] / pl['wall']:.2f} / {fl['plugin_cpu'] / fl['wall']:.2f} |")
+    if rows:
+        rep.md += ["The plugin's own share, steady arrivals (p99 added TTFT of this plugin minus the runtime floor's "
                    "at the same N, same run):", "",
-                   "| N | floor: added TTFT p99 (ms) | this plugin | plugin's own share, TTFT p99 (ms) | end-to-end p99 (ms) | cores used: plugin / floor |",
+                   "| N | floor: added TTFT p99 (ms) | this plugin | plugin's own share, TTFT p99 (ms) "
+                   "| end-to-end p99 (ms) | cores used: plugin / floor |",
                    "|---:|---:|---:|---:|---:|---:|", *rows, ""]
-        ab = cc.get("after_burst")
-        if ab:
-            md += [f"After the bursts the pool holds {ab['idle_connections']} idle keep-alive connections; a "
+    ab = cc.get("after_burst")
+    if ab:
+        rep.md += [f"After the bursts the pool holds {ab['idle_connections']} idle keep-alive connections; a "
                    f"short request (simulator back to TTFT 0) then takes **{p50(ab['total']) * 1e3:.2f} ms** p50 "
-                   f"({pct(ab['total'], 99) * 1e3:.2f} ms p99) and **{ab['cpu_per_request'][0] * 1e3:.2f} ms** of plugin "
+                   f"({pct(ab['total'], 99) * 1e3:.2f} ms p99) and **{ab['cpu_per_request'][0] * 1e3:.2f} ms** "
+                   "of plugin "
                    "CPU (compare section 3).", ""]
-        top = str(max(int(n) for n in cc["levels"].get("plugin", {"0": 0})))
-        w = cc["levels"].get("plugin", {}).get(top, {}).get("steady")
-        if w:
-            cap = int(top) + 8
-            fl = floor_lv.get(top, {}).get("steady")
-            facts.update(top=top, top_plugin_p99=f"{pct(w['added_ttft'], 99) * 1e3:.0f} ms",
+    top = str(max(int(n) for n in cc["levels"].get("plugin", {"0": 0})))
+    w = cc["levels"].get("plugin", {}).get(top, {}).get("steady")
+    if w:
+        cap = int(top) + 8
+        fl = floor_lv.get(top, {}).get("steady")
+        rep.facts.update(top=top, top_plugin_p99=f"{pct(w['added_ttft'], 99) * 1e3:.0f} ms",
                          top_plugin_cores=f"{w['plugin_cpu'] / w['wall']:.2f}",
                          top_tokens_per_s=f"{len(w['added_ttft']) * cc['tokens'] / cc['duration']:.0f}")
-            for kind in ("bare", "sdk"):
-                o = cc["levels"].get(kind, {}).get(top, {}).get("steady")
-                if o:
-                    facts[f"top_{kind}_p99"] = f"{pct(o['added_ttft'], 99) * 1e3:.0f} ms"
-                    facts[f"top_{kind}_connections"] = str(o["connections_opened"])
-            if fl:
-                facts.update(top_floor_p99=f"{pct(fl['added_ttft'], 99) * 1e3:.0f} ms",
+        for kind in ("bare", "sdk"):
+            o = cc["levels"].get(kind, {}).get(top, {}).get("steady")
+            if o:
+                rep.facts[f"top_{kind}_p99"] = f"{pct(o['added_ttft'], 99) * 1e3:.0f} ms"
+                rep.facts[f"top_{kind}_connections"] = str(o["connections_opened"])
+        if fl:
+            rep.facts.update(top_floor_p99=f"{pct(fl['added_ttft'], 99) * 1e3:.0f} ms",
                              top_share_p99=_share(pct(w['added_ttft'], 99) - pct(fl['added_ttft'], 99)),
                              top_floor_cores=f"{fl['plugin_cpu'] / fl['wall']:.2f}",
                              top_harness_cpu=f"{fl['harness_cpu']:.1f} s")
-            for n, modes in cc["levels"].get("floor", {}).items():
-                facts[f"floor_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
-            for n, modes in cc["levels"].get("plugin", {}).items():
-                facts[f"plugin_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
-            floor_note = (f" (the runtime floor alone: {pct(fl['added_ttft'], 99) * 1e3:.1f} ms p99 added TTFT, "
-                          f"{pct(fl['added_total'], 99) * 1e3:.1f} ms end-to-end)") if fl else ""
-            targets.append((f"{top} concurrent streams (steady): zero errors, ≤ 20 ms p99 added, connections bounded by the pool",
+        for n, modes in cc["levels"].get("floor", {}).items():
+            rep.facts[f"floor_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
+        for n, modes in cc["levels"].get("plugin", {}).items():
+            rep.facts[f"plugin_{n}_p99"] = f"{pct(modes['steady']['added_ttft'], 99) * 1e3:.0f} ms"
+        floor_note = (f" (the runtime floor alone: {pct(fl['added_ttft'], 99) * 1e3:.1f} ms p99 added TTFT, "
+                      f"{pct(fl['added_total'], 99) * 1e3:.1f} ms end-to-end)") if fl else ""
+        rep.targets.append((f"{top} concurrent streams (steady): zero errors, ≤ 20 ms p99 added, "
+                            "connections bounded by the pool",
                             f"{w['error_count']} errors, {pct(w['added_ttft'], 99) * 1e3:.1f} ms p99 added TTFT, "
                             f"{pct(w['added_total'], 99) * 1e3:.1f} ms p99 added end-to-end, {w['connections_opened']} "
                             f"connections{floor_note}",
                             w["error_count"] == 0 and pct(w["added_ttft"], 99) <= 0.020
                             and pct(w["added_total"], 99) <= 0.020 and w["connections_opened"] <= cap))
 
-    # ---- 5 -----------------------------------------------------------------------------------
-    h2 = res.get("h2")
-    if h2:
-        md += ["## 5. HTTP/1.1 keep-alive vs HTTP/2", ""]
-        if "skipped" in h2:
-            md += [f"Skipped: {h2['skipped']}.", ""]
-        else:
-            cfg = res["config"]
-            md += ["vLLM and SGLang serve HTTP/1.1 only (uvicorn), and so does the simulator; HTTP/2 needs a "
+
+def _http2(res: dict, rep: _Report) -> None:
+    """5. HTTP/1.1 keep-alive vs HTTP/2."""
+    h2 = res["h2"]
+    rep.md += ["## 5. HTTP/1.1 keep-alive vs HTTP/2", ""]
+    if "skipped" in h2:
+        rep.md += [f"Skipped: {h2['skipped']}.", ""]
+    else:
+        cfg = res["config"]
+        rep.md += ["vLLM and SGLang serve HTTP/1.1 only (uvicorn), and so does the simulator; HTTP/2 needs a "
                    "proxy in front of them. To compare the protocols honestly, one hypercorn server "
                    "(`bench/perf/h2server.py`, cleartext on loopback, HTTP/2 by prior knowledge) answers both, "
                    "with the same R1-shaped stream, and the same httpx client code runs with `http2` off or on "
-                   f"(`bench/perf/h2worker.py`). Concurrent: {cfg['h2_concurrency']} threads each streaming 200 events at once.", "",
-                   "| client | short TTFT p50 (ms) | p99 | short total p50 (ms) | p99 | CPU/event (µs) | concurrent: wall (s) | CPU (s) | new connections |",
+                   f"(`bench/perf/h2worker.py`). Concurrent: {cfg['h2_concurrency']} threads each streaming "
+                   "200 events at once.", "",
+                   "| client | short TTFT p50 (ms) | p99 | short total p50 (ms) | p99 | CPU/event (µs) "
+                   "| concurrent: wall (s) | CPU (s) | new connections |",
                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for key, v in h2.items():
-                rounds = v["rounds"]
-                conc = rounds[-1]["concurrent"]
-                label = ("HTTP/2" if key.startswith("h2") else "HTTP/1.1 keep-alive") + (", gevent-patched" if "gevent" in key else "")
-                md.append(f"| {label} | {f(p50(pooled(rounds, 'ttft')), 1e3)} | {f(pct(pooled(rounds, 'ttft'), 99), 1e3)} | "
+        for key, v in h2.items():
+            rounds = v["rounds"]
+            conc = rounds[-1]["concurrent"]
+            label = (("HTTP/2" if key.startswith("h2") else "HTTP/1.1 keep-alive")
+                     + (", gevent-patched" if "gevent" in key else ""))
+            rep.md.append(f"| {label} | {f(p50(pooled(rounds, 'ttft')), 1e3)} | "
+                          f"{f(pct(pooled(rounds, 'ttft'), 99), 1e3)} | "
                           f"{f(p50(pooled(rounds, 'total')), 1e3)} | {f(pct(pooled(rounds, 'total'), 99), 1e3)} | "
-                          f"{f(p50(pooled(rounds, 'cpu_per_token')), 1e6)} | {p50([r['concurrent']['wall'] for r in rounds]):.3f} | "
+                          f"{f(p50(pooled(rounds, 'cpu_per_token')), 1e6)} | "
+                          f"{p50([r['concurrent']['wall'] for r in rounds]):.3f} | "
                           f"{p50([r['concurrent']['cpu'] for r in rounds]):.3f} | {conc['connections']} |")
-            md.append("")
-            for g in ("", "-gevent"):
-                if f"h1{g}" in h2 and f"h2{g}" in h2:
-                    a, b = h2[f"h1{g}"]["rounds"], h2[f"h2{g}"]["rounds"]
-                    fa, fb = p50(pooled(a, "ttft")), p50(pooled(b, "ttft"))
-                    ta, tb = p50(pooled(a, "total")), p50(pooled(b, "total"))
-                    ca, cb = p50(pooled(a, "cpu_per_token")), p50(pooled(b, "cpu_per_token"))
-                    wa, wb = (p50([r["concurrent"]["wall"] for r in x]) for x in (a, b))
-                    md.append(f"- {'gevent-patched' if g else 'plain'} (HTTP/1.1 vs HTTP/2): first token "
+        rep.md.append("")
+        for g in ("", "-gevent"):
+            if f"h1{g}" in h2 and f"h2{g}" in h2:
+                a, b = h2[f"h1{g}"]["rounds"], h2[f"h2{g}"]["rounds"]
+                fa, fb = p50(pooled(a, "ttft")), p50(pooled(b, "ttft"))
+                ta, tb = p50(pooled(a, "total")), p50(pooled(b, "total"))
+                ca, cb = p50(pooled(a, "cpu_per_token")), p50(pooled(b, "cpu_per_token"))
+                wa, wb = (p50([r["concurrent"]["wall"] for r in x]) for x in (a, b))
+                rep.md.append(f"- {'gevent-patched' if g else 'plain'} (HTTP/1.1 vs HTTP/2): first token "
                               f"{'HTTP/1.1' if fa < fb else 'HTTP/2'} sooner ({fa * 1e3:.2f} vs {fb * 1e3:.2f} ms); "
                               f"whole short answer {'HTTP/1.1' if ta < tb else 'HTTP/2'} sooner ({ta * 1e3:.2f} vs "
                               f"{tb * 1e3:.2f} ms); per streamed event {'HTTP/1.1' if ca < cb else 'HTTP/2'} cheaper "
                               f"({ca * 1e6:.1f} vs {cb * 1e6:.1f} µs CPU); concurrent streams "
                               f"{'HTTP/1.1' if wa < wb else 'HTTP/2'} done sooner ({wa:.3f} vs {wb:.3f} s).")
-                    if g:
-                        facts.update(h2_ttft=f"{fa * 1e3:.2f} vs {fb * 1e3:.2f} ms", h2_total=f"{ta * 1e3:.2f} vs {tb * 1e3:.2f} ms",
+                if g:
+                    rep.facts.update(h2_ttft=f"{fa * 1e3:.2f} vs {fb * 1e3:.2f} ms",
+                                     h2_total=f"{ta * 1e3:.2f} vs {tb * 1e3:.2f} ms",
                                      h2_cpu=f"{ca * 1e6:.1f} vs {cb * 1e6:.1f} µs", h2_wall=f"{wa:.3f} vs {wb:.3f} s")
-            md.append("")
+        rep.md.append("")
 
-    # ---- 6 -----------------------------------------------------------------------------------
-    cold = res.get("cold")
-    if cold:
-        md += ["## 6. Cold vs warm", "",
+
+def _cold(res: dict, rep: _Report) -> None:
+    """6. Cold vs warm."""
+    cold = res["cold"]
+    rep.md += ["## 6. Cold vs warm", "",
                "A fresh plugin process per row and start, 0.5 s after its first heartbeat; then one short "
                "request (the \"first\"), then warm requests in the same process. Provider validation "
                "(`validate_provider_credentials`) sends the endpoint a one-token request through the "
                "shared pool and then runs the request path a few times with one-token answers: the "
                "plugin's warm-up.", "",
-               "| start | first request p50 (ms) | min–max | warm p50 (ms) | first / warm | validation (ms) | ready after start (s) |",
+               "| start | first request p50 (ms) | min–max | warm p50 (ms) | first / warm | validation (ms) "
+               "| ready after start (s) |",
                "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, v in cold.items():
-            fr, wm = v["first"], v["warm"]
-            ratio = p50(fr) / p50(wm) if fr and wm else float("nan")
-            md.append(f"| {name} | {f(p50(fr), 1e3)} | {f(min(fr), 1e3)}–{f(max(fr), 1e3)} | {f(p50(wm), 1e3)} | "
+    for name, v in cold.items():
+        fr, wm = v["first"], v["warm"]
+        ratio = p50(fr) / p50(wm) if fr and wm else float("nan")
+        rep.md.append(f"| {name} | {f(p50(fr), 1e3)} | {f(min(fr), 1e3)}–{f(max(fr), 1e3)} | {f(p50(wm), 1e3)} | "
                       f"{ratio:.2f}x | {f(p50(v['validate']), 1e3) if v['validate'] else '–'} | "
                       f"{p50(v['ready']):.2f} |")
-        md.append("")
-        named = next((v for n, v in cold.items() if "(served model named)" in n and v["first"] and v["warm"]), None)
-        if named:
-            facts["cold_named_ratio"] = f"{p50(named['first']) / p50(named['warm']):.2f}x"
-        for name, v in cold.items():
-            if "after provider validation (served model discovered)" in name and v["first"] and v["warm"]:
-                r = p50(v["first"]) / p50(v["warm"])
-                facts.update(cold_ratio=f"{r:.2f}x", cold_first=f"{p50(v['first']) * 1e3:.2f} ms",
+    rep.md.append("")
+    named = next((v for n, v in cold.items() if "(served model named)" in n and v["first"] and v["warm"]), None)
+    if named:
+        rep.facts["cold_named_ratio"] = f"{p50(named['first']) / p50(named['warm']):.2f}x"
+    for name, v in cold.items():
+        if "after provider validation (served model discovered)" in name and v["first"] and v["warm"]:
+            r = p50(v["first"]) / p50(v["warm"])
+            rep.facts.update(cold_ratio=f"{r:.2f}x", cold_first=f"{p50(v['first']) * 1e3:.2f} ms",
                              cold_warm=f"{p50(v['warm']) * 1e3:.2f} ms",
                              cold_range=f"{min(v['first']) * 1e3:.2f}–{max(v['first']) * 1e3:.2f} ms")
-                targets.append(("first request with warm-up (after validation, default credentials) ≤ 1.2x a warm request",
+            rep.targets.append(("first request with warm-up (after validation, default credentials) "
+                                "≤ 1.2x a warm request",
                                 f"{r:.2f}x ({p50(v['first']) * 1e3:.2f} vs {p50(v['warm']) * 1e3:.2f} ms)", r <= 1.2))
 
-    # ---- targets + findings --------------------------------------------------------------------
+
+def _targets_and_findings(res: dict, rep: _Report) -> None:
+    """The targets table after the introduction; the hand-written findings with this run's numbers."""
+    m = res["machine"]
     head = ["## Targets (issue 8)", "", "| target | measured (this run) | |", "|---|---|---|"]
-    head += [f"| {t} | {mv} | {ok(flag)} |" for t, mv, flag in targets]
+    head += [f"| {t} | {mv} | {ok(flag)} |" for t, mv, flag in rep.targets]
     head += ["", "![performance](performance.png)", ""]
-    intro_end = next(i for i, line in enumerate(md) if line.startswith("## "))
-    md[intro_end:intro_end] = head
+    intro_end = next(i for i, line in enumerate(rep.md) if line.startswith("## "))
+    rep.md[intro_end:intro_end] = head
     if FINDINGS.exists():
-        facts.update(commit=str(m.get("commit", "?")), machine=f"{m['cores']}-core {m['cpu']}")
-        facts.update(before_facts(FINDINGS.parents[1] / "results"))
-        facts.update(res.get("profile_facts", {}))
-        findings = string.Template(FINDINGS.read_text()).safe_substitute(facts)
+        rep.facts.update(commit=str(m.get("commit", "?")), machine=f"{m['cores']}-core {m['cpu']}")
+        rep.facts.update(before_facts(FINDINGS.parents[1] / "results"))
+        rep.facts.update(res.get("profile_facts", {}))
+        findings = string.Template(FINDINGS.read_text()).safe_substitute(rep.facts)
         missing = sorted({m["named"] for m in string.Template.pattern.finditer(findings) if m["named"]})
         if missing:  # a section not run (or no --profile): say so rather than print stale numbers
             print(f"findings: no value in this run for {', '.join('$' + n for n in missing)}")
-        md += [findings.rstrip(), ""]
+        rep.md += [findings.rstrip(), ""]
+
+
+#: the report's sections in order, each with the results it needs
+SECTIONS = ((_inproc_latency, "inproc"), (_inproc_cpu, "inproc"), (_stdio, "stdio"), (_concurrency, "concurrency"),
+            (_http2, "h2"), (_cold, "cold"))
+
+
+def write(res: dict, md_path: Path, png_path: Path) -> None:
+    rep = _Report()
+    _intro(res, rep)
+    for section, needs in SECTIONS:
+        if res.get(needs):
+            section(res, rep)
+    _targets_and_findings(res, rep)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(md) + "\n")
+    md_path.write_text("\n".join(rep.md) + "\n")
     try:
         plot(res, png_path)
     except ImportError:
@@ -512,7 +562,8 @@ def plot(res: dict, path: Path) -> None:
         if inp:
             ideal = p50(pooled(st["floor"]["rounds"], "total")) + p50(pooled(inp["httpx"]["rounds"], "total"))
             ax.axhline(1.1 * ideal * 1e3, color="r", ls="--", lw=1, label="target 1.1x (floor + raw httpx)")
-        ax.set_xticks(range(len(names)), [short[k] if k != "sdk" else "SDK OAICompat\nplugin" for k in names], fontsize=8)
+        ax.set_xticks(range(len(names)), [short[k] if k != "sdk" else "SDK OAICompat\nplugin" for k in names],
+                      fontsize=8)
         ax.set_ylim(0, max(vals) * 2.5)
         ax.set_ylabel("ms per short request")
         ax.set_title("3. Through the plugin process (stdio)")

@@ -21,11 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.protocol.harness import PluginProcess, user_message
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "tests" / "protocol")]
-
-from harness import PluginProcess, user_message  # noqa: E402
-
 SERVED = "deepseek-ai/DeepSeek-R1"
 PLUGINS = {
     "floor": ROOT / "tests" / "protocol" / "toy_plugin",
@@ -112,7 +110,7 @@ def first_text_time(r) -> float | None:
 
 def short_requests(p: PluginProcess, t: Target, n: int, warmup: int) -> dict:
     ttft, total = [], []
-    for i in range(warmup):
+    for _ in range(warmup):
         invoke(p, t, 3)
     c0 = plugin_cpu_ns(p.pid)
     for i in range(warmup, warmup + n):

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # BENCH_PLUGIN_ROOT: measure another checkout of this plugin (e.g. with a proposed fix)
 PLUGIN_ROOT = Path(os.environ.get("BENCH_PLUGIN_ROOT") or ROOT)
-sys.path[:0] = [str(PLUGIN_ROOT), str(ROOT)]
+sys.path.insert(0, str(PLUGIN_ROOT))  # its deepseek_engine and models, imported below
 
 MODEL = "deepseek-r1"  # catalogue model of this plugin
 SERVED = "deepseek-ai/DeepSeek-R1"  # what the simulator serves

@@ -38,8 +38,9 @@ What it says (see ``SCRIPTS`` below):
 
 * a plain chat: reasoning "Okay, the user sent me a message. I should reply with a short, friendly
   greeting.", ``</think>``, then "Hello! I am a tiny DeepSeek-R1 test model. How can I help you today?";
-* any request with ``tools``: reasoning, then the DeepSeek call
-  ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\\n```json\\n{"location": "Paris"}\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>``;
+* any request with ``tools``: reasoning, then the DeepSeek call (one line, here cut in two)
+  ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\\n```json\\n``
+  ``{"location": "Paris"}\\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>``;
 * a conversation holding a tool result: reasoning, then "According to the tool, it is sunny in Paris.";
 * ``[[long]]`` in the prompt: "Lorem ipsum dolor sit amet, lorem ipsum …" forever (until ``max_tokens``;
   with thinking forced open it never leaves the reasoning).
@@ -134,7 +135,8 @@ _TEMPLATE = (
     "{%- for message in messages %}"
     "{%- set content = message['content'] if message['content'] is string else '' %}"
     "{%- if message['role'] == 'user' %}"
-    "{%- if ns.is_tool %}{{ '" + TOS_END + "' }}{% set ns.is_tool = false %}{% set ns.is_output_first = true %}{% endif %}"
+    "{%- if ns.is_tool %}{{ '" + TOS_END + "' }}{% set ns.is_tool = false %}"
+    "{% set ns.is_output_first = true %}{% endif %}"
     "{{ '" + USER + "' + content }}"
     "{%- elif message['role'] == 'assistant' %}"
     "{%- if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"
@@ -179,7 +181,7 @@ def build_tokenizer():
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     phrases: list[str] = []
-    for name, chunks in SCRIPTS.items():
+    for chunks in SCRIPTS.values():
         for c in chunks:
             if c not in MARKERS and c not in phrases:
                 phrases.append(c)
@@ -203,7 +205,7 @@ def successor_rules(tok) -> tuple[dict[int, list[tuple[dict, int]]], int]:
         rules.setdefault(a_id, []).append((cond or {}, b_id))
 
     def chain(chunks: list[str], last: str) -> None:
-        for a, b in zip(chunks, [*chunks[1:], last]):
+        for a, b in zip(chunks, [*chunks[1:], last], strict=True):
             add(a, b)
 
     S = SCRIPTS

@@ -27,8 +27,8 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess

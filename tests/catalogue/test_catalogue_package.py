@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # catalogue_util, whatever the import mode
-from catalogue_util import (  # noqa: E402
+from tests.catalogue.catalogue_util import (
     NEVER_PACKAGED_TOP_LEVEL,
     PACKAGE_TOP_LEVEL,
     ROOT,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
+from dify_plugin.core.entities.plugin.setup import PluginConfiguration
+from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ParameterRule
+from dify_plugin.entities.model.llm import LLMResult
+from dify_plugin.entities.model.message import PromptMessage, PromptMessageTool
+from dify_plugin.entities.model.provider import ModelProviderConfiguration
+from dify_plugin.errors.model import InvokeError
+from dify_plugin.interfaces.model.large_language_model import LargeLanguageModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # catalogue_util, whatever the import mode
-from catalogue_util import (  # noqa: E402
+from tests.catalogue.catalogue_util import (
     EXPECTED_LABELS,
     EXPECTED_ORDER,
     PARAMETER_NAMES,
@@ -24,13 +28,6 @@ from catalogue_util import (  # noqa: E402
     load_yaml,
     model_yaml_files,
 )
-from dify_plugin.core.entities.plugin.setup import PluginConfiguration  # noqa: E402
-from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ParameterRule  # noqa: E402
-from dify_plugin.entities.model.llm import LLMResult  # noqa: E402
-from dify_plugin.entities.model.message import PromptMessage, PromptMessageTool  # noqa: E402
-from dify_plugin.entities.model.provider import ModelProviderConfiguration  # noqa: E402
-from dify_plugin.errors.model import InvokeError  # noqa: E402
-from dify_plugin.interfaces.model.large_language_model import LargeLanguageModel  # noqa: E402
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ import ast
 import re
 import sys
 from importlib.metadata import packages_distributions, version
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalogue_util import ROOT, import_packager  # noqa: E402
+from tests.catalogue.catalogue_util import ROOT, import_packager
 
 packager = import_packager()
 LOCAL = {"main", "provider", "models", "deepseek_engine"}

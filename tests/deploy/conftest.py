@@ -2,7 +2,6 @@
 the Compose spec schema bundled by check-jsonschema, yamllint), composed like kustomize, and
 checked for the things an operator relies on (GPU, probes, selectors, metrics, alerts)."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-for p in (str(ROOT), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 
 @pytest.fixture(scope="session")

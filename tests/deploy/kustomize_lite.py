@@ -67,7 +67,7 @@ def apply_json6902(doc: dict, ops: list[dict]) -> None:
             else:
                 node[last] = op["value"]
         elif kind == "replace":
-            node[last]  # noqa: B018 - replace needs the target to exist, as in RFC 6902
+            node[last]
             node[last] = op["value"]
         elif kind == "remove":
             del node[last]

@@ -11,7 +11,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import DEPLOY
 
 COMPOSE = DEPLOY / "compose" / "compose.yaml"

@@ -16,9 +16,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from conftest import K8S, ROOT
-from kustomize_lite import build, load_docs, referenced_files
+
+from tests.deploy.kustomize_lite import build, load_docs, referenced_files
 
 # the oldest Kubernetes these manifests are meant for, and the newest the schemas know
 VERSIONS = ("1.28", kubernetes_validate.utils.latest_version())

@@ -4,10 +4,9 @@ itself is found and strict enough to mean something)."""
 from pathlib import Path
 
 import pytest
+from conftest import DEPLOY
 from yamllint import linter
 from yamllint.config import YamlLintConfig
-
-from conftest import DEPLOY
 
 CONFIG = DEPLOY / ".yamllint.yaml"
 

@@ -1,19 +1,10 @@
 """Doctor tier: ``python -m deepseek_doctor`` against the simulator (every reasoning shape,
 faults, auth, TLS) and a small stub for what the simulator cannot express."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parents[1]
-for p in (str(_ROOT), str(_HERE), str(_ROOT / "tests" / "security")):  # certs.py: the test PKI
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
-from deepseek_doctor.__main__ import main  # noqa: E402
+from deepseek_doctor.__main__ import main
+from deepseek_sim import SimConfig, Simulator
 
 
 @pytest.fixture
@@ -21,7 +12,7 @@ def make_sim():
     """make_sim(ssl_context=None, **SimConfig fields) -> a started Simulator, stopped at teardown."""
     started = []
 
-    def _make(ssl_context=None, **cfg):  # noqa: ANN001
+    def _make(ssl_context=None, **cfg):
         sim = Simulator(SimConfig(**cfg), ssl_context=ssl_context).start()
         started.append(sim)
         return sim
@@ -33,11 +24,11 @@ def make_sim():
 
 @pytest.fixture
 def make_stub():
-    from stub import Stub
+    from tests.doctor.stub import Stub
 
     started = []
 
-    def _make(**kw):  # noqa: ANN003
+    def _make(**kw):
         s = Stub(**kw)
         started.append(s)
         return s
@@ -64,6 +55,6 @@ def run_doctor(capsys, monkeypatch):
 
 @pytest.fixture(scope="session")
 def pki():
-    from certs import make_pki
+    from tests.security.certs import make_pki
 
     return make_pki()

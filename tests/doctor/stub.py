@@ -33,7 +33,7 @@ class Stub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # noqa: ANN002
+            def log_message(self, *a):
                 pass
 
             def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
@@ -43,7 +43,7 @@ class Stub:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/v1/models":
                     card = {"id": stub.model, "object": "model", "owned_by": stub.owned_by}
                     if stub.max_model_len:
@@ -58,7 +58,7 @@ class Stub:
                 else:
                     self._send(404, b'{"detail":"Not Found"}')
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.bodies.append(body)
                 text = "Hello! How can I help?"

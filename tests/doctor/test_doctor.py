@@ -262,7 +262,7 @@ def test_plain_http_port_behind_an_https_url_is_named(run_doctor):
 
 
 def test_unknown_host_is_named(monkeypatch, run_doctor):
-    def no_dns(*a, **k):  # noqa: ANN002, ANN003
+    def no_dns(*a, **k):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
@@ -398,7 +398,7 @@ def test_one_dead_replica_fails_the_run(make_sim, run_doctor):
 # -- TLS -------------------------------------------------------------------------------------------
 
 def _tls_sim(make_sim, pki, *, server=None, client_ca=None):
-    from certs import server_context
+    from tests.security.certs import server_context
 
     return make_sim(ssl_context=server_context(server or pki.server, client_ca))
 
@@ -509,7 +509,7 @@ CLIENT_SECRET = "cs-doctor-SECRET-8e21"
 
 @pytest.fixture
 def sim_behind_idp(make_sim):
-    from oauth_server import TokenServer  # tests/security's real token endpoint
+    from tests.security.oauth_server import TokenServer  # tests/security's real token endpoint
 
     sim = make_sim(api_key="no-token-yet")
     idp = TokenServer("doctor", CLIENT_SECRET, on_token=lambda t: setattr(sim.config, "api_key", t))

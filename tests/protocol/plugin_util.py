@@ -8,7 +8,7 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness import PluginProcess
+from tests.protocol.harness import PluginProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER = "deepseek_selfhosted"
@@ -35,13 +35,13 @@ def free_url(password: str | None = None) -> str:
     return f"http://{auth}127.0.0.1:{free_port()}/v1"
 
 
-def request_id(headers) -> str:  # noqa: ANN001
+def request_id(headers) -> str:
     """The ``X-Request-Id`` among ``headers``, whatever their case: the simulator and Loopback
     record lower-case names, the real tier's relay records them as sent."""
     return next((v for k, v in headers.items() if k.lower() == "x-request-id"), "")
 
 
-def is_warm_up(body) -> bool:  # noqa: ANN001
+def is_warm_up(body) -> bool:
     """One of the plugin's own one-token completions ("hi" or "ping", max_tokens 1): an endpoint's
     background warm-up, validation's ping, and the request-path runs after a provider is
     validated (these go through the adapter, so they carry an ``X-Request-Id`` as well)."""
@@ -54,7 +54,7 @@ def is_warm_up(body) -> bool:  # noqa: ANN001
             and [m.get("content") for m in body.get("messages") or []] in (["hi"], ["ping"]))
 
 
-def is_invoke(r) -> bool:  # noqa: ANN001
+def is_invoke(r) -> bool:
     """Whether a recorded request (simulator, Loopback or the real tier's relay) is a chat
     completion made for a Dify invoke: made through the plugin's adapter, so it carries its
     ``X-Request-Id`` (``dify-...``), and not a warm-up. Health probes, ``/metrics`` scrapes and
@@ -68,7 +68,7 @@ def invokes(requests: list, since: int = 0) -> list:
     return [r for r in requests[since:] if is_invoke(r)]
 
 
-def last_invoke(requests: list):  # noqa: ANN201
+def last_invoke(requests: list):
     """The last chat completion made for a Dify invoke among a server's recorded ``requests``."""
     made = invokes(requests)
     if not made:

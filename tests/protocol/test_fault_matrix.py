@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from blackhole import Blackhole  # noqa: E402
-from fault_cases import CASES, CREDS, WANT  # noqa: E402
-from harness import user_message  # noqa: E402
-from plugin_util import PROVIDER, free_url, invokes, is_warm_up, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
-
+from deepseek_sim import SimConfig, Simulator
+from tests.blackhole import Blackhole
+from tests.fault_cases import CASES, CREDS, WANT
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, invokes, is_warm_up, running_plugin
 
 
 @pytest.fixture(scope="module")

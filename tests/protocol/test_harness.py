@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import textwrap
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import chunk_rules as cr  # noqa: E402
-from harness import (  # noqa: E402
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import (
     MAX_LINE_BYTES,
     PluginDiedError,
     PluginProcess,
@@ -158,7 +156,8 @@ def test_invoke_llm_non_stream_single_chunk(toy):
     assert cr.check_non_stream(r) == []
     assert len(r.chunks) == 1
     assert cr.collect_text(r) == "qqqq"
-    assert [(c["id"], c["function"]["name"]) for c in cr.tool_calls(r)] == [("call_0", "toy_tool"), ("call_1", "toy_tool")]
+    assert [(c["id"], c["function"]["name"]) for c in cr.tool_calls(r)] == [("call_0", "toy_tool"),
+                                                                             ("call_1", "toy_tool")]
     assert cr.final_usage(r)["completion_tokens"] == 6
 
 
@@ -177,7 +176,8 @@ def test_tool_calls_complete_mode_is_what_agents_need(toy):
         ("call_2", "get_weather", {"i": 2}),
     ]
     # the agents' per-chunk view equals the merged view when calls are whole
-    assert cr.agent_tool_calls(r) == [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in merged]
+    assert cr.agent_tool_calls(r) == [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+                                      for c in merged]
     assert cr.finish_reason(r) == "tool_calls"
     # tool-call chunks carry content "" (never null)
     assert all(c["delta"]["message"]["content"] == "" for c in r.chunks if c["delta"]["message"]["tool_calls"])
@@ -190,7 +190,8 @@ def test_tool_calls_incremental_fragments_are_flagged(toy):
     assert cr.check_session(r) == []
     # ... Dify's id-merge reassembles them ...
     merged = cr.tool_calls(r)
-    assert [(c["id"], json.loads(c["function"]["arguments"])) for c in merged] == [("call_0", {"i": 0}), ("call_1", {"i": 1})]
+    assert [(c["id"], json.loads(c["function"]["arguments"])) for c in merged] == [("call_0", {"i": 0}),
+                                                                                   ("call_1", {"i": 1})]
     # ... but Dify's streaming agents parse each fragment as a whole call
     problems = cr.check_tool_call_chunks(r)
     assert any("empty id" in p for p in problems) and any("not complete JSON" in p for p in problems)
@@ -209,7 +210,8 @@ def test_mid_stream_failure_is_error_then_end(toy):
 
 
 def test_get_llm_num_tokens_and_schema(toy):
-    r = toy.invoke(*get_llm_num_tokens("toy", "toy-chat", GOOD, [user_message("a b c"), system_message("d e")]), timeout=30)
+    r = toy.invoke(*get_llm_num_tokens("toy", "toy-chat", GOOD, [user_message("a b c"), system_message("d e")]),
+                   timeout=30)
     assert cr.check_session(r) == [] and r.error is None
     assert r.chunks == [{"num_tokens": 5}]
     r = toy.invoke(*get_ai_model_schemas("toy", "toy-chat", GOOD), timeout=30)
@@ -228,7 +230,8 @@ def test_request_builders_match_daemon_fields():
     env = build_envelope(action, data, "sid-1")
     assert env["event"] == "request" and env["session_id"] == "sid-1"
     assert all(env[k] is None for k in ("conversation_id", "message_id", "app_id", "endpoint_id", "context"))
-    assert env["data"]["user_id"] == "test-user" and env["data"]["type"] == "model" and env["data"]["action"] == "invoke_llm"
+    assert env["data"]["user_id"] == "test-user" and env["data"]["type"] == "model"
+    assert env["data"]["action"] == "invoke_llm"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +268,7 @@ def test_eight_concurrent_sessions_complete_and_interleave(toy):
         assert overlapping >= 1, windows
     # ... and their messages interleave on stdout (not 8 contiguous blocks)
     timeline = sorted((m["_seq"], i) for i, r in results.items() for m in r.messages)
-    runs = 1 + sum(1 for a, b in zip(timeline, timeline[1:]) if a[1] != b[1])
+    runs = 1 + sum(1 for a, b in pairwise(timeline) if a[1] != b[1])
     assert runs > 4 * n_sessions, runs
     assert toy.in_flight() == []
 
@@ -311,21 +314,26 @@ def test_stdout_hygiene_so_far(toy):
 # chunk rules on hand-made payloads (negative cases)
 # ---------------------------------------------------------------------------------------------
 def _chunk(**delta_over):
-    delta = {"index": 0, "message": {"role": "assistant", "content": "x", "tool_calls": []}, "usage": None, "finish_reason": None}
+    delta = {"index": 0, "message": {"role": "assistant", "content": "x", "tool_calls": []}, "usage": None,
+             "finish_reason": None}
     delta.update(delta_over)
     return {"model": "m", "prompt_messages": [], "system_fingerprint": None, "delta": delta}
 
 
 def test_chunk_rules_negative_cases():
     assert cr.check_llm_chunk(_chunk()) == []
-    assert any("content is null" in v for v in cr.check_llm_chunk(_chunk(message={"role": "assistant", "content": None, "tool_calls": []})))
-    assert cr.check_llm_chunk(_chunk(message={"role": "assistant", "content": [{"type": "text", "data": "a"}], "tool_calls": []})) == []
+    null = {"role": "assistant", "content": None, "tool_calls": []}
+    assert any("content is null" in v for v in cr.check_llm_chunk(_chunk(message=null)))
+    parts = {"role": "assistant", "content": [{"type": "text", "data": "a"}], "tool_calls": []}
+    assert cr.check_llm_chunk(_chunk(message=parts)) == []
     assert cr.check_llm_chunk(_chunk(message={"role": "assistant", "content": 3, "tool_calls": []}))
     assert any("index" in v for v in cr.check_llm_chunk(_chunk(index=None)))
     assert any("model" in v for v in cr.check_llm_chunk({**_chunk(), "model": ""}))
     bad_tc = {"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
-    assert any("arguments must be a string" in v for v in cr.check_llm_chunk(_chunk(message={"role": "assistant", "content": "", "tool_calls": [bad_tc]})))
-    full = {f: 0 for f in cr.USAGE_INT_FIELDS} | {f: "0" for f in cr.USAGE_DECIMAL_FIELDS} | {"currency": "USD", "latency": 0.1}
+    bad = {"role": "assistant", "content": "", "tool_calls": [bad_tc]}
+    assert any("arguments must be a string" in v for v in cr.check_llm_chunk(_chunk(message=bad)))
+    full = ({f: 0 for f in cr.USAGE_INT_FIELDS} | {f: "0" for f in cr.USAGE_DECIMAL_FIELDS}
+            | {"currency": "USD", "latency": 0.1})
     assert len(cr.USAGE_FIELDS) == 12
     assert cr.check_llm_chunk(_chunk(usage=full)) == []
     partial = dict(full)
@@ -337,13 +345,15 @@ def test_chunk_rules_negative_cases():
 
 def test_session_rules_negative_cases():
     end = {"type": "end", "data": {}}
-    r = SessionResult(session_id="s", messages=[end, {"type": "stream", "data": {}}], ended=True, line_lengths=[10, MAX_LINE_BYTES])
+    r = SessionResult(session_id="s", messages=[end, {"type": "stream", "data": {}}], ended=True,
+                      line_lengths=[10, MAX_LINE_BYTES])
     v = cr.check_session(r)
     assert any("last message" in x for x in v) and any("bytes" in x for x in v)
     r = SessionResult(session_id="s", messages=[end, end], ended=True, stdout_non_json=["oops"])
     v = cr.check_session(r)
     assert any("exactly one" in x for x in v) and any("non-JSON" in x for x in v)
-    r = SessionResult(session_id="s", messages=[{"type": "error", "data": {"error_type": "E", "message": "m", "args": {}}}, {"type": "stream", "data": {}}, end], ended=True)
+    error = {"type": "error", "data": {"error_type": "E", "message": "m", "args": {}}}
+    r = SessionResult(session_id="s", messages=[error, {"type": "stream", "data": {}}, end], ended=True)
     assert any("followed by" in x for x in cr.check_session(r))
     r = SessionResult(session_id="s", messages=[end], ended=True, late_messages=[{"type": "stream"}])
     assert any("after 'end'" in x for x in cr.check_session(r))
@@ -382,7 +392,8 @@ def test_crash_mid_session_is_reported():
         # the process dies while a long stream is in flight: the waiting session is told
         partial = SessionResult(session_id="")
         with pytest.raises(PluginDiedError) as exc:
-            for i, _msg in enumerate(p.stream(*invoke_llm("toy", "toy-chat", GOOD, [user_message("x")], {"chunks": 1_000_000}), result=partial)):
+            request = invoke_llm("toy", "toy-chat", GOOD, [user_message("x")], {"chunks": 1_000_000})
+            for i, _msg in enumerate(p.stream(*request, result=partial)):
                 if i == 10:
                     os.kill(pid, signal.SIGKILL)
         assert exc.value.result is partial

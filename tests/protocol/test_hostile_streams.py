@@ -6,22 +6,15 @@ healthy endpoint while nothing was shown, and stay alive."""
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import MAX_LINE_BYTES, user_message  # noqa: E402
-from plugin_util import PROVIDER, running_plugin  # noqa: E402
-
-from loopback import Loopback, response, sse  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.loopback import Loopback, response
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import MAX_LINE_BYTES, user_message
+from tests.protocol.plugin_util import PROVIDER, running_plugin
 
 MODEL = "deepseek-v3"  # a catalogue model that does not reason: the content is shown as sent
 SERVED = "m"

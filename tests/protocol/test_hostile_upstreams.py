@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import threading
 import time
 import zlib
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-from harness import user_message  # noqa: E402
-from loopback import Loopback  # noqa: E402
-from plugin_util import PROVIDER, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.loopback import Loopback
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, running_plugin
 
 MIB = 1024 * 1024
 PEAK_RSS_BOUND = 400 * MIB  # the README's memory bound for the plugin process (about 210 MB at rest)
@@ -214,7 +210,7 @@ def test_a_hostile_upstream_costs_the_others_nothing(plugin, healthy, baseline, 
             (case, result.error)
     assert outcome["took"] < 30, (case, outcome["took"])
     times = plugin.heartbeat_times[beats:]
-    assert len(times) >= 2 and max(b - a for a, b in zip(times, times[1:])) < 5 * HEARTBEAT + 1, case
+    assert len(times) >= 2 and max(b - a for a, b in pairwise(times)) < 5 * HEARTBEAT + 1, case
     assert statistics.median(during) < max(3 * baseline, baseline + 0.1), (case, baseline, statistics.median(during))
     assert _peak_rss(plugin.pid) < PEAK_RSS_BOUND, (case, _peak_rss(plugin.pid) // MIB)
     for line in result.raw_lines:

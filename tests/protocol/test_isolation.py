@@ -4,18 +4,13 @@ credential (its served models) is never another's answer."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import user_message  # noqa: E402
-from loopback import Loopback, response, sse  # noqa: E402
-from plugin_util import PROVIDER, running_plugin  # noqa: E402
+from tests.loopback import Loopback, response, sse
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, running_plugin
 
 # a gateway that serves each key its own deployment of R1
 MODELS = {"Bearer key-team-a": "deepseek-ai/DeepSeek-R1", "Bearer key-team-b": "team-b-r1"}

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import user_message  # noqa: E402
-from plugin_util import PROVIDER, free_port, free_url, invokes, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, free_port, free_url, invokes, running_plugin
 
 KEY = "sk-observability-SECRET-42"
 CANARY = "PROMPT-CANARY-7731"
@@ -64,8 +59,8 @@ def test_metrics_move_and_logs_are_json_without_prompts_or_secrets(observed):
     assert sample(text, "deepseek_tokens_total", direction="completion") > 0
     assert sample(text, "deepseek_retries_total", endpoint=ep, error="UnavailableError") >= 1
     assert value(text, "deepseek_in_flight", endpoint=ep) == 0  # recorded, and back to 0
-    lines = [json.loads(l["data"]["message"]) for l in plugin.logs
-             if "llm_request" in str(l.get("data", {}).get("message", ""))]
+    lines = [json.loads(log["data"]["message"]) for log in plugin.logs
+             if "llm_request" in str(log.get("data", {}).get("message", ""))]
     assert [(x["outcome"], x["stream"]) for x in lines] == [("ok", True), ("ok", False), ("error", True)]
     assert lines[2]["error_class"] == "UnavailableError" and lines[0]["endpoint"] == ep
     assert lines[0]["request_id"].startswith("dify-") and lines[0]["completion_tokens"] > 0

@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import PluginProcess, user_message  # noqa: E402
-from plugin_util import PROVIDER, ROOT, invokes  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import PluginProcess, user_message
+from tests.protocol.plugin_util import PROVIDER, ROOT, invokes
 
 WANT = ("<think>\nOkay, the user sent me a message. I should reply with a short, friendly greeting."
         "\n</think>\n\nHello! I am a simulated DeepSeek model. How can I help you today?")

@@ -6,23 +6,17 @@ root with ``INSTALL_METHOD=local``. Every chunk is checked against the daemon's 
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
+from itertools import pairwise
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import assistant_message, tool_message, user_message  # noqa: E402
-from blackhole import Blackhole  # noqa: E402
-from plugin_util import PROVIDER, free_url, invokes, last_invoke, running_plugin  # noqa: E402
-
-from loopback import Loopback, response  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.blackhole import Blackhole
+from tests.loopback import Loopback, response
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import assistant_message, tool_message, user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, invokes, last_invoke, running_plugin
 
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
@@ -149,7 +143,8 @@ def test_v3_tool_call_then_answer_from_result(plugin):
         assert_clean_stream(result)
         assert cr.check_tool_call_chunks(result) == []
         calls = cr.agent_tool_calls(result)  # what Dify's agents do with each chunk
-        assert [(name, args) for _, name, args in calls] == [("get_weather", {"location": "Paris"}), ("get_weather", {"location": "London"})]
+        assert [(name, args) for _, name, args in calls] == [("get_weather", {"location": "Paris"}),
+                                                              ("get_weather", {"location": "London"})]
         assert cr.finish_reason(result) == "tool_calls"
         first = cr.tool_calls(result)[0]
         follow = chat(plugin, creds(sim), model="deepseek-v3", tools=[WEATHER_TOOL], prompt=[
@@ -305,7 +300,7 @@ def test_paced_tokens_reach_dify_one_by_one_without_waiting_for_the_next(plugin)
             and (m["data"]["delta"]["message"].get("content") or "")]
     tokens = len(split_pieces(REASONING)) + len(split_pieces(ANSWER))
     assert len(text) >= tokens - 2, (len(text), tokens)
-    gaps = sorted(b["_t"] - a["_t"] for a, b in zip(text, text[1:]))
+    gaps = sorted(b["_t"] - a["_t"] for a, b in pairwise(text))
     assert gaps[len(gaps) // 2] > gap / 2, f"median gap {gaps[len(gaps) // 2]:.3f}s: tokens gathered"
 
 

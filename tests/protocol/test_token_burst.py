@@ -5,18 +5,12 @@ tokenizer there, behind one lock: 16 at once used to leave 5-8 sessions unanswer
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from harness import SessionResult, get_llm_num_tokens, invoke_llm, user_message  # noqa: E402
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import SessionResult, get_llm_num_tokens, invoke_llm, user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, running_plugin
 
 BURST = 16
 BOUND = 45  # seconds each session may take: counting takes milliseconds, a lost one takes forever
@@ -26,7 +20,7 @@ def _hellos(n: int) -> str:
     return " ".join(["hello"] * n)  # n tokens
 
 
-def _burst(run) -> list[SessionResult]:  # noqa: ANN001
+def _burst(run) -> list[SessionResult]:
     """``run(i)`` for i in range(BURST), all at once; the results in order."""
     with ThreadPoolExecutor(BURST) as pool:
         results = list(pool.map(run, range(BURST)))

@@ -3,16 +3,10 @@ the autoscaler's maximum need not all be there (docs/operators.md, section 3).""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.protocol.plugin_util import PROVIDER, free_url, running_plugin
 
 UNRESOLVABLE = "http://vllm-5.invalid:8000/v1"
 KEY = "sk-validation-SECRET-7d1e"

@@ -5,17 +5,11 @@ message naming the endpoint, as the daemon sees it."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-from plugin_util import PROVIDER, running_plugin  # noqa: E402
-
-from loopback import Loopback, response  # noqa: E402
+from tests.loopback import Loopback, response
+from tests.protocol.plugin_util import PROVIDER, running_plugin
 
 EVERY = 2.0  # seconds between bytes, as the issue's reproduction
 HOLDS = 60.0  # how long each trickle would go on: longer than today's validation waits
@@ -32,14 +26,14 @@ def trickle(head: bytes, body: bytes):
         yield bytes([b])
 
 
-def models_trickle(req):  # noqa: ANN001, ANN201
+def models_trickle(req):
     if req.path.endswith("/models"):
         whole = response(200, MODELS)
         return trickle(b"", whole)  # the status line too: nothing usable arrives in time
     return response(404, b'{"error":"not found"}')
 
 
-def chat_trickle(req):  # noqa: ANN001, ANN201
+def chat_trickle(req):
     if req.path.endswith("/models"):
         return response(200, MODELS)
     if req.path.endswith("/chat/completions"):  # comments only: bytes, but never an event
@@ -53,7 +47,7 @@ def plugin():
         yield p
 
 
-def _validate(plugin, how: str, url: str):  # noqa: ANN001, ANN202
+def _validate(plugin, how: str, url: str):
     creds = {"endpoint_urls": url, "api_key": None, "served_model_name": None}
     if how == "provider":
         return plugin.validate_provider_credentials(PROVIDER, creds, timeout=HOLDS + 15)

@@ -22,22 +22,15 @@ interpreter for vLLM's venv; ``DEEPSEEK_REAL_VLLM_ARGS`` replaces the extra serv
 from __future__ import annotations
 
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "real_vllm"))
-sys.path.insert(0, str(ROOT / "tests" / "protocol"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import realvllm as rv  # noqa: E402
-from plugin_util import running_plugin  # noqa: E402
-from recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy  # noqa: E402
+from scripts.real_vllm import realvllm as rv
+from tests.protocol.plugin_util import running_plugin
+from tests.real.recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy
 
 MODE = os.environ.get("DEEPSEEK_REAL_VLLM", "auto").strip().lower()
 OPT_OUT = MODE in ("0", "false", "no", "off")
@@ -61,7 +54,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if OPT_OUT:
         terminalreporter.write_line(f"tests/real: SKIPPED — {OPT_OUT_REASON}", yellow=True, bold=True)
     elif "UNAVAILABLE" in _TIMINGS and not REQUIRED:
-        terminalreporter.write_line(f"tests/real: SKIPPED, THIS MACHINE CANNOT RUN REAL vLLM — {_TIMINGS['UNAVAILABLE']}",
+        terminalreporter.write_line("tests/real: SKIPPED, THIS MACHINE CANNOT RUN REAL vLLM — "
+                                    + _TIMINGS["UNAVAILABLE"],
                                     red=True, bold=True)
     elif _TIMINGS:
         terminalreporter.write_line("tests/real: " + "; ".join(f"{k} {v}" for k, v in _TIMINGS.items()))

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from plugin_util import invokes as invokes_among, is_invoke  # tests/protocol: on the path (conftest)
+from tests.protocol.plugin_util import invokes as invokes_among
+from tests.protocol.plugin_util import is_invoke
 
 #: times vLLM itself lost a streamed tool call (vllm-project/vllm#48020); the tier's summary lists them
 VLLM_TOOL_STREAM_LOSSES: list[str] = []

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 
-import build_model as bm
-import chunk_rules as cr
 import pytest
-import realvllm as rv
-from harness import assistant_message, tool_message, user_message
-from recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy
+
+from scripts.real_vllm import build_model as bm
+from scripts.real_vllm import realvllm as rv
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import assistant_message, tool_message, user_message
+from tests.real.recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy
 
 PROVIDER = "deepseek_selfhosted"
 WANT = f"<think>\n{bm.REASONING}\n</think>\n\n{bm.ANSWER}"

@@ -36,7 +36,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_ca(cn: str = "Test CA") -> tuple[Pair, object, object]:
     k = _key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
             .public_key(k.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
@@ -47,7 +47,7 @@ def make_ca(cn: str = "Test CA") -> tuple[Pair, object, object]:
 
 def issue(ca_cert, ca_key, cn: str, *, server: bool, expired: bool = False) -> Pair:
     k = _key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     start, end = (now - dt.timedelta(days=10), now - dt.timedelta(days=1)) if expired else \
         (now - dt.timedelta(days=1), now + dt.timedelta(days=30))
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)

@@ -1,11 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from certs import make_pki  # noqa: E402
+from tests.security.certs import make_pki
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from loopback import Loopback, Request, response, sse  # noqa: E402
+from tests.loopback import Loopback, Request, response, sse
 
 MODELS = {"object": "list", "data": [{"id": "deepseek-r1", "object": "model", "max_model_len": 4096}]}
 # every answer that gets as far as its end carries usage: no request waits on the tokenizer (and
@@ -101,7 +97,7 @@ KINDS = [*CHAT, *MODELS_KINDS]
 
 def upstream(kind: str) -> Loopback:
     """A loopback server answering as ``kind`` (and as a healthy vLLM everywhere else)."""
-    def answer(req: Request):  # noqa: ANN202
+    def answer(req: Request):
         if req.path.endswith("/health"):
             return response(200, b"{}")
         if req.path.endswith("/models"):

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 class TokenServer:
     def __init__(self, client_id: str, client_secret: str, *, expires_in: int = 3600,
-                 on_token=None,  # noqa: ANN001 - called with each new token
+                 on_token=None,
                  ssl_context: ssl.SSLContext | None = None, echo: bool = False) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -32,7 +32,7 @@ class TokenServer:
             def log_message(self, *a):  # keep test output clean
                 pass
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
                 form = {k: v[0] for k, v in parse_qs(body).items()}
                 auth = self.headers.get("authorization", "")
@@ -62,7 +62,7 @@ class TokenServer:
                 self.wfile.write(data)
 
         class Server(ThreadingHTTPServer):
-            def handle_error(self, request, client_address):  # noqa: ANN001
+            def handle_error(self, request, client_address):
                 # the handshake runs in the request's thread: one the client refused lands here
                 if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
                     outer.handshake_failures += 1

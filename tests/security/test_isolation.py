@@ -7,10 +7,6 @@ import time
 
 import pytest
 
-from certs import server_context
-from oauth_server import TokenServer
-from tls_gateway import TLSGateway
-
 from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_settings
 from deepseek_engine.errors import AuthError
 from deepseek_engine.health import HealthBook
@@ -19,6 +15,9 @@ from deepseek_engine.retry import RetryBudget, RetryPolicy
 from deepseek_engine.routing import Router
 from deepseek_engine.transport import ClientRegistry
 from deepseek_sim import SimConfig, Simulator
+from tests.security.certs import server_context
+from tests.security.oauth_server import TokenServer
+from tests.security.tls_gateway import TLSGateway
 
 WANT_END = "How can I help you today?"
 BODY = build_body("deepseek-r1", [{"role": "user", "content": "hi"}], {})

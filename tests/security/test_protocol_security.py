@@ -3,24 +3,18 @@ plugin wrote (stdout protocol lines, logs, stderr) for the secrets it was given.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "protocol"), str(HERE.parent)]
-
-import chunk_rules as cr  # noqa: E402
-from certs import server_context  # noqa: E402
-from fault_cases import CASES, CREDS, WANT  # noqa: E402
-from harness import user_message  # noqa: E402
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
-from oauth_server import TokenServer  # noqa: E402
-from tls_gateway import TLSGateway  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
+from tests.fault_cases import CASES, CREDS, WANT
+from tests.protocol import chunk_rules as cr
+from tests.protocol.harness import user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, running_plugin
+from tests.security.certs import server_context
+from tests.security.oauth_server import TokenServer
+from tests.security.tls_gateway import TLSGateway
 
 API_KEY = "sk-SECRET-apikey-7f3a9c"
 CLIENT_SECRET = "cs-SECRET-oauth-51d2e8"

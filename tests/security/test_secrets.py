@@ -6,23 +6,18 @@ logs, stderr) holds one, and every failure reaches Dify as a typed error, never 
 from __future__ import annotations
 
 import base64
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "protocol"), str(HERE.parent)]
-
-from certs import server_context  # noqa: E402
-from echo_upstream import CHAT, KINDS, upstream  # noqa: E402
-from harness import SessionTimeout, user_message  # noqa: E402
-from oauth_server import TokenServer  # noqa: E402
-from plugin_util import PROVIDER, free_url, running_plugin  # noqa: E402
-from tls_gateway import TLSGateway  # noqa: E402
+from tests.protocol.harness import SessionTimeout, user_message
+from tests.protocol.plugin_util import PROVIDER, free_url, running_plugin
+from tests.security.certs import server_context
+from tests.security.echo_upstream import KINDS, upstream
+from tests.security.oauth_server import TokenServer
+from tests.security.tls_gateway import TLSGateway
 
 API_KEY = "sk-SECRET+key/7f3a9c"  # "+" and "/": its URL-encoded form differs
 URL_USER, URL_PASSWORD = "ops", "pw-SECRET/url+90ab"  # typed percent-encoded in the URL
@@ -44,7 +39,7 @@ class Upstreams:
     """One echoing upstream per (credential kind, failure kind), an mTLS gateway in front of the
     OAuth2 ones, and the identity provider (which quotes the Authorization header in its errors)."""
 
-    def __init__(self, pki) -> None:  # noqa: ANN001
+    def __init__(self, pki) -> None:
         self.pki = pki
         self.idp = TokenServer(CLIENT_ID, CLIENT_SECRET, echo=True)
         self.servers: list = []
@@ -98,7 +93,7 @@ def ups(pki):
         u.close()
 
 
-def written_by(plugin, sessions) -> str:  # noqa: ANN001
+def written_by(plugin, sessions) -> str:
     """Everything the plugin wrote: the sessions' protocol lines, every log, stray output, stderr."""
     lines = [line for r in sessions for line in r.raw_lines]
     lines += [str(x) for x in (*plugin.logs, *plugin.non_json_lines, *plugin.plugin_errors,
@@ -122,7 +117,7 @@ def leaked(text: str, secrets: list[str]) -> list[str]:
     return found
 
 
-def assert_typed(result, allowed=INVOKE_ERRORS) -> None:  # noqa: ANN001
+def assert_typed(result, allowed=INVOKE_ERRORS) -> None:
     err = result.error
     assert err is not None and err["error_type"] in allowed, err
     assert "Traceback" not in err["message"], err["message"]
@@ -213,13 +208,14 @@ def test_no_known_secret_in_anything_the_plugin_writes_under_every_failure_kind(
                {"endpoint_urls": free_url(), "api_key": "\x01" + API_KEY, **QUICK}]
         for i, c in enumerate(bad):
             jobs.append((f"bad/{i}/validate", lambda c=c: p.validate_provider_credentials(PROVIDER, c)))
-            jobs.append((f"bad/{i}/invoke", lambda c=c: p.invoke_llm(PROVIDER, "deepseek-r1", c, [user_message("hi")], {})))
+            jobs.append((f"bad/{i}/invoke",
+                         lambda c=c: p.invoke_llm(PROVIDER, "deepseek-r1", c, [user_message("hi")], {})))
         lock = threading.Lock()
         results = []
 
         hung = []
 
-        def run(job):  # noqa: ANN001, ANN202
+        def run(job):
             what, thunk = job
             try:
                 r = thunk()

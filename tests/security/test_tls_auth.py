@@ -5,10 +5,6 @@ import time
 
 import pytest
 
-from certs import issue, make_ca, server_context
-from oauth_server import TokenServer
-from tls_gateway import TLSGateway
-
 from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_settings
 from deepseek_engine.errors import AuthError, ConfigError, ConnectError, UnreachableError
 from deepseek_engine.health import HealthBook
@@ -16,6 +12,9 @@ from deepseek_engine.retry import RetryPolicy
 from deepseek_engine.transport import ClientRegistry
 from deepseek_engine.validation import validate_endpoints
 from deepseek_sim import SimConfig, Simulator
+from tests.security.certs import issue, make_ca, server_context
+from tests.security.oauth_server import TokenServer
+from tests.security.tls_gateway import TLSGateway
 
 WANT_END = "How can I help you today?"
 BODY = build_body("deepseek-r1", [{"role": "user", "content": "hi"}], {})
@@ -107,7 +106,8 @@ def _damaged(pem: str) -> str:
     (lambda p: dict(tls_ca_bundle=_damaged(p.ca.cert)), "could not be read"),
     (lambda p: dict(tls_client_cert=p.client.cert), "tls_client_key is empty"),
     (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key="garbage"), "not a PEM private key"),
-    (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key=p.rogue_client.key), "does not belong to tls_client_cert"),
+    (lambda p: dict(tls_client_cert=p.client.cert, tls_client_key=p.rogue_client.key),
+     "does not belong to tls_client_cert"),
 ])
 def test_bad_tls_material_is_a_clear_config_error(pki, creds, needle):
     given = creds(pki)

@@ -1,19 +1,9 @@
 """Fixtures for the deepseek_sim tests (real loopback sockets)."""
 
-import os
-import sys
+import httpx
+import pytest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(os.path.dirname(_HERE))
-# Plain `pytest` (not `python -m pytest`) does not put the repo root on sys.path.
-for p in (_ROOT, _HERE):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_sim import SimConfig, Simulator
 
 
 @pytest.fixture

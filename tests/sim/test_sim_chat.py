@@ -4,11 +4,20 @@ import json
 import re
 
 import pytest
-from simtest_util import (HI, VLLM_ANSWER, VLLM_REASONING, VLLM_TOOL_REASONING, WEATHER_TOOL, chunks_of, collect,
-                          deltas_of, stream_chat)
 
 from deepseek_sim import count_tokens
 from deepseek_sim.script import ANSWER, REASONING, TOOL_REASONING
+from tests.sim.simtest_util import (
+    HI,
+    VLLM_ANSWER,
+    VLLM_REASONING,
+    VLLM_TOOL_REASONING,
+    WEATHER_TOOL,
+    chunks_of,
+    collect,
+    deltas_of,
+    stream_chat,
+)
 
 PROMPT_HI = count_tokens("hi") + 4
 

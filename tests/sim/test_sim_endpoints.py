@@ -5,9 +5,9 @@ import threading
 
 import httpx
 import pytest
-from simtest_util import HI, decode_chunked, post_json_raw, raw_exchange, sse_parse, split_response, wait_for
 
 from deepseek_sim import RecordedRequest
+from tests.sim.simtest_util import HI, decode_chunked, post_json_raw, raw_exchange, split_response, sse_parse, wait_for
 
 
 def test_auth_required_on_v1_only(make_sim):
@@ -71,7 +71,7 @@ def test_vllm_prompt_plus_max_tokens_over_context_is_capped(make_sim, stream):
             "stream_options": {"include_usage": True}}
     with httpx.Client(base_url=sim.base_url) as c:
         if stream:
-            from simtest_util import chunks_of, collect, stream_chat
+            from tests.sim.simtest_util import chunks_of, collect, stream_chat
             _, datas, _ = stream_chat(c, body)
             got = collect(chunks_of(datas))
             usage, finish = got["usage"], got["finish_reason"]
@@ -143,7 +143,7 @@ AUTO_TOOLS = '"auto" tool choice requires --enable-auto-tool-choice and --tool-c
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_vllm_without_tool_parser_refuses_auto_tool_choice(make_sim, stream):
-    from simtest_util import WEATHER_TOOL
+    from tests.sim.simtest_util import WEATHER_TOOL
 
     sim = make_sim(tool_parser=False)
     url = sim.base_url + "/chat/completions"
@@ -354,7 +354,7 @@ def test_garbage_request_gets_400(sim):
 
 
 def test_vllm_metrics_finished_reasons_and_ttft(make_sim):
-    from simtest_util import WEATHER_TOOL
+    from tests.sim.simtest_util import WEATHER_TOOL
 
     sim = make_sim(ttft=0.03, max_running=1)
     url = sim.base_url + "/chat/completions"

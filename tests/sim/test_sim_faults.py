@@ -3,10 +3,12 @@
 import json
 import socket
 import time
+from itertools import pairwise
 
 import httpx
 import pytest
-from simtest_util import HI, post_json_raw, sse_parse
+
+from tests.sim.simtest_util import HI, post_json_raw, sse_parse
 
 CHAT = {"model": "deepseek-r1", "messages": HI}
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
@@ -130,7 +132,7 @@ def test_stall_mid_stream(sim, client):
         for line in r.iter_lines():
             if line.startswith("data:"):
                 stamps.append((time.monotonic(), line))
-    gaps = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
+    gaps = [b[0] - a[0] for a, b in pairwise(stamps)]
     assert gaps[1] >= 0.25 and max(gaps[:1] + gaps[2:]) < 0.2
     assert stamps[-1][1] == "data: [DONE]"
     # Non-stream: headers arrive, the body waits.

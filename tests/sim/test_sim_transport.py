@@ -11,11 +11,21 @@ import time
 
 import httpx
 import pytest
-from simtest_util import (HI, VLLM_ANSWER, VLLM_REASONING, chunks_of, collect, decode_chunked, post_json_raw,
-                          raw_exchange, sse_parse, wait_for)
 
 from deepseek_sim import SimConfig, Simulator
 from deepseek_sim.script import ANSWER, REASONING
+from tests.sim.simtest_util import (
+    HI,
+    VLLM_ANSWER,
+    VLLM_REASONING,
+    chunks_of,
+    collect,
+    decode_chunked,
+    post_json_raw,
+    raw_exchange,
+    sse_parse,
+    wait_for,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -93,7 +103,7 @@ def test_stop_ends_connections_accepted_while_stopping():
         sim = Simulator(SimConfig()).start()
         port, loop, done, held = sim.port, sim._loop, threading.Event(), []
 
-        def knock():
+        def knock(port: int, done: threading.Event, held: list) -> None:
             while not done.is_set():
                 try:  # headers never finished, the connection held: the server waits in read_request
                     held.append(socket.create_connection(("127.0.0.1", port), timeout=0.2))
@@ -102,7 +112,7 @@ def test_stop_ends_connections_accepted_while_stopping():
                 except OSError:
                     pass
 
-        knockers = [threading.Thread(target=knock, daemon=True) for _ in range(8)]
+        knockers = [threading.Thread(target=knock, args=(port, done, held), daemon=True) for _ in range(8)]
         for k in knockers:
             k.start()
         time.sleep(0.05)

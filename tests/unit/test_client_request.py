@@ -34,14 +34,14 @@ STREAM = _sse(_chunk("Hello there,"), _chunk(" friend."), _chunk(finish="stop"),
 class _Registry:
     """ClientRegistry's interface over one client on an in-memory transport."""
 
-    def __init__(self, handler) -> None:  # noqa: ANN001
+    def __init__(self, handler) -> None:
         self.client = httpx.Client(transport=httpx.MockTransport(handler))
 
-    def get(self, key, verify=True) -> httpx.Client:  # noqa: ANN001
+    def get(self, key, verify=True) -> httpx.Client:
         return self.client
 
 
-def _client(handler) -> ChatClient:  # noqa: ANN001
+def _client(handler) -> ChatClient:
     settings = parse_settings({"endpoint_urls": "http://gpu-1:8000/v1", "api_key": "k-1234"})
     policy = RetryPolicy(attempts=1, budget=RetryBudget(cap=100))
     return ChatClient(settings, registry=_Registry(handler), health=HealthBook(), policy=policy,
@@ -61,7 +61,7 @@ def _response(body: bytes, **headers: str) -> httpx.Response:
                           stream=httpx.ByteStream(body))
 
 
-def _gateway(seen: list[httpx.Request], *, always: bool = False):  # noqa: ANN202
+def _gateway(seen: list[httpx.Request], *, always: bool = False):
     """A gateway that gzips the event stream whenever the client accepts gzip (or always)."""
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)

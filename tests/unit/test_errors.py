@@ -1,8 +1,15 @@
 import pytest
 
-from deepseek_engine.errors import (AuthError, BadRequestError, ModelNotFoundError, RateLimitError,
-                                    ServerError, UnavailableError, error_from_response,
-                                    server_message)
+from deepseek_engine.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+    UnavailableError,
+    error_from_response,
+    server_message,
+)
 
 OVERFLOW = ('{"error":{"message":"This model\'s maximum context length is 2048 tokens. However, your '
             'prompt contains at least 2049 input tokens.","type":"BadRequestError","param":"input_tokens","code":400}}')
@@ -127,7 +134,7 @@ def test_a_scope_covers_each_step_of_an_iterator_and_the_threads_it_hands_work_t
 
 
 def test_scope_secrets_are_also_scrubbed_url_encoded():
-    from deepseek_engine.errors import secret_scope, scrub
+    from deepseek_engine.errors import scrub, secret_scope
 
     with secret_scope({"pw/SECRET+1"}):
         assert scrub("a pw/SECRET+1 b pw%2FSECRET%2B1") == "a *** b ***"
@@ -184,7 +191,8 @@ def test_the_hints_that_quote_pem_armor_survive_a_client_key_in_scope():
     from deepseek_engine.settings import credential_secrets
 
     creds = {"endpoint_urls": "https://gw/v1", "tls_mode": "custom", "tls_client_cert": "x",
-             "tls_client_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"}
+             "tls_client_key": ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+                                "-----END PRIVATE KEY-----")}
     hint = "tls_client_key is not a PEM private key (it should start with -----BEGIN PRIVATE KEY-----)"
     with secret_scope(credential_secrets(creds)):
         assert public_message(ConfigError(hint), parse_settings(creds)) == hint

@@ -5,6 +5,7 @@ import tenacity
 from deepseek_engine.errors import BadRequestError, RateLimitError, ServerError
 from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryBudget, RetryPolicy, WaitFailover
+from deepseek_engine.routing import Router
 from deepseek_engine.settings import parse_endpoints
 
 
@@ -116,7 +117,7 @@ def test_ejection_passive_and_growing():
     book.failure(a.url, "500")
     first = book.state(a.url).ejected_until - time.monotonic()
     assert not book.state(a.url).available(time.monotonic())
-    assert book.order((a, b))[0] == b
+    assert Router(book).order((a, b))[0] == b
     book.failure(a.url, "500", severe=True)  # same outage: no escalation
     assert book.state(a.url).ejections == 1
     book.state(a.url).ejected_until = 0  # the cool-down is over

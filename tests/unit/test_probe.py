@@ -11,7 +11,7 @@ from deepseek_engine.probe import Prober
 from deepseek_engine.settings import parse_endpoints
 
 
-def _client(answer) -> httpx.Client:  # noqa: ANN001
+def _client(answer) -> httpx.Client:
     """A client whose every request gets ``answer(request)``: a status, or an exception raised."""
     def handler(request: httpx.Request) -> httpx.Response:
         out = answer(request)
@@ -21,7 +21,7 @@ def _client(answer) -> httpx.Client:  # noqa: ANN001
     return httpx.Client(transport=httpx.MockTransport(handler))
 
 
-def _prober(answer, url="http://gpu-1:8000/v1"):  # noqa: ANN001
+def _prober(answer, url="http://gpu-1:8000/v1"):
     book = HealthBook()
     prober = Prober(book, health_interval=0, metrics_interval=0)  # no thread: probes run by hand
     (ep,) = parse_endpoints(url)
@@ -112,14 +112,14 @@ class Held:
                 self.in_flight[host] -= 1
 
 
-def _until(cond, seconds: float = 5.0) -> bool:  # noqa: ANN001
+def _until(cond, seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while not cond() and time.monotonic() < deadline:
         time.sleep(0.005)
     return cond()
 
 
-def _two_watched(held: Held):  # noqa: ANN202
+def _two_watched(held: Held):
     book = HealthBook()
     prober = Prober(book, health_interval=60.0, metrics_interval=0)  # none on schedule here
     eps = parse_endpoints("http://gpu-a:8000/v1, http://gpu-b:8000/v1")

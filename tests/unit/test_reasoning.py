@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deepseek_engine import parse_settings
 from deepseek_engine.reasoning import ReasoningFormatter, looks_like_reasoner, strip_reasoning
@@ -53,7 +54,7 @@ def test_tool_call_closes_the_block():
 def test_tags_split_anywhere_give_one_block(cuts, shape):
     text = f"<think>\n{R}\n</think>\n\n{A}" if shape == "inline" else f"{R}\n</think>\n\n{A}"
     cuts = sorted({c for c in cuts if c <= len(text)})
-    pieces = [(None, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    pieces = [(None, text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert run(True, pieces) == WANT
 
 

@@ -4,8 +4,16 @@ import pytest
 
 from deepseek_engine.errors import IdleTimeout, StreamBrokenError
 from deepseek_engine.protocol import ChatDelta
-from deepseek_engine.resume import (Progress, StartedOver, budget_spent, continuation_body, continuation_timeouts,
-                                    continue_on, relabel, unless_started_over)
+from deepseek_engine.resume import (
+    Progress,
+    StartedOver,
+    budget_spent,
+    continuation_body,
+    continuation_timeouts,
+    continue_on,
+    relabel,
+    unless_started_over,
+)
 from deepseek_engine.settings import Timeouts, parse_endpoints
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "stream": True}

@@ -97,7 +97,7 @@ def test_priority_groups_and_ejection():
 class _CountingRandom(random.Random):
     draws = 0
 
-    def choices(self, *a, **kw):  # noqa: ANN002, ANN003
+    def choices(self, *a, **kw):
         self.draws += 1
         return super().choices(*a, **kw)
 

@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deepseek_engine.sse import EventTooLarge, SSEDecoder, iter_sse_data
 
@@ -42,7 +43,7 @@ def test_line_separator_inside_json_is_not_a_line_end():
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
 def test_any_split_of_the_bytes_gives_the_same_events(cuts):
     cuts = sorted(set(cuts))
-    pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)])]
+    pieces = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
     assert list(iter_sse_data(pieces)) == EXPECTED
 
 
@@ -78,7 +79,7 @@ def test_a_byte_order_mark_given_as_text_is_stripped_too():
 def test_any_split_of_a_bom_stream_with_empty_events_gives_the_same_events(cuts, empty):
     stream = BOM + empty + STREAM.replace(b"data: [DONE]", empty + b"data: [DONE]")
     cuts = sorted({min(c, len(stream)) for c in cuts})
-    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     assert list(iter_sse_data(pieces)) == EXPECTED
 
 

@@ -4,7 +4,6 @@ inflates to 1 GiB, a 256 MiB error page) costs the process a few MiB, not gigaby
 connection is closed once the cap is reached. The big bodies are made lazily, piece by piece, in
 the loopback server: neither side ever holds them whole (except today's unbounded client)."""
 
-import sys
 import time
 import zlib
 from contextlib import contextmanager
@@ -18,9 +17,7 @@ from deepseek_engine.health import HealthBook
 from deepseek_engine.probe import Prober
 from deepseek_engine.retry import RetryBudget, RetryPolicy
 from deepseek_engine.routing import Router
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loopback import Loopback, response  # noqa: E402
+from tests.loopback import Loopback
 
 MiB = 1 << 20
 GROWTH = 100 * MiB  # peak RSS growth allowed while a hostile body is served (caps are 64 KiB..8 MiB)
@@ -38,7 +35,7 @@ def _head(status: int, content_type: str, encoding: str | None = None) -> bytes:
     return f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n{enc}connection: close\r\n\r\n".encode()
 
 
-def _flat_out(pieces, sent: Sent):  # noqa: ANN001
+def _flat_out(pieces, sent: Sent):
     for p in pieces:
         sent.count += len(p)
         yield 0  # no pause between pieces: as fast as the client reads
@@ -89,24 +86,24 @@ def peak_growth():
     out.append(_rss("VmHWM") - start)
 
 
-def _served(answer, content_type="application/json", status=200, encoding=None, sent=None):  # noqa: ANN001
+def _served(answer, content_type="application/json", status=200, encoding=None, sent=None):
     """A Loopback answer: ``answer`` (pieces, made lazily) behind a head without content-length."""
     sent = sent or Sent()
 
-    def reply(req):  # noqa: ANN001, ANN202
+    def reply(req):
         yield _head(status, content_type, encoding)
         yield from _flat_out(answer(), sent)
     return reply
 
 
-def _client(srv, registry, **creds) -> ChatClient:  # noqa: ANN001
+def _client(srv, registry, **creds) -> ChatClient:
     settings = parse_settings({"endpoint_urls": srv.base_url, "timeouts": "connect=2 first_token=20 total=30",
                                **creds})
     return ChatClient(settings, registry=registry, health=HealthBook(), prober=None,
                       policy=RetryPolicy(attempts=1, budget=RetryBudget()))
 
 
-def _ended_soon(call, seconds: float = 20.0):  # noqa: ANN001
+def _ended_soon(call, seconds: float = 20.0):
     t = time.monotonic()
     try:
         call()
@@ -180,7 +177,7 @@ def test_a_huge_metrics_page_is_not_scraped(hostile):
         with peak_growth() as growth:
             _ended_soon(lambda: prober.scrape(ep))
     assert growth[0] < GROWTH, f"peak RSS grew {growth[0] / MiB:.0f} MiB"
-    assert router._s(ep.url).load is None  # noqa: SLF001 - refused, not parsed
+    assert router._s(ep.url).load is None
 
 
 def _deflate(data: bytes, wbits: int) -> bytes:

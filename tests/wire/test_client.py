@@ -5,12 +5,20 @@ import time
 import pytest
 
 from deepseek_engine import AnswerAssembler, build_body
-from deepseek_engine.errors import (AuthError, BadRequestError, ConnectError, EndpointsDownError,
-                                    FirstTokenTimeout, IdleTimeout, ModelNotFoundError,
-                                    RateLimitError, ServerError, StreamBrokenError)
+from deepseek_engine.errors import (
+    AuthError,
+    BadRequestError,
+    ConnectError,
+    EndpointsDownError,
+    FirstTokenTimeout,
+    IdleTimeout,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+    StreamBrokenError,
+)
 from deepseek_sim import SimConfig, Simulator
-
-from wireutil import free_port, make_client, run
+from tests.wire.wireutil import free_port, make_client, run
 
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
@@ -303,7 +311,7 @@ def test_early_close_closes_the_upstream_stream(registry):
         client = make_client(sim.base_url, registry)
         from deepseek_engine import build_body
         gen = client.stream(build_body("deepseek-r1", [{"role": "user", "content": "[[long]]"}], {"max_tokens": 2000}))
-        for _, _d in zip(range(5), gen):
+        for _, _d in zip(range(5), gen, strict=False):
             pass
         gen.close()
         deadline = time.monotonic() + 2
@@ -345,7 +353,8 @@ def test_a_replica_that_breaks_every_stream_part_way_is_ejected(registry):
     next requests go to the other one from the start."""
     from deepseek_engine.health import HealthBook
 
-    with Simulator(SimConfig(served_model="deepseek-r1")) as flaky, Simulator(SimConfig(served_model="deepseek-r1")) as good:
+    with (Simulator(SimConfig(served_model="deepseek-r1")) as flaky,
+          Simulator(SimConfig(served_model="deepseek-r1")) as good):
         flaky.inject("drop_mid_stream", count=10, after=5)
         client = make_client([flaky.base_url, f"{good.base_url} priority=1"], registry)
         client.health = HealthBook(threshold=3, base_cooldown=30)

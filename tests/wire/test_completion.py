@@ -5,7 +5,7 @@ by one, the token counts made offline when the server sends none, one telemetry 
 import time
 
 import pytest
-from wireutil import ANSWER, REASONING, WANT
+from tests.wire.wireutil import ANSWER, REASONING, WANT
 
 from deepseek_engine import ChatClient, Completion, Finished
 from deepseek_engine.errors import AuthError, ConfigError, EngineError

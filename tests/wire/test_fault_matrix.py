@@ -1,19 +1,14 @@
 """Issue 3's fault matrix in-process: the engine over real sockets, streaming and buffered."""
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fault_cases import CASES, CREDS, WANT  # noqa: E402
-from wireutil import free_port, make_client, run  # noqa: E402
-
-from deepseek_engine import build_body  # noqa: E402
-from deepseek_engine.errors import EngineError  # noqa: E402
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_engine import build_body
+from deepseek_engine.errors import EngineError
+from deepseek_sim import SimConfig, Simulator
+from tests.fault_cases import CASES, CREDS, WANT
+from tests.wire.wireutil import free_port, make_client, run
 
 
 def _chat(client, prompt, buffered):

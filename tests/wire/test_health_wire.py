@@ -1,25 +1,19 @@
 """Health over real sockets: a blackholed endpoint, a re-saved TLS credential, a lone healthy
 endpoint's 429. Each with the background prober as the plugin runs it."""
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "security")]
-
-from blackhole import Blackhole  # noqa: E402
-from wireutil import WANT, free_port, make_client, run  # noqa: E402
-
-from deepseek_engine import ChatClient, parse_settings  # noqa: E402
-from deepseek_engine.errors import TLSError  # noqa: E402
-from deepseek_engine.health import HealthBook  # noqa: E402
-from deepseek_engine.probe import Prober  # noqa: E402
-from deepseek_engine.retry import RetryPolicy  # noqa: E402
-from deepseek_engine.routing import Router  # noqa: E402
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_engine import ChatClient, parse_settings
+from deepseek_engine.errors import TLSError
+from deepseek_engine.health import HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.retry import RetryPolicy
+from deepseek_engine.routing import Router
+from deepseek_sim import SimConfig, Simulator
+from tests.blackhole import Blackhole
+from tests.wire.wireutil import WANT, free_port, make_client, run
 
 CONNECT = 0.5
 
@@ -82,7 +76,7 @@ def test_blackholed_endpoint_costs_one_connect_timeout_then_is_skipped_until_hea
 def test_a_wrong_ca_sets_the_endpoint_aside_for_its_credential_alone(registry):
     """One workspace's wrong CA bundle: its requests keep saying so, while another credential on
     the same URL (and the prober, whichever client it probes through) finds the server healthy."""
-    from certs import make_pki, server_context
+    from tests.security.certs import make_pki, server_context
 
     pki = make_pki()
     book = HealthBook()
@@ -132,7 +126,7 @@ def test_a_blackholed_endpoint_does_not_hold_up_the_probes_of_the_others():
             a.check()
             eps = parse_settings({"endpoint_urls": f"{a.base_url}, {b.base_url}, {live.base_url}"}).endpoints
             t = time.monotonic()
-            prober._all([prober.probe], eps)  # noqa: SLF001 - one round, as the loop runs it
+            prober._all([prober.probe], eps)
             took = time.monotonic() - t
         assert any(r.path == "/health" for r in live.requests)
         assert 0.5 <= took < 1.0, f"{took:.2f}s: probed one after another?"

@@ -3,21 +3,15 @@ shapes that are not the protocol. Each must end within its deadline as a typed e
 to a healthy endpoint while nothing was shown), never hang the process or reach the caller raw."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from deepseek_engine import AnswerAssembler, build_body
-from deepseek_engine.errors import (BadRequestError, FirstTokenTimeout, IdleTimeout,
-                                    StreamBrokenError, TotalTimeout)
+from deepseek_engine.errors import BadRequestError, FirstTokenTimeout, IdleTimeout, StreamBrokenError, TotalTimeout
 from deepseek_engine.sse import MAX_EVENT_CHARS
-
-from wireutil import WANT, make_client, run
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loopback import Loopback, response, sse  # noqa: E402
+from tests.loopback import Loopback, response, sse
+from tests.wire.wireutil import WANT, make_client, run
 
 CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"

@@ -2,9 +2,7 @@
 (one byte at a time, each well within a per-read timeout) fails at its deadline, and one endpoint's
 slow probe holds no other endpoint's probes."""
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +13,7 @@ from deepseek_engine.probe import Prober
 from deepseek_engine.retry import RetryBudget, RetryPolicy
 from deepseek_engine.routing import Router
 from deepseek_sim import SimConfig, Simulator
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loopback import Loopback, response  # noqa: E402
+from tests.loopback import Loopback, response
 
 EVERY = 0.4  # seconds between bytes: each read gets one well within any per-read timeout
 LASTS = 12.0  # seconds a trickle goes on (then the connection is held a little and closed)
@@ -32,24 +28,24 @@ def trickle(answer: bytes):
 
 def _trickling(path_end: str, body: bytes = b"{}"):
     """A Loopback answer that trickles requests whose path ends with ``path_end``; 404 otherwise."""
-    def answer(req):  # noqa: ANN001, ANN202
+    def answer(req):
         if req.path.endswith(path_end):
             return trickle(response(200, body + b" " * 200))
         return response(404, b"{}")
     return answer
 
 
-def _endpoint(url: str):  # noqa: ANN202
+def _endpoint(url: str):
     return parse_settings({"endpoint_urls": url}).endpoints[0]
 
 
-def _took(call) -> tuple[object, float]:  # noqa: ANN001
+def _took(call) -> tuple[object, float]:
     t = time.monotonic()
     out = call()
     return out, time.monotonic() - t
 
 
-def _wait_for(cond, seconds: float) -> bool:  # noqa: ANN001
+def _wait_for(cond, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not cond() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -76,7 +72,7 @@ def test_a_trickling_metrics_scrape_ends_at_the_deadline():
         ep = _endpoint(srv.base_url)
         prober.watch((ep,))
         _, took = _took(lambda: prober.scrape(ep))
-    assert router._s(ep.url).load is None  # noqa: SLF001 - nothing read in time: no load known
+    assert router._s(ep.url).load is None
     assert took < 4.0, f"{took:.1f}s"
 
 

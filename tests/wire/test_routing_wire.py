@@ -2,7 +2,6 @@
 
 import threading
 import time
-from collections import Counter
 
 import pytest
 
@@ -23,7 +22,7 @@ def fleet(*configs):
 def client_for(sims, registry, suffixes=None, metrics=0.05, health=0.05):
     suffixes = suffixes or [""] * len(sims)
     settings = parse_settings({"endpoint_urls": ", ".join(f"{s.base_url} {x}".strip()
-                                                          for s, x in zip(sims, suffixes))})
+                                                          for s, x in zip(sims, suffixes, strict=True))})
     book = HealthBook(base_cooldown=0.2)
     router = Router(book)
     prober = Prober(book, router, health_interval=health, metrics_interval=metrics)

@@ -1,25 +1,20 @@
 """When every endpoint is set aside: the error says why (as the failure it was), a lone endpoint
 back from a restart serves the next request, and a first-token timeout is not waited twice."""
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from blackhole import Blackhole  # noqa: E402
-from wireutil import WANT, make_client, run  # noqa: E402
-
-from deepseek_engine import ChatClient, parse_settings  # noqa: E402
-from deepseek_engine.errors import FirstTokenTimeout, RateLimitError, UnreachableError  # noqa: E402
-from deepseek_engine.health import FRESH, HealthBook  # noqa: E402
-from deepseek_engine.probe import Prober  # noqa: E402
-from deepseek_engine.retry import RetryBudget, RetryPolicy  # noqa: E402
-from deepseek_engine.routing import Router  # noqa: E402
-from deepseek_sim import SimConfig, Simulator  # noqa: E402
+from deepseek_engine import ChatClient, parse_settings
+from deepseek_engine.errors import FirstTokenTimeout, RateLimitError, UnreachableError
+from deepseek_engine.health import FRESH, HealthBook
+from deepseek_engine.probe import Prober
+from deepseek_engine.retry import RetryBudget, RetryPolicy
+from deepseek_engine.routing import Router
+from deepseek_sim import SimConfig, Simulator
+from tests.blackhole import Blackhole
+from tests.wire.wireutil import WANT, make_client, run
 
 
 def _chats(sim):

@@ -1,18 +1,12 @@
 """Stream edges the simulator cannot time exactly, over a loopback server that sends each answer
 in one write: what arrives in one network read together with an in-band error."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from deepseek_engine import AnswerAssembler, build_body
 from deepseek_engine.errors import ServerError, StreamBrokenError
-
-from wireutil import make_client
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loopback import Loopback, response, sse  # noqa: E402
+from tests.loopback import Loopback, response, sse
+from tests.wire.wireutil import make_client
 
 
 def _chunk(content=None, role=None) -> dict:

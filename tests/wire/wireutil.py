@@ -6,7 +6,6 @@ from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_setti
 from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryBudget, RetryPolicy
 
-
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
 WANT = f"<think>\n{REASONING}\n</think>\n\n{ANSWER}"

@@ -28,7 +28,6 @@ import time
 from collections.abc import Generator, Mapping
 
 import gevent
-
 from dify_plugin import LargeLanguageModel
 from dify_plugin.entities.model.llm import LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import (
