@@ -7,8 +7,17 @@ from .answer import AnswerAssembler, Piece
 from .client import ChatClient
 from .completion import Completion, Finished
 from .discovery import DIRECTORY, ServedModel, pick_served_model
-from .errors import (AuthError, BadRequestError, ConfigError, ConnectError, EngineError,
-                     RateLimitError, ServerError, StreamBrokenError, TimeoutError_)
+from .errors import (
+                     AuthError,
+                     BadRequestError,
+                     ConfigError,
+                     ConnectError,
+                     EngineError,
+                     RateLimitError,
+                     ServerError,
+                     StreamBrokenError,
+                     TimeoutError_,
+)
 from .protocol import ChatDelta, build_body
 from .settings import Settings, parse_settings
 

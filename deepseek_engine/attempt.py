@@ -112,7 +112,7 @@ class Opener:
             set_read_budget(None)
 
 
-def _whole_answer(resp: httpx.Response, ep: Endpoint, ctype: str):  # noqa: ANN202 - a ChatDelta
+def _whole_answer(resp: httpx.Response, ep: Endpoint, ctype: str):
     """The one delta of a non-streamed answer (read whole, to ``ANSWER_CAP``; then closed)."""
     text = read_text(resp, ep.name, ANSWER_CAP, what="the non-streamed answer")
     try:

@@ -101,8 +101,8 @@ class OAuth2ClientCredentials(Auth):
                 self._token = None
 
     def _fetch(self) -> None:
-        from authlib.integrations.httpx_client import OAuth2Client
         from authlib.integrations.base_client.errors import OAuthError
+        from authlib.integrations.httpx_client import OAuth2Client
 
         where = display_url(self.token_url)
         extra = {"audience": self.audience} if self.audience else {}

@@ -62,7 +62,7 @@ class _Inflater:
         return out
 
 
-def _decoder(encoding: str):  # noqa: ANN202
+def _decoder(encoding: str):
     """An inflater for a response's Content-Encoding, or None for identity. httpx would skip a
     coding it does not know and hand over compressed bytes as text: refused here instead."""
     codings = [c for c in (x.strip().lower() for x in encoding.split(",")) if c not in ("", "identity")]

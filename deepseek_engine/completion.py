@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from .answer import AnswerAssembler, Piece
 from .client import ChatClient
@@ -28,10 +27,9 @@ __all__ = ["MAX_HOLD", "REQUEST_ID_PREFIX", "Batch", "Completion", "Finished", "
 
 MAX_HOLD = 0.001  # seconds a received token may wait to share a piece with the next ones
 REQUEST_ID_PREFIX = "dify-"  # X-Request-Id of a user's request: servers' logs correlate with ours
-T = TypeVar("T")
 
 
-def _direct(fn: Callable[..., T], *args: object) -> T:
+def _direct[T](fn: Callable[..., T], *args: object) -> T:
     return fn(*args)
 
 
@@ -69,7 +67,7 @@ def sized(piece: Piece, limit: int | None) -> list[Piece]:
         return [piece]
     out = [Piece(text[i:i + limit], []) for i in range(0, len(text), limit)]
     room = 0
-    for call, size in zip(calls, sizes):
+    for call, size in zip(calls, sizes, strict=True):
         if size > limit:
             raise BadRequestError(f"the model's tool call {call['function']['name']!r} is {size:,} characters, "
                                   f"more than one message to Dify may carry ({limit:,})",

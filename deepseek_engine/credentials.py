@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import TypeVar
 
 from .settings import Settings, credential_secrets, parse_settings
 
 __all__ = ["per_credentials", "secrets_for", "settings_for"]
 
-T = TypeVar("T")
 
 
-def per_credentials(fn: Callable[[Mapping], T]) -> Callable[[Mapping], T]:
+def per_credentials[T](fn: Callable[[Mapping], T]) -> Callable[[Mapping], T]:
     """``fn(credentials)``, cached by the credentials' items. Invalid ones raise again each time
     (an exception is never cached)."""
     cached = functools.lru_cache(maxsize=64)(lambda items: fn(dict(items)))

@@ -84,7 +84,7 @@ class ModelDirectory:
         self._tried: dict[tuple, float] = {}  # key -> when a background fetch last started
         self._lock = threading.Lock()
 
-    def known(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]] | None:  # noqa: ANN001
+    def known(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]] | None:
         """The last answer for ``key``, however old, at once; when there is none or it is stale,
         one background ``fetch`` refreshes it. For callers that must not wait on a server (a
         schema Dify asks for before every request)."""
@@ -100,13 +100,13 @@ class ModelDirectory:
                                  name="deepseek-discovery").start()
         return (hit[1], hit[2]) if hit else None
 
-    def _refresh(self, key: tuple, fetch) -> None:  # noqa: ANN001
+    def _refresh(self, key: tuple, fetch) -> None:
         try:
             self.get(key, fetch)
         except EngineError as e:  # the next request reports the server's own words
             log.info("served models of %s not refreshed: %s", e.endpoint or "the endpoints", type(e).__name__)
 
-    def get(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]]:  # noqa: ANN001
+    def get(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]]:
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit and now - hit[0] < self.ttl:

@@ -28,7 +28,6 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import quote
 
 __all__ = [
@@ -154,7 +153,6 @@ _SCOPE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("deepsee
 _REMEMBERED: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 _REMEMBERED_MAX = 256
 _REMEMBERED_LOCK = threading.Lock()
-T = TypeVar("T")
 
 
 @contextmanager
@@ -179,7 +177,7 @@ def remember_secret(value: str) -> None:
             del _REMEMBERED[next(iter(_REMEMBERED))]
 
 
-def scoped(steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
+def scoped[T](steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
     """``steps`` with ``secrets`` in scope while each step runs. A generator's body runs in the
     context of whoever resumes it, so a scope opened inside one would leak into its caller between
     steps (and could not be closed from another greenlet): the scope is entered per step instead."""
@@ -201,7 +199,7 @@ def scoped(steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
                 close()
 
 
-def carry_scope(fn: Callable[..., T]) -> Callable[..., T]:
+def carry_scope[T](fn: Callable[..., T]) -> Callable[..., T]:
     """``fn`` to run in another thread (a pool, a background warm-up) with the caller's secrets in
     scope: threads do not inherit context variables."""
     held = _SCOPE.get()
@@ -239,12 +237,12 @@ def _pieces(text: str, secret: str) -> Iterator[str]:
             yield cut(k)
 
 
-def public_message(e: BaseException, settings=None) -> str:  # noqa: ANN001 - Settings imports this module
+def public_message(e: BaseException, settings=None) -> str:
     """``str(e)`` as it may leave the process (to Dify, to a log): scrubbed of the settings' secrets."""
     return scrub(str(e), settings.secrets() if settings is not None else ())
 
 
-def report_unexpected(e: BaseException, settings=None) -> str:  # noqa: ANN001
+def report_unexpected(e: BaseException, settings=None) -> str:
     """The last line of defence, for an exception that is not the engine's own (an answer of a shape
     nothing expected, or a bug): one scrubbed line naming its class, without a traceback, for the
     Dify error; the plugin's log gets the same line and where it was raised."""

@@ -62,7 +62,7 @@ def chat_events(resp: httpx.Response, endpoint: str, ready: Readiness) -> Iterat
                 break
             try:
                 batch.append(parse_chunk(loads(data), endpoint))
-            except Exception as e:  # noqa: BLE001 - typed below, whatever a payload trips
+            except Exception as e:
                 yield from coalesce(batch)  # what came before was fine: deliver it
                 if isinstance(e, EngineError):  # an in-band {"error"}, a malformed shape
                     raise

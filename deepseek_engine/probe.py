@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from .body import ERROR_CAP, LISTING_CAP, Body, read_capped
-from .health import HEALTH, HealthBook
 from .errors import UnavailableError
+from .health import HEALTH, HealthBook
 from .routing import ROUTER, Router, parse_metrics
 from .transport import connect_timeout, connection_error, pooled_client, read_budget
 
@@ -65,7 +65,7 @@ class Prober:
         self._default = pooled_client()
         book.prober = self
 
-    def watch(self, endpoints, client: httpx.Client | None = None) -> None:  # noqa: ANN001
+    def watch(self, endpoints, client: httpx.Client | None = None) -> None:
         """Watch ``endpoints`` through ``client`` (the pool with their TLS settings). The latest
         client wins: a credential saved again with a corrected CA must not stay probed, and so
         refused, through the old one."""
@@ -99,7 +99,7 @@ class Prober:
             if url in self._watched:
                 self._serve(url)
 
-    def _get(self, endpoint, path: str, cap: int) -> tuple[int, Body]:  # noqa: ANN001
+    def _get(self, endpoint, path: str, cap: int) -> tuple[int, Body]:
         """(status, body) of one GET, ended by ``timeout`` as a whole and read to ``cap`` bytes."""
         client = self._watched.get(endpoint.url, (None, self._default))[1]
         with read_budget(None, time.monotonic() + self.timeout):
@@ -107,7 +107,7 @@ class Prober:
             r = client.send(request, stream=True)
             return r.status_code, read_capped(r, cap)
 
-    def probe(self, endpoint) -> bool | None:  # noqa: ANN001
+    def probe(self, endpoint) -> bool | None:
         """One health probe: True healthy, False down (and ejected), None no health route."""
         try:
             status, _ = self._get(endpoint, "/health", ERROR_CAP)  # read: the connection is reused
@@ -131,7 +131,7 @@ class Prober:
         self.book.probe_unknown(endpoint.url)  # a gateway without /health: only traffic can tell
         return None
 
-    def scrape(self, endpoint) -> None:  # noqa: ANN001
+    def scrape(self, endpoint) -> None:
         if self.router is None or endpoint.root in self._no_metrics:
             return
         try:
@@ -169,7 +169,7 @@ class Prober:
                                       (next_metrics, self.metrics_interval > 0)) if on)
             wake.wait(max(0.01, due - time.monotonic()))
 
-    def _all(self, jobs, endpoints) -> None:  # noqa: ANN001
+    def _all(self, jobs, endpoints) -> None:
         """Every job for every endpoint now, side by side, returning when all are done: a round
         by hand (the workers above run the schedule, each endpoint on its own)."""
         if len(endpoints) == 1:  # no thread
@@ -179,7 +179,7 @@ class Prober:
                 list(pool.map(lambda e: self._run(jobs, e), endpoints))
 
     @staticmethod
-    def _run(jobs, endpoint) -> None:  # noqa: ANN001
+    def _run(jobs, endpoint) -> None:
         for job in jobs:
             try:
                 job(endpoint)

@@ -63,7 +63,7 @@ class _Shape(ValueError):
     """A field of the wrong type: the stream is not the protocol (a broken server or proxy)."""
 
 
-def _typed(obj: dict, key: str, kind: type, path: str):  # noqa: ANN202
+def _typed(obj: dict, key: str, kind: type, path: str):
     """``obj[key]`` if it is a ``kind`` or absent/null (None); else ``_Shape``. JSON gives exact
     types, so ``type() is`` suffices (and keeps a bool from passing as an int)."""
     value = obj.get(key)

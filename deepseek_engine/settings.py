@@ -240,7 +240,7 @@ def _endpoint(item: str, pos: int) -> Endpoint:
     return Endpoint(url=url, root=root, name=display_url(url), basic=basic_credentials(url))
 
 
-def _split_url(url: str, where: str):  # noqa: ANN202 - urllib's SplitResult
+def _split_url(url: str, where: str):
     """``urlsplit(url)``, refusing what the transport could never send, with what to fix."""
     for pos, c in enumerate(url, 1):
         if unicodedata.category(c) == "Cc":
@@ -254,7 +254,7 @@ def _split_url(url: str, where: str):  # noqa: ANN202 - urllib's SplitResult
         raise ConfigError(f"{where} is not a valid URL: {why}") from None
 
 
-def _check_host(parts, where: str) -> None:  # noqa: ANN001 - urllib's SplitResult
+def _check_host(parts, where: str) -> None:
     """The host as httpx reads it at every request (IDNA 2008 for international names): a name it
     refuses (``☃.invalid``, a broken ``xn--`` label) is refused here, not at each invocation."""
     host = parts.hostname

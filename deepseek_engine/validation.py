@@ -55,7 +55,7 @@ def validate_endpoints(settings: Settings, *, wanted: str | None, catalogue: str
         if isinstance(o, Exception) and not isinstance(o, EngineError):
             raise o
     found = [o for o in outcomes if isinstance(o, ServedModel)]
-    failed = [(ep, o) for ep, o in zip(endpoints, outcomes) if isinstance(o, EngineError)]
+    failed = [(ep, o) for ep, o in zip(endpoints, outcomes, strict=True) if isinstance(o, EngineError)]
     # The rule: a missing replica (unreachable, not ready, not serving the model yet) is no reason
     # to refuse the credentials, but refused credentials are: a 401/403, a rejected client
     # certificate or an OAuth2 client the token endpoint refuses fails validation even when other

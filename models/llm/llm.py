@@ -17,25 +17,60 @@ import yaml
 from dify_plugin import LargeLanguageModel
 from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities import I18nObject
-from dify_plugin.entities.model import (AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey,
-                                        ModelType, ParameterRule)
-from dify_plugin.entities.model.llm import (LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta,
-                                            LLMUsage)
-from dify_plugin.entities.model.message import (AssistantPromptMessage, PromptMessage,
-                                                PromptMessageTool, TextPromptMessageContent,
-                                                ToolPromptMessage, UserPromptMessage)
-from dify_plugin.errors.model import (CredentialsValidateFailedError, InvokeAuthorizationError,
-                                      InvokeBadRequestError, InvokeConnectionError, InvokeError,
-                                      InvokeRateLimitError, InvokeServerUnavailableError)
+from dify_plugin.entities.model import (
+    AIModelEntity,
+    FetchFrom,
+    ModelFeature,
+    ModelPropertyKey,
+    ModelType,
+    ParameterRule,
+)
+from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta, LLMUsage
+from dify_plugin.entities.model.message import (
+    AssistantPromptMessage,
+    PromptMessage,
+    PromptMessageTool,
+    TextPromptMessageContent,
+    ToolPromptMessage,
+    UserPromptMessage,
+)
+from dify_plugin.errors.model import (
+    CredentialsValidateFailedError,
+    InvokeAuthorizationError,
+    InvokeBadRequestError,
+    InvokeConnectionError,
+    InvokeError,
+    InvokeRateLimitError,
+    InvokeServerUnavailableError,
+)
 
-from deepseek_engine import (AuthError, BadRequestError, Completion, ConfigError, ConnectError,
-                             EngineError, Finished, RateLimitError, ServerError, Settings,
-                             StreamBrokenError, TimeoutError_, build_body)
+from deepseek_engine import (
+    AuthError,
+    BadRequestError,
+    Completion,
+    ConfigError,
+    ConnectError,
+    EngineError,
+    Finished,
+    RateLimitError,
+    ServerError,
+    Settings,
+    StreamBrokenError,
+    TimeoutError_,
+    build_body,
+)
 from deepseek_engine.completion import expects_reasoning
 from deepseek_engine.credentials import secrets_for, settings_for
 from deepseek_engine.discovery import discovered_context, known_context
-from deepseek_engine.errors import (SCRUB_FILTER, UnavailableError, public_message, report_thread_crash,
-                                    report_unexpected, scoped, secret_scope)
+from deepseek_engine.errors import (
+    SCRUB_FILTER,
+    UnavailableError,
+    public_message,
+    report_thread_crash,
+    report_unexpected,
+    scoped,
+    secret_scope,
+)
 from deepseek_engine.telemetry import configure
 from deepseek_engine.tokens import count_messages
 from deepseek_engine.validation import validate_endpoints
@@ -78,7 +113,7 @@ _MAX_CHUNK_CHARS = 512 * 1024
 _MAX_LINE_BYTES = 5 * 1024 * 1024 - 64 * 1024  # a blocking answer's one line, less the envelope
 
 
-def _offload(fn, *args):  # noqa: ANN001, ANN202
+def _offload(fn, *args):
     """Run CPU-bound work (tokenising a long prompt) in gevent's OS-thread pool: every session
     and the heartbeat share one OS thread, and must not wait behind it."""
     import gevent

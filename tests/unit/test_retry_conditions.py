@@ -5,10 +5,22 @@ import time
 import tenacity
 
 from deepseek_engine.client import all_failed
-from deepseek_engine.errors import (BadRequestError, IdleTimeout, RateLimitError, ServerError, StreamBrokenError,
-                                    TotalTimeout)
-from deepseek_engine.retry import (RetryBudget, RetryPolicy, retry_if_attempts_left, retry_if_before,
-                                   retry_if_budget, retry_if_retryable)
+from deepseek_engine.errors import (
+    BadRequestError,
+    IdleTimeout,
+    RateLimitError,
+    ServerError,
+    StreamBrokenError,
+    TotalTimeout,
+)
+from deepseek_engine.retry import (
+    RetryBudget,
+    RetryPolicy,
+    retry_if_attempts_left,
+    retry_if_before,
+    retry_if_budget,
+    retry_if_retryable,
+)
 
 
 def _failed(attempt, exc):

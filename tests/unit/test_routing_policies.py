@@ -7,8 +7,15 @@ import pytest
 
 from deepseek_engine.errors import ConfigError
 from deepseek_engine.health import HealthBook
-from deepseek_engine.routing import (DEFAULT_POLICY, POLICIES, PowerOfTwo, Router, RoutingPolicy, ServerLoad,
-                                     policy_class)
+from deepseek_engine.routing import (
+    DEFAULT_POLICY,
+    POLICIES,
+    PowerOfTwo,
+    Router,
+    RoutingPolicy,
+    ServerLoad,
+    policy_class,
+)
 from deepseek_engine.routing.round_robin import RoundRobin
 from deepseek_engine.settings import parse_endpoints, parse_settings
 

@@ -6,8 +6,14 @@ import time
 import httpx
 import pytest
 
-from deepseek_engine.errors import (ConnectError, FirstTokenTimeout, IdleTimeout, StreamBrokenError, TotalTimeout,
-                                    UnreachableError)
+from deepseek_engine.errors import (
+    ConnectError,
+    FirstTokenTimeout,
+    IdleTimeout,
+    StreamBrokenError,
+    TotalTimeout,
+    UnreachableError,
+)
 from deepseek_engine.failures import ChatWords
 from deepseek_engine.settings import Endpoint, Timeouts
 from deepseek_engine.transport import ANSWER, STREAM, Words

@@ -5,7 +5,6 @@ by one, the token counts made offline when the server sends none, one telemetry 
 import time
 
 import pytest
-from tests.wire.wireutil import ANSWER, REASONING, WANT
 
 from deepseek_engine import ChatClient, Completion, Finished
 from deepseek_engine.errors import AuthError, ConfigError, EngineError
@@ -13,6 +12,7 @@ from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryBudget, RetryPolicy
 from deepseek_engine.telemetry import TELEMETRY
 from deepseek_sim import SimConfig, Simulator
+from tests.wire.wireutil import ANSWER, REASONING, WANT
 
 HI = [{"role": "user", "content": "hi"}]
 LONG = [{"role": "user", "content": "[[long]]"}]
@@ -86,7 +86,7 @@ def test_without_usage_the_tokens_are_counted_offline_through_offload(registry, 
 def test_closing_early_closes_the_upstream_stream_and_is_recorded_cancelled(registry, done):
     with Simulator(SimConfig(served_model="deepseek-r1", inter_token=0.02)) as sim:
         pieces = completion(sim, registry, LONG, {"max_tokens": 2000}).pieces()
-        for _, _p in zip(range(5), pieces):
+        for _, _p in zip(range(5), pieces, strict=False):
             pass
         pieces.close()
         assert until(lambda: sim.open_connections == 0, 2)

@@ -25,8 +25,14 @@ import httpx
 import pytest
 
 from deepseek_engine import transport
-from deepseek_engine.transport import (InternalsChanged, arrival_check, pooled_client, receive_buffer, sender,
-                                       ssl_context_of)
+from deepseek_engine.transport import (
+    InternalsChanged,
+    arrival_check,
+    pooled_client,
+    receive_buffer,
+    sender,
+    ssl_context_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBS = ("httpx", "httpcore", "h11")
@@ -167,7 +173,7 @@ def test_h11_s_receive_buffer_is_reachable_and_holds_what_arrived_unread(server,
     server.send(1)
     assert next(reads) == EVENT
     # the second event of that write is in h11's buffer (the socket has nothing more to read)
-    assert EVENT in bytes(received._data), broke(  # noqa: SLF001
+    assert EVENT in bytes(received._data), broke(
         "h11's ReceiveBuffer._data no longer holds what was received and not yet parsed")
     assert arrived(), broke("a buffered event is no longer seen in h11's receive buffer")
     assert next(reads) == EVENT
@@ -212,27 +218,27 @@ def test_the_pool_keeps_the_ssl_context_it_was_given():
 def test_the_pool_is_ours_and_its_bookkeeping_is_httpcore_s(server, client, monkeypatch):
     """``_Pool`` replaces httpcore's ``_assign_requests_to_connections`` and reads its pool's and
     connections' private state; the network backend under it is the deadline-aware one."""
-    pool = client._transport._pool  # noqa: SLF001
-    assert isinstance(pool, transport._Pool), broke("httpx.HTTPTransport no longer keeps its pool in _pool")  # noqa: SLF001
+    pool = client._transport._pool
+    assert isinstance(pool, transport._Pool), broke("httpx.HTTPTransport no longer keeps its pool in _pool")
     for name in ("_connections", "_requests", "_max_connections", "_max_keepalive_connections"):
         assert hasattr(pool, name), broke(f"httpcore's ConnectionPool has no {name}")
     assert "_assign_requests_to_connections" in vars(httpcore.ConnectionPool), broke(
         "httpcore's ConnectionPool no longer assigns requests in _assign_requests_to_connections")
     calls = []
-    real = transport._Pool._assign_requests_to_connections  # noqa: SLF001
-    monkeypatch.setattr(transport._Pool, "_assign_requests_to_connections",  # noqa: SLF001
+    real = transport._Pool._assign_requests_to_connections
+    monkeypatch.setattr(transport._Pool, "_assign_requests_to_connections",
                         lambda self: (calls.append(1), real(self))[1])
     for _ in range(2):
         server.send(3)
         resp = sender(client)(_post(server.url))
-        assert isinstance(resp.extensions["network_stream"], transport._DeadlineStream), broke(  # noqa: SLF001
+        assert isinstance(resp.extensions["network_stream"], transport._DeadlineStream), broke(
             "the pool no longer connects through the network backend it was given")
         b"".join(resp.iter_raw())
         resp.close()
     assert calls, broke("httpcore no longer calls _assign_requests_to_connections")
     assert server.accepted == 1, "the second request did not reuse the kept-alive connection"
-    [conn] = pool._connections  # noqa: SLF001
-    assert conn.is_idle() and isinstance(conn._connection._expire_at, float), broke(  # noqa: SLF001
+    [conn] = pool._connections
+    assert conn.is_idle() and isinstance(conn._connection._expire_at, float), broke(
         "an idle connection no longer has _connection._expire_at (keep-alive expiry)")
 
 
@@ -240,8 +246,8 @@ def test_an_idle_connection_s_server_close_is_asked_of_the_backend(server, clien
     """httpcore asks ``get_extra_info("is_readable")`` of an idle connection before reusing it:
     answered by a real poll, so a connection the server closed is dropped, not used."""
     asked = []
-    real = transport._DeadlineStream.get_extra_info  # noqa: SLF001
-    monkeypatch.setattr(transport._DeadlineStream, "get_extra_info",  # noqa: SLF001
+    real = transport._DeadlineStream.get_extra_info
+    monkeypatch.setattr(transport._DeadlineStream, "get_extra_info",
                         lambda self, info: (asked.append(info), real(self, info))[1])
     for _ in range(2):
         server.send(3)
