@@ -13,6 +13,13 @@ It writes two Hugging Face model directories that vLLM serves as they are:
                      deepseek_r1 --enable-auto-tool-choice --tool-call-parser deepseek_v3``).
 ``DIR/tiny-r1-raw``  the January-2025 R1 generation prompt (``<｜Assistant｜>``): the model writes
                      ``<think>\\n`` itself, so without a reasoning parser the tags arrive in ``content``.
+``DIR/tiny-v31``     hybrid thinking as DeepSeek-V3.1: vLLM's ``tool_chat_template_deepseekv31.jinja``
+                     (``chat_template_kwargs {"thinking": true|false}``, off by default). Thinking on,
+                     the prompt ends ``<｜Assistant｜><think>`` and the model writes
+                     ``reasoning</think>answer``; off, it ends ``<｜Assistant｜></think>`` and the model
+                     answers at once; tools offered, it writes a V3.1 call ``<｜tool▁calls▁begin｜>
+                     <｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"location": "Paris"}…`` (serve it with
+                     ``--reasoning-parser deepseek_v3 --enable-auto-tool-choice --tool-call-parser deepseek_v31``).
 
 The model
 ---------
@@ -107,6 +114,22 @@ RESULT_ANSWER = TEXT["result_answer"].strip()
 FLAGS = ("tools", "result", "long")
 TRIGGERS = {"tools": TOOLS_HEADER, "result": TOS_BEGIN, "long": LONG_TRIGGER}
 
+# the hybrid (V3.1-style) model: the generation prompt's last token (<think> or </think>) decides
+# whether it reasons; its own tools header raises the "tools" flag
+V31_TOOLS_HEADER = "You have access to the following tools:"
+HYBRID_SCRIPTS = {
+    "reasoning": ["Hmm,", " a greeting.", " Thinking", " is on,", " so I", " reason", " first."],
+    "answer": ["Hi!", " I am", " a tiny", " DeepSeek-V3.1", " test model."],
+    "tool_call": [TCS_BEGIN, TC_BEGIN, "get_weather", TSEP, '{"location":', ' "Paris"}', TC_END, TCS_END],
+    "result_answer": ["The forecast", " says", " Paris", " is sunny."],
+}
+HYBRID_TEXT = {k: "".join(v) for k, v in HYBRID_SCRIPTS.items()}
+HYBRID_REASONING = HYBRID_TEXT["reasoning"]
+HYBRID_ANSWER = HYBRID_TEXT["answer"]
+HYBRID_TOOL_CALL = HYBRID_TEXT["tool_call"]
+HYBRID_RESULT_ANSWER = HYBRID_TEXT["result_answer"]
+HYBRID_TRIGGERS = {"tools": V31_TOOLS_HEADER}
+
 CORPUS = """\
 DeepSeek models reason step by step before they answer. The user asks a question, the assistant
 thinks about it, and then it writes a short and friendly reply. Tools can be called with JSON
@@ -165,6 +188,63 @@ _TEMPLATE = (
 TEMPLATE_R1 = _TEMPLATE.replace("@@GEN@@", THINK + "\\n")  # thinking forced open (R1-Distill, Feb 2025)
 TEMPLATE_RAW = _TEMPLATE.replace("@@GEN@@", "")  # January 2025: the model opens <think> itself
 
+# ------------------------------------------------------------------------------------------
+# chat template of the hybrid model, written after vLLM's examples/tool_chat_template_deepseekv31.jinja:
+# the same prompt shapes (thinking off unless chat_template_kwargs says so; <｜Assistant｜></think>
+# before answers and calls of earlier turns, only the text after </think> kept; no assistant header
+# after tool outputs; V3.1 calls without a type or a json fence). One difference: vLLM hands the
+# template tool-call arguments as a dict (renderers/chat_utils.py _postprocess_messages), which
+# that template concatenates as a string, so they are turned back into JSON here.
+# ------------------------------------------------------------------------------------------
+_V31_FORMAT = (
+    "IMPORTANT: ALWAYS adhere to this exact format for tool use:\\n" + TCS_BEGIN + TC_BEGIN
+    + "tool_call_name" + TSEP + "tool_call_arguments" + TC_END + "{{additional_tool_calls}}" + TCS_END
+    + "\\n\\nWhere:\\n\\n- `tool_call_name` must be an exact match to one of the available tools\\n"
+    "- `tool_call_arguments` must be valid JSON that strictly follows the tool\\'s Parameters Schema\\n"
+    "- For multiple tool calls, chain them directly without separators or spaces\\n"
+)
+TEMPLATE_V31 = (
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+    "{% if not thinking is defined %}{% set thinking = false %}{% endif %}"
+    "{% set ns = namespace(system_prompt='', is_tool=false, is_last_user=false) %}"
+    "{%- for message in messages %}{%- if message['role'] == 'system' %}"
+    "{% set ns.system_prompt = ns.system_prompt + ('\\n\\n' if ns.system_prompt else '') + message['content'] %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if tools %}"
+    "{% set ns.system_prompt = ns.system_prompt + '\\n\\n## Tools\\n" + V31_TOOLS_HEADER + "\\n'"
+    " + (tools | map('tojson') | join('')) + '" + _V31_FORMAT + "' %}"
+    "{%- endif %}"
+    "{{ bos_token }}{{ ns.system_prompt }}"
+    "{%- for message in messages %}"
+    "{%- set content = message['content'] if message['content'] is string else '' %}"
+    "{%- if message['role'] == 'user' %}"
+    "{% set ns.is_tool = false %}{% set ns.is_last_user = true %}"
+    "{{ '" + USER + "' + content }}"
+    "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{%- if ns.is_last_user %}{{ '" + ASSISTANT + END_THINK + "' }}{% endif %}"
+    "{% set ns.is_last_user = false %}{% set ns.is_tool = false %}"
+    "{{ content + '" + TCS_BEGIN + "' }}"
+    "{%- for tool in message['tool_calls'] %}"
+    "{%- set args = tool['function']['arguments'] %}"
+    "{{ '" + TC_BEGIN + "' + tool['function']['name'] + '" + TSEP + "'"
+    " + (args if args is string else args | tojson) + '" + TC_END + "' }}"
+    "{%- endfor %}"
+    "{{ '" + TCS_END + EOS + "' }}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{%- if ns.is_last_user %}{{ '" + ASSISTANT + "' }}"
+    "{{ '" + THINK + "' if message['prefix'] and thinking else '" + END_THINK + "' }}{% endif %}"
+    "{% set ns.is_last_user = false %}"
+    "{%- if ns.is_tool %}{{ content + '" + EOS + "' }}{% set ns.is_tool = false %}"
+    "{%- else %}{{ content.split('" + END_THINK + "', 1)[-1] + '" + EOS + "' }}{%- endif %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{% set ns.is_last_user = false %}{% set ns.is_tool = true %}"
+    "{{ '" + TO_BEGIN + "' + content + '" + TO_END + "' }}"
+    "{%- endif %}"
+    "{%- endfor -%}"
+    "{% if add_generation_prompt and ns.is_last_user and not ns.is_tool %}"
+    "{{ '" + ASSISTANT + "' }}{{ '" + THINK + "' if thinking else '" + END_THINK + "' }}{% endif %}"
+)
+
 
 # ------------------------------------------------------------------------------------------
 def build_tokenizer():
@@ -181,33 +261,74 @@ def build_tokenizer():
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
     phrases: list[str] = []
-    for chunks in SCRIPTS.values():
+    for chunks in [*SCRIPTS.values(), *HYBRID_SCRIPTS.values()]:
         for c in chunks:
             if c not in MARKERS and c not in phrases:
                 phrases.append(c)
-    added = MARKERS + [TOOLS_HEADER, LONG_TRIGGER] + phrases
+    added = MARKERS + [TOOLS_HEADER, V31_TOOLS_HEADER, LONG_TRIGGER] + phrases
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
     return tok
 
 
-def successor_rules(tok) -> tuple[dict[int, list[tuple[dict, int]]], int]:
-    """``{token: [(condition, next_token), ...]}``; condition = {flag: True/False}."""
-    tid = tok.token_to_id
+Rules = dict[int, list[tuple[dict, int]]]
+
+
+class _RuleBook:
+    """``{token: [(condition, next_token), ...]}`` built up by ``add`` and ``chain``."""
+
+    def __init__(self, tok) -> None:
+        self.tid = tok.token_to_id
+        self.tok = tok
+        self.rules: Rules = {}
+
+    def add(self, a: str | int, b: str | int, cond: dict | None = None) -> None:
+        a_id = a if isinstance(a, int) else self.tid(a)
+        b_id = b if isinstance(b, int) else self.tid(b)
+        assert a_id is not None and b_id is not None, (a, b)
+        self.rules.setdefault(a_id, []).append((cond or {}, b_id))
+
+    def chain(self, chunks: list[str], last: str) -> None:
+        for a, b in zip(chunks, [*chunks[1:], last], strict=True):
+            self.add(a, b)
+
+    def checked(self) -> Rules:
+        for a, lst in self.rules.items():
+            if len(lst) > 1:
+                assert all(c for c, _ in lst), f"token {a}: several rules, one unconditional"
+        # a successor reached by a conditional rule may be reached by nothing else (AND-rules use a bias)
+        targets: dict[int, int] = {}
+        for lst in self.rules.values():
+            for _, b in lst:
+                targets[b] = targets.get(b, 0) + 1
+        for lst in self.rules.values():
+            for c, b in lst:
+                if c:
+                    assert targets[b] == 1, f"conditional successor {self.tok.id_to_token(b)!r} has other rules"
+        return self.rules
+
+
+def hybrid_rules(tok) -> Rules:
+    """The V3.1-style model: ``<think>`` -> reasoning -> ``</think>``; ``</think>`` -> the answer,
+    or the call when tools are offered; the end of a tool output -> the answer from it."""
+    book, S = _RuleBook(tok), HYBRID_SCRIPTS
+    book.add(THINK, S["reasoning"][0])
+    book.chain(S["reasoning"], END_THINK)
+    book.add(END_THINK, S["answer"][0], {"tools": False})
+    book.add(END_THINK, S["tool_call"][0], {"tools": True})
+    book.chain(S["answer"], EOS)
+    book.chain(S["tool_call"], EOS)
+    book.add(TO_END, S["result_answer"][0])
+    book.chain(S["result_answer"], EOS)
+    return book.checked()
+
+
+def successor_rules(tok) -> tuple[Rules, int]:
+    """The R1-style models' rules, and the ``\\n`` token that ends ``<think>\\n``."""
     nl = tok.encode(NL).ids
     assert len(nl) == 1, nl
     nl = nl[0]
-    rules: dict[int, list[tuple[dict, int]]] = {}
-
-    def add(a: str | int, b: str | int, cond: dict | None = None) -> None:
-        a_id = a if isinstance(a, int) else tid(a)
-        b_id = b if isinstance(b, int) else tid(b)
-        assert a_id is not None and b_id is not None, (a, b)
-        rules.setdefault(a_id, []).append((cond or {}, b_id))
-
-    def chain(chunks: list[str], last: str) -> None:
-        for a, b in zip(chunks, [*chunks[1:], last], strict=True):
-            add(a, b)
-
+    book = _RuleBook(tok)
+    add, chain = book.add, book.chain
     S = SCRIPTS
     add(ASSISTANT, THINK)
     add(TOS_END, THINK)
@@ -227,24 +348,11 @@ def successor_rules(tok) -> tuple[dict[int, list[tuple[dict, int]]], int]:
     chain(S["result_answer"], EOS)
     chain(S["long"][:-1], S["long"][-1])
     add(S["long"][-1], S["long"][1])
-    for a, lst in rules.items():
-        if len(lst) > 1:
-            assert all(c for c, _ in lst), f"token {a}: several rules, one unconditional"
-    # a successor reached by a conditional rule may be reached by nothing else (AND-rules use a bias)
-    targets: dict[int, int] = {}
-    for lst in rules.values():
-        for c, b in lst:
-            targets[b] = targets.get(b, 0) + 1
-            if c:
-                assert True
-    for lst in rules.values():
-        for c, b in lst:
-            if c:
-                assert targets[b] == 1, f"conditional successor {tok.id_to_token(b)!r} has other rules"
-    return rules, nl
+    return book.checked(), nl
 
 
-def build_weights(tok, rules, hidden: int, heads: int, head_dim: int, layers: int, inter: int):
+def build_weights(tok, rules, triggers: dict[str, str], hidden: int, heads: int, head_dim: int, layers: int,
+                  inter: int):
     import torch
 
     V = tok.get_vocab_size(with_added_tokens=True)
@@ -276,7 +384,9 @@ def build_weights(tok, rules, hidden: int, heads: int, head_dim: int, layers: in
     rot = head_dim // 2 - 1
     score = 30.0  # trigger score; everything else scores 0
     for h, f in enumerate(FLAGS):
-        trig = tok.token_to_id(TRIGGERS[f])
+        if f not in triggers:
+            continue  # this model has no such flag: the head stays zero
+        trig = tok.token_to_id(triggers[f])
         assert trig is not None, f
         base = h * head_dim
         q[base + rot, one] = 1.0
@@ -343,7 +453,8 @@ def build(out: Path) -> dict:
     hidden = max(512, math.ceil((V + 8) / head_dim) * head_dim)
     heads = hidden // head_dim
     layers, inter = 2, 256
-    sd = build_weights(tok, rules, hidden, heads, head_dim, layers, inter)
+    sd = build_weights(tok, rules, TRIGGERS, hidden, heads, head_dim, layers, inter)
+    sd_hybrid = build_weights(tok, hybrid_rules(tok), HYBRID_TRIGGERS, hidden, heads, head_dim, layers, inter)
     cfg = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": V, "hidden_size": hidden, "intermediate_size": inter,
@@ -359,11 +470,14 @@ def build(out: Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     write_model(tmp / "tiny-r1", tok, sd, cfg, TEMPLATE_R1)
     write_model(tmp / "tiny-r1-raw", tok, sd, cfg, TEMPLATE_RAW)
+    write_model(tmp / "tiny-v31", tok, sd_hybrid, cfg, TEMPLATE_V31)
     (tmp / "script.json").write_text(json.dumps({
         "reasoning": REASONING, "answer": ANSWER, "tool_reasoning": TOOL_REASONING,
         "tool_name": "get_weather", "tool_arguments": TOOL_ARGUMENTS,
         "result_reasoning": RESULT_REASONING, "result_answer": RESULT_ANSWER,
-        "long_trigger": LONG_TRIGGER, "vocab_size": V, "hidden_size": hidden}, indent=2))
+        "long_trigger": LONG_TRIGGER, "vocab_size": V, "hidden_size": hidden,
+        "hybrid": {"reasoning": HYBRID_REASONING, "answer": HYBRID_ANSWER, "tool_call": HYBRID_TOOL_CALL,
+                   "result_answer": HYBRID_RESULT_ANSWER}}, indent=2))
     return {"tmp": tmp, "vocab": V, "hidden": hidden}
 
 
@@ -406,19 +520,53 @@ def check(model_root: Path) -> None:
              f"{prefix}Lorem ipsum dolor sit amet, lorem ipsum dolor sit amet, lorem ipsum"),
         ]
         for messages, tools, want in cases:
-            text = tokz.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
-            ids = tokz(text, add_special_tokens=False, return_tensors="pt").input_ids
-            n_new = len(tokz(want, add_special_tokens=False).input_ids) + 1
-            with torch.no_grad():
-                out = model.generate(ids, max_new_tokens=n_new, do_sample=False, pad_token_id=0)
-                logits = model(out).logits[0, ids.shape[1] - 1:-1]
-            got = tokz.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-            top2 = logits.topk(2, dim=-1).values
-            margin = float((top2[:, 0] - top2[:, 1]).min())
-            if not got.startswith(want) or margin < 15:
-                raise SystemExit(f"{variant}: scenario {messages[-1]['content']!r} produced {got!r} "
-                                 f"(want {want!r}); smallest logit margin {margin:.1f}\nprompt: {text!r}")
-            print(f"ok {variant}: {got[:60]!r}… margin {margin:.1f}", file=sys.stderr)
+            _check_one(model, tokz, variant, messages, tools, {}, want)
+
+    # the hybrid model: the switch (chat_template_kwargs {"thinking": ...}, off when absent)
+    d = model_root / "tiny-v31"
+    tokz = AutoTokenizer.from_pretrained(str(d))
+    model = LlamaForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+    on, off = {"thinking": True}, {"thinking": False}
+    thought = f"{HYBRID_REASONING}{END_THINK}"
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": f"x{END_THINK}Hello"}, {"role": "user", "content": "again"}]
+    hi = [{"role": "user", "content": "hi"}]
+    weather = [{"role": "user", "content": "weather in Paris?"}]
+    cases = [
+        (hi, None, on, ASSISTANT + THINK, thought + HYBRID_ANSWER),
+        (hi, None, off, ASSISTANT + END_THINK, HYBRID_ANSWER),
+        (hi, None, {}, ASSISTANT + END_THINK, HYBRID_ANSWER),
+        (history, None, on, ASSISTANT + THINK, thought + HYBRID_ANSWER),
+        (history, None, off, ASSISTANT + END_THINK, HYBRID_ANSWER),
+        (weather, [WEATHER_TOOL], off, ASSISTANT + END_THINK, HYBRID_TOOL_CALL),
+        (weather, [WEATHER_TOOL], on, ASSISTANT + THINK, thought + HYBRID_TOOL_CALL),
+        (tool_turn, [WEATHER_TOOL], off, TO_END, HYBRID_RESULT_ANSWER),
+        (tool_turn_null, None, on, TO_END, HYBRID_RESULT_ANSWER),
+    ]
+    for messages, tools, kwargs, ends, want in cases:
+        text = _check_one(model, tokz, "tiny-v31", messages, tools, kwargs, want)
+        if not text.endswith(ends):
+            raise SystemExit(f"tiny-v31 {kwargs}: the prompt ends {text[-40:]!r}, not {ends!r}")
+
+
+def _check_one(model, tokz, variant: str, messages: list, tools, kwargs: dict, want: str) -> str:
+    """Greedy-decode one scenario; fail unless it says ``want`` with a wide logit margin."""
+    import torch
+
+    text = tokz.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False, **kwargs)
+    ids = tokz(text, add_special_tokens=False, return_tensors="pt").input_ids
+    n_new = len(tokz(want, add_special_tokens=False).input_ids) + 1
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n_new, do_sample=False, pad_token_id=0)
+        logits = model(out).logits[0, ids.shape[1] - 1:-1]
+    got = tokz.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    top2 = logits.topk(2, dim=-1).values
+    margin = float((top2[:, 0] - top2[:, 1]).min())
+    if not got.startswith(want) or margin < 15:
+        raise SystemExit(f"{variant} {kwargs}: scenario {messages[-1]['content']!r} produced {got!r} "
+                         f"(want {want!r}); smallest logit margin {margin:.1f}\nprompt: {text!r}")
+    print(f"ok {variant} {kwargs}: {got[:60]!r}… margin {margin:.1f}", file=sys.stderr)
+    return text
 
 
 def _reexec_in_vllm_venv() -> None:

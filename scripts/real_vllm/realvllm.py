@@ -4,8 +4,8 @@ Standard library only, so it runs under any Python 3 (the dev venv's 3.12, or th
 Everything lives under one cache directory, ``$DEEPSEEK_REAL_VLLM_CACHE`` or ``<repo>/.cache/real_vllm``:
 
     venv/              vLLM's CPU build in its own Python 3.11 venv (``venv/.stamp`` = what was installed)
-    models/<hash>/     the tiny DeepSeek-R1-style models (``tiny-r1`` and ``tiny-r1-raw``), rebuilt when
-                       build_model.py changes
+    models/<hash>/     the tiny models (DeepSeek-R1-style ``tiny-r1`` and ``tiny-r1-raw``, hybrid-thinking
+                       V3.1-style ``tiny-v31``), rebuilt when build_model.py changes
     vllm_cache/        VLLM_CACHE_ROOT (torch.compile cache, so a second start is faster)
     logs/              one log per server start
     lock               serialises concurrent setups
@@ -16,7 +16,7 @@ to do; the test tier turns that into a loud failure (``DEEPSEEK_REAL_VLLM=0`` op
 Command line (see also the ``setup``, ``build_model`` and ``serve`` wrappers next to this file)::
 
     python3 scripts/real_vllm/realvllm.py setup          # venv + model; prints the paths
-    python3 scripts/real_vllm/realvllm.py serve [--raw] [--port N]   # foreground, Ctrl-C stops
+    python3 scripts/real_vllm/realvllm.py serve [--raw | --hybrid] [--port N]   # foreground, Ctrl-C stops
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ PYTHON_VERSIONS = ((3, 11), (3, 12))  # preferred first
 
 SERVED_NAME = "tiny-deepseek-r1"
 SERVED_NAME_RAW = "tiny-deepseek-r1-raw"
+SERVED_NAME_HYBRID = "tiny-deepseek-v3.1"
 MAX_MODEL_LEN = 2048
 #: extra server arguments; ``--enforce-eager`` skips the torch.compile warm-up (about 20 s per start
 #: on 2 cores) and changes nothing in the HTTP API
 EXTRA_ARGS = tuple(shlex.split(os.environ.get("DEEPSEEK_REAL_VLLM_ARGS", "--enforce-eager")))
 PARSER_ARGS = ("--reasoning-parser", "deepseek_r1", "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v3")
+#: DeepSeek-V3.1's serve line (vLLM recipe), less its --chat-template: the tiny model carries its own
+HYBRID_PARSER_ARGS = ("--reasoning-parser", "deepseek_v3", "--enable-auto-tool-choice",
+                      "--tool-call-parser", "deepseek_v31")
 
 
 class RealVllmUnavailable(RuntimeError):
@@ -261,7 +265,7 @@ def models_dir() -> Path:
 
 
 def ensure_models(python: Path | None = None) -> Path:
-    """Build ``tiny-r1`` and ``tiny-r1-raw`` (a few seconds) unless this build_model.py built them."""
+    """Build the tiny models (seconds) unless this build_model.py built them."""
     out = models_dir()
     if (out / ".done").exists():
         return out
@@ -298,7 +302,7 @@ class VllmServer:
 
     model_dir: Path
     served_name: str
-    parsers: bool
+    parser_args: tuple[str, ...]  # () = no reasoning or tool-call parser
     port: int = 0
     extra_args: tuple[str, ...] = EXTRA_ARGS
     cpu: int | None = None  # VLLM_CPU_OMP_THREADS_BIND: pin the engine to one core
@@ -321,9 +325,7 @@ class VllmServer:
                "--model", str(self.model_dir), "--served-model-name", self.served_name,
                "--host", "127.0.0.1", "--port", str(self.port),
                "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "float32"]
-        if self.parsers:
-            cmd += list(PARSER_ARGS)
-        return cmd + list(self.extra_args)
+        return cmd + list(self.parser_args) + list(self.extra_args)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -426,10 +428,12 @@ def rss_of_group(pid: int) -> int:
     return total
 
 
-def servers(model_root: Path) -> tuple[VllmServer, VllmServer]:
-    """The tier's two servers: parsers on (``tiny-r1``), and no parser (``tiny-r1-raw``)."""
-    return (VllmServer(model_root / "tiny-r1", SERVED_NAME, parsers=True),
-            VllmServer(model_root / "tiny-r1-raw", SERVED_NAME_RAW, parsers=False))
+def servers(model_root: Path) -> dict[str, VllmServer]:
+    """The tier's servers: ``parsed`` (``tiny-r1``, R1 parsers), ``raw`` (``tiny-r1-raw``, no parser)
+    and ``hybrid`` (``tiny-v31``, DeepSeek-V3.1's parsers)."""
+    return {"parsed": VllmServer(model_root / "tiny-r1", SERVED_NAME, PARSER_ARGS),
+            "raw": VllmServer(model_root / "tiny-r1-raw", SERVED_NAME_RAW, ()),
+            "hybrid": VllmServer(model_root / "tiny-v31", SERVED_NAME_HYBRID, HYBRID_PARSER_ARGS)}
 
 
 def setup() -> tuple[Path, Path]:
@@ -445,7 +449,10 @@ def main(argv: list[str]) -> int:
     sub.add_parser("setup", help="install vLLM's CPU venv and build the tiny models (idempotent)")
     sub.add_parser("python", help="print the interpreter chosen for vLLM's venv")
     sv = sub.add_parser("serve", help="serve the tiny model in the foreground until Ctrl-C")
-    sv.add_argument("--raw", action="store_true", help="the raw variant, no reasoning/tool parser")
+    kind = sv.add_mutually_exclusive_group()
+    kind.add_argument("--raw", action="store_true", help="the raw variant, no reasoning/tool parser")
+    kind.add_argument("--hybrid", action="store_true",
+                      help="the hybrid-thinking V3.1-style model (chat_template_kwargs thinking), V3.1's parsers")
     sv.add_argument("--port", type=int, default=8000)
     args = ap.parse_args(argv)
     try:
@@ -457,8 +464,7 @@ def main(argv: list[str]) -> int:
         if args.cmd == "setup":
             print(f"venv:   {venv_dir()}\nmodels: {models}\n({time.monotonic() - t0:.1f}s)")
             return 0
-        parsed, raw = servers(models)
-        srv = raw if args.raw else parsed
+        srv = servers(models)["raw" if args.raw else "hybrid" if args.hybrid else "parsed"]
         srv.port = args.port
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         srv.start(python)
