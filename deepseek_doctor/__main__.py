@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--api-key", help="the server's --api-key (default: $DEEPSEEK_API_KEY; the "
                                       "environment keeps it out of the process list)")
     ap.add_argument("--model", help="served model id to probe (default: the first served)")
+    ap.add_argument("--catalogue", metavar="MODEL",
+                    help="the plugin's model this endpoint will serve as, e.g. deepseek-v3.1: its "
+                         "family decides the thinking switch, tools and images probed (default: "
+                         "from the served model id)")
     ap.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     ap.add_argument("--requests", type=int, default=3,
                     help="short requests for the time-to-first-token / tokens-per-second median "
@@ -86,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         opts = Options(api_key=args.api_key or os.environ.get("DEEPSEEK_API_KEY") or None,
-                       model=args.model, requests=args.requests, timeout=args.timeout,
+                       model=args.model, catalogue=args.catalogue, requests=args.requests,
+                       timeout=args.timeout,
                        ca_bundle=_read(args.ca_bundle, "--ca-bundle"),
                        client_cert=_read(args.client_cert, "--client-cert"),
                        client_key=_read(args.client_key, "--client-key"),

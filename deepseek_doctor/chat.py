@@ -10,11 +10,13 @@ import time
 from deepseek_engine.errors import ConnectError, EngineError
 from deepseek_engine.protocol import build_body
 
-from .probe import FLAVOR_NAME, Probe, is_r1, ms
+from .flags import hint, markup_family
+from .probe import FLAVOR_NAME, Probe, ms
 from .report import FAIL, OK, WARN, Check
 from .wire import Raw, raw_chat
 
-__all__ = ["check_continue", "check_reasoning", "check_speed", "check_tools", "check_usage"]
+__all__ = ["check_continue", "check_reasoning", "check_speed", "check_tools", "check_usage",
+           "failed_outright", "plugin_body"]
 
 # Raw probes stop reading as soon as they know the answer; these are upper bounds.
 SHAPE_TOKENS = 512  # enough for R1 to finish thinking about "hello" and close </think>
@@ -26,18 +28,25 @@ _TOOL = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
                    "required": ["location"]}}}
 # What a DeepSeek model writes when the server has no tool-call parser to turn it into tool_calls:
-# its special tokens, or (when the server strips special tokens) the bare name and JSON arguments
-_TOOL_TEXT_MARKERS = ("tool▁call", "tool▁sep", "<|tool", "<｜tool")
+# its special tokens (V3, V3.1: <｜tool▁calls▁begin｜>…; V3.2, V4, V4.1: <｜DSML｜…), or (when the
+# server strips special tokens) the bare name and JSON arguments
+_TOOL_TEXT_MARKERS = ("tool▁call", "tool▁sep", "<|tool", "<｜tool", "｜DSML｜")
 
-_REASONING_HINT = {"vllm": "vLLM: add --reasoning-parser deepseek_r1",
-                   "sglang": "SGLang: add --reasoning-parser deepseek-r1",
-                   None: "add --reasoning-parser deepseek_r1 (vLLM) or --reasoning-parser "
-                         "deepseek-r1 (SGLang)"}
-_TOOL_HINT = {"vllm": "start vLLM with --enable-auto-tool-choice --tool-call-parser deepseek_v3 "
-                      "(deepseek_v31 for V3.1)",
-              "sglang": "start SGLang with --tool-call-parser deepseekv3 (deepseekv31 for V3.1)",
-              None: "vLLM: --enable-auto-tool-choice --tool-call-parser deepseek_v3; SGLang: "
-                    "--tool-call-parser deepseekv3"}
+HELLO = [{"role": "user", "content": "Hello! Answer in one short sentence."}]
+
+
+def plugin_body(p: Probe, messages: list[dict], params: dict, *, tools: list[dict] | None = None,
+                thinking: bool | None = None) -> dict:
+    """The body the plugin sends this model: ``thinking`` True/False as a workflow author's switch
+    (None: the family's default), turned off with tools where the family wants it."""
+    body = build_body(p.model, messages, params, tools=tools)
+    family = p.family
+    if family.hybrid:
+        on = family.thinking_default if thinking is None else thinking
+        body["chat_template_kwargs"] = {"thinking": on and (family.tools_with_thinking or not tools)}
+    elif family.thinking_fixed:
+        body["chat_template_kwargs"] = {"thinking": True}
+    return body
 
 
 def _shape_known(raw: Raw) -> bool:
@@ -47,13 +56,16 @@ def _shape_known(raw: Raw) -> bool:
 
 
 def check_reasoning(p: Probe) -> Check:
-    body = build_body(p.model, [{"role": "user", "content": "Hello! Answer in one short sentence."}],
-                      {"max_tokens": SHAPE_TOKENS, "temperature": 0.6})
-    raw = raw_chat(p, body, _shape_known)
+    """Where reasoning arrives, asked for (a hybrid model is sent thinking on): a reasoning field
+    (a reasoning parser runs) or the text."""
+    raw = raw_chat(p, plugin_body(p, HELLO, {"max_tokens": SHAPE_TOKENS, "temperature": 0.6},
+                                  thinking=True), _shape_known)
     if raw.error is not None:
         return Check("reasoning", FAIL, f"the chat request failed: {raw.error.message}",
                      {"status": raw.status})
-    hint = _REASONING_HINT[p.flavor]
+    family = p.family
+    p.thinks = raw.reasoned
+    fix = hint(family.name, p.flavor, "reasoning") or "add the server's DeepSeek reasoning parser"
     text = raw.content.lstrip()
     data: dict = {"fields": sorted(raw.fields)}
     if raw.fields:
@@ -70,26 +82,29 @@ def check_reasoning(p: Probe) -> Check:
         p.shape = "think_inline"
         return Check("reasoning", WARN, f"reasoning arrives inline as <think>…</think> in the "
                      f"answer text: {FLAVOR_NAME[p.flavor]} runs without a reasoning parser. The "
-                     f"plugin still shows it correctly; to fix it at the source, {hint}",
+                     f"plugin still shows it correctly; to fix it at the source, {fix}",
                      {**data, "shape": p.shape})
     if "</think>" in text:
         p.shape = "think_close_only"
         return Check("reasoning", WARN, f"reasoning arrives in the answer text, closed by a bare "
                      f"</think> (the chat template opened <think>): {FLAVOR_NAME[p.flavor]} runs "
                      f"without a reasoning parser. The plugin still shows it correctly; to fix it "
-                     f"at the source, {hint}", {**data, "shape": p.shape})
+                     f"at the source, {fix}", {**data, "shape": p.shape})
     p.shape = "none"
     data["shape"] = "none"
     if raw.finish_reason == "length" and not raw.content.strip():
         return Check("reasoning", WARN, f"no answer text within {SHAPE_TOKENS} tokens: cannot tell "
                      "where reasoning goes", data)
-    if is_r1(p.model):
+    if family.hybrid:
+        return Check("reasoning", WARN, f"asked to think, {p.model} answered without reasoning, so "
+                     "whether a reasoning parser runs cannot be told (see the thinking check)", data)
+    if family.thinking == "always":
         if raw.finish_reason == "length":
             return Check("reasoning", WARN, f"no reasoning markers within {SHAPE_TOKENS} tokens; "
-                         f"an R1 model normally closes </think> by then. If reasoning shows up in "
-                         f"answers, {hint}", data)
-        return Check("reasoning", WARN, f"{p.model} looks like an R1 model but answered without "
-                     "reasoning: is the model the one you think it is?", data)
+                         f"a reasoning model normally closes </think> by then. If reasoning shows "
+                         f"up in answers, {fix}", data)
+        return Check("reasoning", WARN, f"{p.model} looks like a reasoning model ({family.name}) but "
+                     "answered without reasoning: is the model the one you think it is?", data)
     return Check("reasoning", OK, "no reasoning (a chat model)", data)
 
 
@@ -99,49 +114,61 @@ def _tool_as_text(content: str) -> bool:
 
 
 def _tool_done(raw: Raw) -> bool:
-    return bool(raw.tool_calls) or _tool_as_text(raw.content)
+    """A parsed call, or markup far enough to name its family (the argument follows the name)."""
+    return bool(raw.tool_calls) or '"location"' in raw.content + raw.reasoning
 
 
-def _failed_outright(raw: Raw) -> bool:
+def failed_outright(raw: Raw) -> bool:
     """No answer, or the server's own failure: not a refusal of what was asked."""
     return isinstance(raw.error, ConnectError) or raw.status is None or raw.status >= 500
 
 
 def check_tools(p: Probe) -> Check:
-    body = build_body(p.model, [{"role": "user", "content": "What is the weather in Paris right "
-                                                            "now? Use the get_weather tool."}],
-                      {"max_tokens": TOOL_TOKENS, "temperature": 0.6}, tools=[_TOOL])
+    """A tool offered, as the plugin sends it (a V3.1 request with tools goes out thinking off):
+    ``tool_calls`` back means the tool-call parser runs; the family's markup in the text means it
+    does not, and which markup names the parser to add."""
+    body = plugin_body(p, [{"role": "user", "content": "What is the weather in Paris right now? "
+                                                       "Use the get_weather tool."}],
+                       {"max_tokens": TOOL_TOKENS, "temperature": 0.6}, tools=[_TOOL])
     raw = raw_chat(p, body, _tool_done)
-    hint = _TOOL_HINT[p.flavor]
-    r1 = (" (R1 and its distills are not trained for tool calls; agents want V3 or V2.5)"
-          if is_r1(p.model) else "")
+    family = p.family
+    fix = hint(family.name, p.flavor, "tools") or "add the server's DeepSeek tool-call parser"
+    untrained = ("" if family.tools else f" ({p.model}: {family.name} models are not trained for "
+                 "tool calls; agents want V3, V3.1, V3.2 or V4)")
     if raw.error is not None:
         msg = raw.error.message
         if raw.status == 400 and "tool" in msg.lower():
-            return Check("tools", WARN, f"the server rejects tool calls ({msg[:200]}): {hint}{r1}",
+            return Check("tools", WARN, f"the server rejects tool calls ({msg[:200]}): {fix}{untrained}",
                          {"status": 400, "parser": False})
-        if _failed_outright(raw):
+        if failed_outright(raw):
             return Check("tools", FAIL, f"the request with a tool failed: {msg}",
                          {"status": raw.status})
-        return Check("tools", WARN, f"the request with a tool was refused: {msg}. {hint}{r1}",
+        return Check("tools", WARN, f"the request with a tool was refused: {msg}. {fix}{untrained}",
                      {"status": raw.status, "parser": False})
     if raw.tool_calls:
         names = sorted({str((c.get("function") or {}).get("name")) for c in raw.tool_calls
                         if isinstance(c, dict) and (c.get("function") or {}).get("name")})
         return Check("tools", OK, f"tool calls work: the tool-call parser returned "
                      f"{', '.join(names) or 'a call'}", {"parser": True, "called": names})
-    if _tool_as_text(raw.content):
-        return Check("tools", WARN, "the model wrote its tool call as plain text: the server has "
-                     f"no tool-call parser; {hint}", {"parser": False, "text_call": True})
+    written = raw.content + raw.reasoning
+    if _tool_as_text(written):
+        seen = markup_family(written, family.name)
+        if seen and seen != family.name:  # the markup knows better than the name
+            fix = hint(seen, p.flavor, "tools") or fix
+        markup = f"{seen} tool-call markup" if seen else "its tool call as plain text"
+        where = "reasoning" if _tool_as_text(raw.reasoning) else "answer"
+        return Check("tools", WARN, f"the model wrote {markup} in the {where}: the server has no "
+                     f"tool-call parser; {fix}. (The plugin still turns DeepSeek's markup into "
+                     "tool calls, but a parser on the server is the reliable way)",
+                     {"parser": False, "text_call": True, "markup": seen})
     return Check("tools", WARN, "the model answered in text instead of calling the offered tool: "
-                 f"either the server has no tool-call parser ({hint}) or the model does not call "
-                 f"tools{r1}", {"parser": None})
+                 f"either the server has no tool-call parser ({fix}) or the model does not call "
+                 f"tools{untrained}", {"parser": None})
 
 
 def check_speed(p: Probe) -> Check:
-    body = build_body(p.model, [{"role": "user", "content": "Count from 1 to 30, separated by "
-                                                            "spaces."}],
-                      {"max_tokens": SPEED_TOKENS, "temperature": 0.6})
+    body = plugin_body(p, [{"role": "user", "content": "Count from 1 to 30, separated by spaces."}],
+                       {"max_tokens": SPEED_TOKENS, "temperature": 0.6})
     ttfts, rates, usage_seen = [], [], []
     for _ in range(max(1, p.opts.requests)):
         began = time.monotonic()
@@ -197,15 +224,15 @@ def check_usage(p: Probe) -> Check:
 def check_continue(p: Probe) -> Check:
     """Whether a stream cut after its first tokens can be continued (``continue_final_message``,
     what the plugin sends to recover one) rather than ending in an error."""
-    body = build_body(p.model, [{"role": "user", "content": "Say hello."},
-                                {"role": "assistant", "content": "Hello"}],
-                      {"max_tokens": 4, "temperature": 0.6})
+    body = plugin_body(p, [{"role": "user", "content": "Say hello."},
+                           {"role": "assistant", "content": "Hello"}],
+                       {"max_tokens": 4, "temperature": 0.6})
     body.update(continue_final_message=True, add_generation_prompt=False)
     raw = raw_chat(p, body, lambda r: bool(r.content or r.finish_reason))
     if raw.error is None:
         return Check("continue", OK, "a stream cut mid-answer can be continued from its last token "
                      "(continue_final_message accepted)", {"continue": True})
-    if _failed_outright(raw):
+    if failed_outright(raw):
         return Check("continue", FAIL, f"the continuation request failed: {raw.error.message}",
                      {"status": raw.status})
     return Check("continue", WARN, f"the server refuses continue_final_message ({raw.error.message[:200]}): "

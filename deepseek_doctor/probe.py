@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from deepseek_engine.client import ChatClient
-from deepseek_engine.discovery import normalise
+from deepseek_engine.families import Family, family_of
 from deepseek_engine.settings import Endpoint, Settings
 
-__all__ = ["FLAVOR_NAME", "Options", "Probe", "host_port", "is_r1", "ms"]
+__all__ = ["FLAVOR_NAME", "Options", "Probe", "host_port", "ms"]
 
 FLAVOR_NAME = {"vllm": "vLLM", "sglang": "SGLang", None: "the server"}
 
@@ -19,6 +19,7 @@ FLAVOR_NAME = {"vllm": "vLLM", "sglang": "SGLang", None: "the server"}
 class Options:
     api_key: str | None = None
     model: str | None = None
+    catalogue: str | None = None  # the plugin's model the endpoint will serve as (its family)
     requests: int = 3
     timeout: float = 60.0  # first token: a cold R1 with a long queue may need more (--timeout)
     ca_bundle: str | None = None  # PEM text
@@ -47,7 +48,13 @@ class Probe:
         self.model: str | None = None
         self.flavor: str | None = None  # "vllm" | "sglang" | None
         self.shape: str | None = None
+        self.thinks: bool | None = None  # reasoning seen when asked to think (check_reasoning)
         self.usage_seen: bool | None = None
+
+    @property
+    def family(self) -> Family:
+        """The model's family, as the plugin decides it: the catalogue name first, then the served id."""
+        return family_of(self.opts.catalogue, self.model)
 
 
 def ms(seconds: float | None) -> str:
@@ -58,7 +65,3 @@ def host_port(ep: Endpoint) -> tuple[str, int]:
     parts = urlsplit(ep.url)
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
-
-def is_r1(model: str | None) -> bool:
-    key = normalise(model or "")
-    return "r1" in key or "reason" in key

@@ -29,6 +29,7 @@ class EndpointReport:
     model: str | None = None
     flavor: str | None = None
     shape: str | None = None
+    family: str | None = None  # deepseek_engine.families: how the plugin treats the model
 
     def get(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -60,7 +61,7 @@ class Report:
         return {"ok": self.exit_code == 0, "exit_code": self.exit_code, "strict": self.strict,
                 "summary": self.counts(),
                 "endpoints": [{"endpoint": e.endpoint, "model": e.model, "server": e.flavor,
-                               "reasoning_shape": e.shape,
+                               "family": e.family, "reasoning_shape": e.shape,
                                "checks": [asdict(c) for c in e.checks]} for e in self.endpoints],
                 "fleet": [asdict(c) for c in self.fleet]}
 

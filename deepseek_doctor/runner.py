@@ -14,10 +14,12 @@ from deepseek_engine.settings import Settings, parse_settings
 from deepseek_engine.transport import ClientRegistry
 
 from .chat import check_continue, check_reasoning, check_speed, check_tools, check_usage
+from .images import check_images
 from .network import check_connect, check_tls
 from .probe import Options, Probe
 from .report import FAIL, OK, SKIP, WARN, Check, EndpointReport, Report
 from .server import check_auth, check_health, check_metrics, check_models
+from .thinking import check_thinking
 
 __all__ = ["CHECKS", "run"]
 
@@ -30,7 +32,9 @@ CHECKS: list[tuple[Callable[[Probe], Check | None], tuple[str, ...]]] = [
     (check_health, ("connect", "tls")),
     (check_metrics, ("connect", "tls")),
     (check_reasoning, ("models",)),
+    (check_thinking, ("models", "reasoning")),
     (check_tools, ("models", "reasoning")),
+    (check_images, ("models", "reasoning")),
     (check_speed, ("models", "reasoning")),
     (check_usage, ("speed",)),
     (check_continue, ("speed",)),
@@ -120,7 +124,8 @@ def run(urls: list[str], opts: Options | None = None, *,
                     p.failed[name] = name
                 say(f"{ep.name}: {name} {c.status}")
                 checks.append(c)
-            reports.append(EndpointReport(ep.name, checks, p.model, p.flavor, p.shape))
+            reports.append(EndpointReport(ep.name, checks, p.model, p.flavor, p.shape,
+                                          p.family.name if p.model else None))
     finally:
         registry.close()
     return Report(reports, _fleet(reports), secrets=settings.secrets(), strict=opts.strict)

@@ -97,7 +97,15 @@ def check_models(p: Probe) -> Check:
         status = WARN
         notes.append("the server does not report max_model_len: enter the context size in the "
                      "plugin's model settings")
-    head = f"{p.model}" + (f" (max_model_len {size})" if size else "")
+    family = p.family
+    data["family"] = family.name
+    traits = [f"family {family.name}"] + [t for t, on in (
+        ("thinking on demand", family.hybrid), ("always reasons", family.thinking == "always"),
+        ("images", family.vision)) if on]
+    head = f"{p.model}" + (f" (max_model_len {size})" if size else "") + f" [{', '.join(traits)}]"
+    if family.name in ("chat", "reasoner") and not p.opts.catalogue:
+        notes.append("the name matches no DeepSeek family the plugin knows: pass --catalogue with "
+                     "the plugin model you will use (e.g. deepseek-v3.1) to probe it as that")
     return Check("models", status, "; ".join([head, *notes]), data)
 
 

@@ -42,9 +42,15 @@ class Raw:
     status: int | None = None
     error: EngineError | None = None
     fields: set = field(default_factory=set)  # "reasoning", "reasoning_content" seen non-empty
+    reasoning: str = ""  # their text
     content: str = ""
     tool_calls: list = field(default_factory=list)
     finish_reason: str | None = None
+
+    @property
+    def reasoned(self) -> bool:
+        """Reasoning came: in a reasoning field, or inline in the text (no reasoning parser)."""
+        return bool(self.fields) or self.content.lstrip().startswith("<think>") or "</think>" in self.content
 
 
 def no_answer(e: httpx.HTTPError, p: Probe, timed_out: str) -> EngineError:
@@ -100,6 +106,8 @@ def _record(out: Raw, chunk: dict) -> None:
         for key in ("reasoning", "reasoning_content"):
             if isinstance(delta.get(key), str) and delta[key]:
                 out.fields.add(key)
+                if key == "reasoning" or "reasoning" not in delta:  # one text when both names come
+                    out.reasoning += delta[key]
         if isinstance(delta.get("content"), str):
             out.content += delta["content"]
         if delta.get("tool_calls"):

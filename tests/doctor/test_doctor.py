@@ -61,7 +61,7 @@ def test_r1_model_answering_without_reasoning_is_flagged(make_sim, run_doctor):
     sim = make_sim(shape="plain", served_model="deepseek-r1-distill-qwen-7b")
     code, rep, _ = _json(run_doctor, sim.base_url)
     c = _check(rep, "reasoning")
-    assert c["status"] == "warn" and "looks like an R1 model" in c["detail"]
+    assert c["status"] == "warn" and "looks like a reasoning model (r1)" in c["detail"]
     assert code == 0
 
 
@@ -121,7 +121,8 @@ def test_tool_call_written_as_text_is_explained(make_stub, run_doctor, written):
     stub = make_stub(tools=written, owned_by="sglang")
     _, rep, _ = _json(run_doctor, stub.base_url)
     c = _check(rep, "tools")
-    assert c["status"] == "warn" and "plain text" in c["detail"]
+    assert c["status"] == "warn" and "no tool-call parser" in c["detail"]
+    assert {"text": "wrote v3 tool-call markup", "stripped": "its tool call as plain text"}[written] in c["detail"]
     assert "--tool-call-parser deepseekv3" in c["detail"]  # SGLang's spelling
 
 
@@ -130,7 +131,7 @@ def test_tool_ignored_on_r1_mentions_r1(make_stub, run_doctor):
     _, rep, _ = _json(run_doctor, stub.base_url)
     c = _check(rep, "tools")
     assert c["status"] == "warn" and "answered in text" in c["detail"]
-    assert "R1 and its distills" in c["detail"]
+    assert "r1 models are not trained for tool calls" in c["detail"]
 
 
 # -- auth ----------------------------------------------------------------------------------------

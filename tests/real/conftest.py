@@ -1,12 +1,15 @@
-"""Real vLLM (CPU build) serving a tiny DeepSeek-R1-style model built by the tests.
+"""Real vLLM (CPU build) serving tiny DeepSeek-style models built by the tests.
 
 Once per test session: install vLLM into its own venv (cached in ``.cache/real_vllm``; instant
-when done), build the tiny model (seconds; cached per version of build_model.py), and start it
-twice on loopback, at the same time:
+when done), build the tiny models (seconds; cached per version of build_model.py), and start
+three servers on loopback, at the same time:
 
-* ``parsed``: ``--reasoning-parser deepseek_r1 --enable-auto-tool-choice --tool-call-parser deepseek_v3``
-* ``raw``: no parser, and the January-2025 R1 generation prompt, so ``<think>…</think>`` arrives
-  inside ``content``.
+* ``parsed``: the R1-style model, ``--reasoning-parser deepseek_r1 --enable-auto-tool-choice
+  --tool-call-parser deepseek_v3``
+* ``raw``: the R1-style model with no parser, and the January-2025 R1 generation prompt, so
+  ``<think>…</think>`` arrives inside ``content``.
+* ``hybrid``: the V3.1-style model (thinking on demand through ``chat_template_kwargs``),
+  ``--reasoning-parser deepseek_v3 --enable-auto-tool-choice --tool-call-parser deepseek_v31``.
 
 When the machine cannot provide this (no Python 3.11/3.12, the install fails, a server does not
 come up), every test of the tier is skipped with the reason and the summary says so in red; with
@@ -77,17 +80,19 @@ def _unavailable(problem: str) -> None:
 
 
 class Servers:
-    def __init__(self, parsed: rv.VllmServer, raw: rv.VllmServer) -> None:
-        self.parsed = parsed
-        self.raw = raw
+    def __init__(self, by_name: dict[str, rv.VllmServer]) -> None:
+        self.by_name = by_name
+        self.parsed = by_name["parsed"]
+        self.raw = by_name["raw"]
+        self.hybrid = by_name["hybrid"]
 
     def __getitem__(self, name: str) -> rv.VllmServer:
-        return getattr(self, name)
+        return self.by_name[name]
 
 
 @pytest.fixture(scope="session")
 def vllm_servers():
-    """Both servers, healthy. Any failure is a loud test error naming the cause."""
+    """Every server, healthy. Any failure is a loud test error naming the cause."""
     t0 = time.monotonic()
     problem = None
     try:
@@ -102,16 +107,17 @@ def vllm_servers():
     _TIMINGS["vLLM venv"] = f"{t1 - t0:.1f}s"
     _TIMINGS["model build"] = f"{t2 - t1:.1f}s"
 
-    parsed, raw = rv.servers(models)
+    by_name = rv.servers(models)
     ncpu = os.cpu_count() or 1
     timeout = float(os.environ.get("DEEPSEEK_REAL_VLLM_START_TIMEOUT", "240"))
     started: list[rv.VllmServer] = []
     try:
-        for i, srv in enumerate((parsed, raw)):
+        for i, srv in enumerate(by_name.values()):
             srv.start(python, cpu=i % ncpu if ncpu > 1 else None)
             started.append(srv)
-        with ThreadPoolExecutor(2) as pool:
-            took = list(pool.map(lambda s: s.wait_healthy(timeout), (parsed, raw)))
+        with ThreadPoolExecutor(len(by_name)) as pool:
+            took = dict(zip(by_name, pool.map(lambda s: s.wait_healthy(timeout), by_name.values()),
+                            strict=True))
     except rv.RealVllmUnavailable as e:
         problem = str(e)
     except BaseException:
@@ -122,14 +128,14 @@ def vllm_servers():
         for srv in started:
             srv.stop()
         _unavailable(problem)
-    _TIMINGS["servers healthy after"] = f"{took[0]:.0f}s (parsed) / {took[1]:.0f}s (raw)"
+    _TIMINGS["servers healthy after"] = " / ".join(f"{t:.0f}s ({name})" for name, t in took.items())
     try:
-        yield Servers(parsed, raw)
+        yield Servers(by_name)
     finally:
-        rss = [rv.rss_of_group(s.proc.pid) for s in (parsed, raw) if s.proc is not None]
+        rss = [rv.rss_of_group(s.proc.pid) for s in by_name.values() if s.proc is not None]
         if rss:
             _TIMINGS["server RSS"] = " + ".join(f"{r / 2**30:.1f} GiB" for r in rss)
-        for srv in (parsed, raw):
+        for srv in by_name.values():
             srv.stop()
 
 
@@ -148,7 +154,8 @@ def server(request, vllm_servers) -> rv.VllmServer:
 @pytest.fixture(scope="session")
 def recorded(vllm_servers):
     """A recording relay in front of each server: ``recorded["parsed"].exchanges`` is what vLLM sent."""
-    proxies = {name: RecordingProxy("127.0.0.1", vllm_servers[name].port).start() for name in ("parsed", "raw")}
+    proxies = {name: RecordingProxy("127.0.0.1", vllm_servers[name].port).start()
+               for name in ("parsed", "raw", "hybrid")}
     try:
         yield proxies
     finally:
