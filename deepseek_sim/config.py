@@ -54,6 +54,10 @@ class SimConfig:
     # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
     # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
     hybrid: str | None = None
+    # A vision model (VL2, OCR, V4.1): image_url parts are taken (at most max_images, vLLM's
+    # --limit-mm-per-prompt; None: no limit); a text-only model refuses any (deepseek_sim.images).
+    vision: bool = False
+    max_images: int | None = None
 
     def __post_init__(self) -> None:
         from .script import SHAPES
