@@ -34,10 +34,10 @@ def _said(on: bool | None) -> str:
 def check_thinking(p: Probe) -> Check:
     family = p.family
     if not family.hybrid:
-        what = {"always": "always reasons", "never": "does not reason"}[family.thinking]
-        fixed = (" (the plugin sends it thinking=true, without which the server renders chat mode)"
-                 if family.thinking_fixed else "")
-        return Check("thinking", OK, f"no thinking switch to check: a {family.name} model {what}{fixed}",
+        what = {"always": "always reason", "never": "do not reason"}[family.thinking]
+        fixed = (" (the plugin sends them thinking=true, without which the server renders chat "
+                 "mode)" if family.thinking_fixed else "")
+        return Check("thinking", OK, f"no thinking switch to check: {family.name} models {what}{fixed}",
                      {"switch": False, "family": family.name})
     off = raw_chat(p, plugin_body(p, HELLO, _PARAMS, thinking=False), _decided(p))
     if off.error is not None:

@@ -1,6 +1,7 @@
 """A tiny OpenAI-style server for what the simulator cannot express: a server without a tool-call
-parser (vLLM's 400, or the call written as text, or the tool ignored), no /metrics, no /health,
-no max_model_len. Answers are canned; HTTP/1.0, one request per connection."""
+parser (vLLM's 400, or the call written as text in each DeepSeek dialect, or the tool ignored), a
+chat template that ignores the thinking switch, images refused by a vision model, no /metrics, no
+/health, no max_model_len. Answers are canned; HTTP/1.0, one request per connection."""
 
 from __future__ import annotations
 
@@ -17,17 +18,50 @@ TOOL_AS_TEXT = ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function
 
 # The same when the server skips special tokens in the output (vLLM's default without the parser)
 TOOL_STRIPPED = "functionget_weather\n```json\n{\"location\": \"Paris\"}\n```"
+# The other families' markup (issue14-facts section 3)
+TOOL_MARKUP = {
+    "text": TOOL_AS_TEXT,
+    "stripped": TOOL_STRIPPED,
+    "v31": ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"location\": \"Paris\"}"
+            "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"),
+    "dsml32": ("\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter "
+               "name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+               "</｜DSML｜function_calls>"),
+    "dsml4": ("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter "
+              "name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+              "</｜DSML｜tool_calls>"),
+    "dsml41": ("\n\n<｜DSML｜ calls>\n<｜DSML｜ invoke name=\"get_weather\">\n<｜DSML｜ parameter "
+               "name=\"location\" string=\"true\">Paris</｜DSML｜ parameter>\n</｜DSML｜ invoke>\n"
+               "</｜DSML｜ calls>"),
+}
+# vLLM 0.32's answer to an image for a model served without multimodal support (tests/real)
+NOT_MULTIMODAL = "{model} is not a multimodal model"
+LIMIT_ZERO = "At most 0 image(s) may be provided in one prompt."
+REASONING = "The user greets me. I greet back."
+
+
+def _has_image(body: dict) -> bool:
+    return any(isinstance(m.get("content"), list) and any(
+        isinstance(p, dict) and p.get("type") == "image_url" for p in m["content"])
+        for m in body.get("messages") or [])
 
 
 class Stub:
     def __init__(self, *, owned_by: str = "vllm", model: str = "deepseek-v3",
-                 max_model_len: int | None = 16384, tools: str = "reject",
+                 max_model_len: int | None = 16384, tools: str = "reject", markup_in: str = "content",
+                 thinking: str = "never", images: str = "refuse",
                  metrics: bool = True, health: int = 200, continuation: bool = True) -> None:
-        """tools: "reject" (vLLM's 400), "text" (the call as raw text with DeepSeek's special
-        tokens), "stripped" (the same with special tokens skipped), "ignore" (a plain answer).
+        """tools: "reject" (vLLM's 400), "ignore" (a plain answer), or a key of TOOL_MARKUP (the
+        call as raw text: "text" V3 with DeepSeek's special tokens, "stripped" the same with
+        special tokens skipped, "v31", "dsml32", "dsml4", "dsml41"), written in the ``markup_in``
+        field ("content" or "reasoning"). thinking: "never" (no reasoning), "always" (reasoning
+        whatever the switch says), "honour" (reasoning when chat_template_kwargs.thinking is
+        true); reasoning arrives in ``reasoning``. images: "refuse" (vLLM's 400 for a model
+        without multimodal support), "limit0" (--limit-mm-per-prompt image 0), "accept".
         continuation: False refuses continue_final_message as a strict OpenAI schema does."""
         self.owned_by, self.model, self.max_model_len = owned_by, model, max_model_len
-        self.tools, self.metrics, self.health = tools, metrics, health
+        self.tools, self.markup_in, self.metrics, self.health = tools, markup_in, metrics, health
+        self.thinking, self.images = thinking, images
         self.continuation = continuation
         self.bodies: list[dict] = []
         stub = self
@@ -58,36 +92,47 @@ class Stub:
                 else:
                     self._send(404, b'{"detail":"Not Found"}')
 
+            def _refuse(self, message: str, param: str | None = None) -> None:
+                err = {"error": {"message": message, "type": "BadRequestError", "param": param,
+                                 "code": 400}}
+                self._send(400, json.dumps(err).encode())
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.bodies.append(body)
-                text = "Hello! How can I help?"
                 if body.get("continue_final_message") and not stub.continuation:
-                    err = {"error": {"message": "continue_final_message: Extra inputs are not permitted",
-                                     "type": "BadRequestError", "param": None, "code": 400}}
-                    self._send(400, json.dumps(err).encode())
-                    return
+                    return self._refuse("continue_final_message: Extra inputs are not permitted")
+                if _has_image(body) and stub.images != "accept":
+                    if stub.images == "limit0":
+                        return self._refuse(LIMIT_ZERO, "image")
+                    return self._refuse(NOT_MULTIMODAL.format(model=stub.model))
+                switch = (body.get("chat_template_kwargs") or {}).get("thinking")
+                thinks = stub.thinking == "always" or (stub.thinking == "honour" and switch is True)
+                reasoning, text = REASONING if thinks else "", "Hello! How can I help?"
                 if body.get("tools"):
                     if stub.tools == "reject":
-                        err = {"error": {"message": VLLM_NO_TOOLS, "type": "BadRequestError",
-                                         "param": None, "code": 400}}
-                        self._send(400, json.dumps(err).encode())
-                        return
-                    text = {"text": TOOL_AS_TEXT, "stripped": TOOL_STRIPPED}.get(
-                        stub.tools, "I cannot check the weather.")
+                        return self._refuse(VLLM_NO_TOOLS)
+                    text = TOOL_MARKUP.get(stub.tools, "I cannot check the weather.")
+                    if stub.markup_in == "reasoning" and stub.tools in TOOL_MARKUP:
+                        reasoning, text = reasoning + text, ""
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                for piece in (text[: len(text) // 2], text[len(text) // 2:]):
-                    chunk = {"choices": [{"index": 0, "delta": {"content": piece},
-                                          "finish_reason": None}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
-                                                  "total_tokens": 7}}
-                for obj in (end, usage):
-                    self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
+                try:
+                    for key, value in (("reasoning", reasoning), ("content", text)):
+                        for piece in (value[: len(value) // 2], value[len(value) // 2:]):
+                            if piece:
+                                self._event({"choices": [{"index": 0, "delta": {key: piece},
+                                                          "finish_reason": None}]})
+                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    self._event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
+                                                          "total_tokens": 7}})
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the doctor stops reading once it knows enough
+
+            def _event(self, obj: dict) -> None:
+                self.wfile.write(f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"

@@ -70,8 +70,8 @@ def test_text_report_lists_every_check(make_sim, run_doctor):
     code, out, err = run_doctor(sim.base_url)
     assert code == 0
     lines = out.splitlines()
-    for name in ("connect", "auth", "models", "health", "metrics", "reasoning", "tools", "speed",
-                 "usage", "continue"):
+    for name in ("connect", "auth", "models", "health", "metrics", "reasoning", "thinking", "tools",
+                 "images", "speed", "usage", "continue"):
         assert any(line.split()[1:2] == [name] for line in lines if line.startswith("  ")), name
     assert any(line.startswith("  warn  reasoning") for line in lines)
     assert lines[-1].startswith("passed:")
@@ -592,3 +592,234 @@ def test_strict_passes_a_clean_endpoint(make_sim, run_doctor):
     code, rep, _ = _json(run_doctor, sim.base_url, "--strict", env={"DEEPSEEK_API_KEY": KEY})
     assert rep["summary"]["warn"] == 0, rep
     assert code == 0 and rep["ok"] is True
+
+
+# -- thinking on demand (issue 14) -----------------------------------------------------------------
+
+def _chats(server) -> list[dict]:
+    bodies = server.bodies if hasattr(server, "bodies") else [
+        r.body for r in server.requests if r.path.endswith("/chat/completions")]
+    return [b for b in bodies if isinstance(b, dict)]
+
+
+def _switches(server) -> list:
+    """The thinking switch of each chat request without tools or images: True/False/"omitted"."""
+    return [(b.get("chat_template_kwargs") or {}).get("thinking", "omitted") for b in _chats(server)
+            if not b.get("tools") and isinstance(b["messages"][-1]["content"], str)
+            and not b.get("continue_final_message")]
+
+
+@pytest.mark.parametrize("shape, field", [("reasoning", "`reasoning`"), ("think_close_only", "bare </think>")])
+def test_hybrid_switch_honoured(make_sim, run_doctor, shape, field):
+    """A V3.1 server honouring chat_template_kwargs.thinking, with and without a reasoning parser:
+    on gives reasoning, off and omitted (V3.1's default) a direct answer."""
+    sim = make_sim(hybrid="v3.1", served_model="deepseek-v3.1", shape=shape)
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    assert rep["endpoints"][0]["family"] == "v3.1"
+    assert "thinking on demand" in _check(rep, "models")["detail"]
+    r = _check(rep, "reasoning")
+    assert field in r["detail"]
+    if shape == "think_close_only":  # no parser: V3.1's own, not R1's
+        assert r["status"] == "warn" and "--reasoning-parser deepseek_v3" in r["detail"]
+    c = _check(rep, "thinking")
+    assert c["status"] == "ok" and "honours the thinking switch" in c["detail"], c
+    assert (c["data"]["on"], c["data"]["off"], c["data"]["omitted"]) == (True, False, False)
+    assert "without the switch gets a direct answer here (v3.1's own default is off" in c["detail"]
+    assert {True, False, "omitted"} <= set(_switches(sim))
+    assert code == 0
+
+
+@pytest.mark.parametrize("flavor, omitted", [("vllm", "reasoning"), ("sglang", "a direct answer")])
+def test_v4_default_when_the_switch_is_omitted_is_reported(make_sim, run_doctor, flavor, omitted):
+    """V4 thinks when the switch is omitted on current vLLM, not on SGLang (issue14-facts section
+    1): the doctor says which, and that the plugin always sends the switch."""
+    sim = make_sim(hybrid="v4", served_model="deepseek-ai/DeepSeek-V4-Flash", flavor=flavor)
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "thinking")
+    assert c["status"] == "ok", c
+    assert f"without the switch gets {omitted} here (v4's own default is on" in c["detail"]
+
+
+def test_switch_that_cannot_turn_thinking_off_names_the_template(make_stub, run_doctor):
+    stub = make_stub(model="deepseek-v3.1", thinking="always", tools="ignore")
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "thinking")
+    assert c["status"] == "warn" and "thinking cannot be turned off" in c["detail"]
+    assert "--chat-template examples/tool_chat_template_deepseekv31.jinja" in c["detail"]
+    assert code == 0
+    assert _json(run_doctor, stub.base_url, "--strict")[0] == 1
+
+
+def test_switch_ignored_by_the_server_is_named(make_stub, run_doctor):
+    stub = make_stub(model="deepseek-ai/DeepSeek-V3.2", thinking="never", tools="ignore")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    assert "asked to think" in _check(rep, "reasoning")["detail"]
+    c = _check(rep, "thinking")
+    assert c["status"] == "warn" and "thinking on gave no reasoning" in c["detail"]
+    assert "--tokenizer-mode deepseek_v32" in c["detail"]
+    assert c["data"]["on"] is False and c["data"]["off"] is False
+
+
+def test_honouring_stub_passes(make_stub, run_doctor):
+    stub = make_stub(model="deepseek-v3.1", thinking="honour", tools="ignore")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    assert _check(rep, "thinking")["status"] == "ok"
+    assert _check(rep, "reasoning")["status"] == "ok"
+
+
+@pytest.mark.parametrize("model, detail", [
+    ("deepseek-r1", "r1 models always reason"),
+    ("deepseek-v3", "v3 models do not reason"),
+])
+def test_models_without_a_switch_are_not_probed_for_one(make_sim, run_doctor, model, detail):
+    sim = make_sim(served_model=model, shape="reasoning" if "r1" in model else "plain")
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "thinking")
+    assert c["status"] == "ok" and detail in c["detail"] and c["data"]["switch"] is False
+    assert set(_switches(sim)) == {"omitted"}  # no switch sent to a model without one
+
+
+def test_speciale_is_always_sent_thinking_on(make_sim, run_doctor):
+    """V3.2-Speciale has no switch, but its encoder renders chat mode unless told thinking=true."""
+    sim = make_sim(hybrid="v3.2-speciale", served_model="deepseek-v3.2-speciale")
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    assert _check(rep, "reasoning")["status"] == "ok"
+    c = _check(rep, "thinking")
+    assert c["status"] == "ok" and "thinking=true" in c["detail"]
+    assert set(_switches(sim)) == {True}
+
+
+def test_catalogue_option_probes_an_alias_as_that_model(make_stub, run_doctor):
+    """``--served-model-name ds31`` (the V3.1 recipe's example) matches no family; --catalogue says
+    which plugin model it stands for."""
+    stub = make_stub(model="ds31", thinking="honour", tools="ignore")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    assert "matches no DeepSeek family" in _check(rep, "models")["detail"]
+    assert _check(rep, "thinking")["data"]["switch"] is False
+    _, rep, _ = _json(run_doctor, stub.base_url, "--catalogue", "deepseek-v3.1")
+    assert rep["endpoints"][0]["family"] == "v3.1"
+    assert _check(rep, "thinking")["status"] == "ok"
+    assert "matches no DeepSeek family" not in _check(rep, "models")["detail"]
+
+
+# -- tool parsers per family -----------------------------------------------------------------------
+
+def test_v31_tool_probe_is_sent_without_thinking(make_sim, run_doctor):
+    """As the plugin sends it: V3.1 calls tools only in non-thinking mode."""
+    sim = make_sim(hybrid="v3.1", served_model="deepseek-v3.1")
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    assert _check(rep, "tools")["status"] == "ok"
+    tools = [b for b in _chats(sim) if b.get("tools")]
+    assert tools and tools[0]["chat_template_kwargs"] == {"thinking": False}
+
+
+@pytest.mark.parametrize("markup, model, flavor, family, flag", [
+    ("v31", "deepseek-v3.1", "vllm", "v3.1", "--tool-call-parser deepseek_v31"),
+    ("dsml32", "deepseek-v3.2", "vllm", "v3.2", "--tool-call-parser deepseek_v32"),
+    ("dsml4", "deepseek-v4-pro", "sglang", "v4", "--tool-call-parser deepseekv4"),
+    ("dsml41", "deepseek-v4.1-flash", "vllm", "v4.1", "--tool-call-parser deepseek_v41"),
+    # an alias names no family: the markup does
+    ("dsml4", "my-model", "vllm", "v4", "--tool-call-parser deepseek_v4"),
+    ("v31", "gpu-pool-a", "sglang", "v3.1", "--tool-call-parser deepseekv31"),
+])
+def test_raw_tool_markup_names_the_parser_to_add(make_stub, run_doctor, markup, model, flavor, family, flag):
+    stub = make_stub(model=model, owned_by=flavor, tools=markup)
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn" and c["data"]["parser"] is False and c["data"]["markup"] == family, c
+    assert f"wrote {family} tool-call markup in the answer" in c["detail"]
+    assert flag in c["detail"]
+
+
+def test_tool_markup_inside_the_reasoning_is_found(make_stub, run_doctor):
+    """V3.2/V4 may open a DSML block before closing </think>: with no tool-call parser it stays in
+    the reasoning."""
+    stub = make_stub(model="deepseek-v3.2", tools="dsml32", markup_in="reasoning", thinking="always")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "warn" and "v3.2 tool-call markup in the reasoning" in c["detail"]
+
+
+def test_every_family_with_a_trait_has_its_flags():
+    """serve_flags.yaml names real families, and each thinking / tool / vision family has the flag
+    the doctor would print."""
+    from deepseek_doctor.flags import _FAMILIES, hint
+    from deepseek_engine.families import FAMILIES, family_named
+
+    for name in _FAMILIES:
+        family_named(name)  # raises for a name families.yaml does not know
+    for f in FAMILIES:
+        if f.thinking != "never":
+            assert hint(f.name, "vllm", "reasoning"), f.name
+        if f.tools:
+            assert hint(f.name, "vllm", "tools"), f.name
+        if f.hybrid:
+            assert hint(f.name, "vllm", "template"), f.name
+        if f.vision:
+            assert hint(f.name, "vllm", "images") or f.name == "v4-vision", f.name
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+def test_text_model_refusing_images_is_fine(make_sim, run_doctor):
+    sim = make_sim(served_model="deepseek-v3", shape="plain")
+    code, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "images")
+    assert c["status"] == "ok" and c["data"]["accepted"] is False and "text-only" in c["detail"], c
+    assert code == 0
+    sent = [b for b in _chats(sim) if isinstance(b["messages"][-1]["content"], list)]
+    assert len(sent) == 1
+    url = next(p["image_url"]["url"] for p in sent[0]["messages"][-1]["content"] if p["type"] == "image_url")
+    import base64
+
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_vision_model_accepting_images(make_sim, run_doctor):
+    sim = make_sim(served_model="deepseek-ai/deepseek-vl2-tiny", shape="plain", vision=True)
+    _, rep, _ = _json(run_doctor, sim.base_url)
+    c = _check(rep, "images")
+    assert c["status"] == "ok" and "vision model (vl2)" in c["detail"] and c["data"]["accepted"] is True
+
+
+@pytest.mark.parametrize("images, model, why, flag", [
+    ("refuse", "deepseek-vl2-tiny", "not a vision model, or not served with multimodal support",
+     "--hf-overrides"),
+    ("limit0", "deepseek-ocr", "--limit-mm-per-prompt", "NGramPerReqLogitsProcessor"),
+])
+def test_vision_model_refusing_images_names_the_fix(make_stub, run_doctor, images, model, why, flag):
+    stub = make_stub(model=model, images=images, tools="ignore")
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "images")
+    assert c["status"] == "warn" and why in c["detail"] and flag in c["detail"], c
+    if images == "refuse":
+        assert f"{model} is not a multimodal model" in c["detail"]  # vLLM's own words
+    assert code == 0
+
+
+def test_an_alias_accepting_images_suggests_the_vision_switch(make_stub, run_doctor):
+    stub = make_stub(model="my-vlm", images="accept", tools="ignore")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "images")
+    assert c["status"] == "ok" and "customizable model with vision on" in c["detail"]
+
+
+def test_tiny_png_is_a_valid_png():
+    import struct
+    import zlib
+
+    from deepseek_doctor.images import tiny_png
+
+    data = tiny_png(4)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (size,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + size]
+        assert struct.unpack(">I", data[pos + 8 + size:pos + 12 + size])[0] == zlib.crc32(kind + body)
+        chunks[kind] = body
+        pos += 12 + size
+    assert struct.unpack(">II", chunks[b"IHDR"][:8]) == (4, 4)
+    assert zlib.decompress(chunks[b"IDAT"]) == (b"\x00" + b"\xff" * 12) * 4
+    assert list(chunks) == [b"IHDR", b"IDAT", b"IEND"]
