@@ -86,6 +86,8 @@ def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int
     texts = []
     for m in messages:
         texts.append(_text_of(m.get("content")))
+        if isinstance(m.get("reasoning_content"), str):  # reasoning sent back (once: "reasoning" repeats it)
+            texts.append(m["reasoning_content"])
         for call in m.get("tool_calls") or ():
             fn = call.get("function") or {}
             texts.append(fn.get("name", "") + fn.get("arguments", ""))
