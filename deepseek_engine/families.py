@@ -51,11 +51,13 @@ class Family:
     thinking_default: bool = False
     thinking_fixed: bool = False
     efforts: tuple[str, ...] = ()
+    effort_default: str | None = None
     tools_with_thinking: bool = True
     tools: bool = True
     reasoning_history: History = "strip"
     vision: bool = False
     extra_body: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    resumable: bool = True
     tokenizer: Literal["v3", "v4"] = "v3"
 
     @property
@@ -76,6 +78,8 @@ def _family(raw: dict, defaults: dict) -> Family:
     for key, allowed in _CHOICES.items():
         if values[key] not in allowed:
             raise ValueError(f"families.yaml: {values['name']}: {key} must be one of {allowed}")
+    if values["efforts"] and values["effort_default"] not in values["efforts"]:
+        raise ValueError(f"families.yaml: {values['name']}: effort_default must be one of its efforts")
     return Family(**{**values, "match": tuple(values.get("match", ())), "efforts": tuple(values["efforts"]),
                      "extra_body": MappingProxyType(dict(values["extra_body"]))})
 

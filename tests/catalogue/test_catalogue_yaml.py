@@ -379,7 +379,11 @@ def test_model_credential_form(provider) -> None:
     assert "From the model name" in forms["reasoning"].placeholder.en_us
     assert [(o.value, o.label.en_us) for o in forms["reasoning"].options] == [
         ("reasoning", "Reasoning model (R1 style, shows <think>)"), ("none", "Chat model"),
+        ("hybrid", "Thinking on demand (V3.1, V3.2, V4 style)"),
     ]
+    from deepseek_engine.families import KINDS
+
+    assert sorted(o.value for o in forms["reasoning"].options) == sorted(KINDS)  # the engine knows each kind
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,7 +393,9 @@ def test_customizable_template_loads_as_parameter_rules() -> None:
     raw = load_yaml(TEMPLATE_YAML)
     assert set(raw) == {"parameter_rules"}
     rules = {r.name: r for r in (ParameterRule(**x) for x in raw["parameter_rules"])}
-    assert set(rules) == PARAMETER_NAMES
+    # the switch rules are offered to thinking-on-demand models only (llm.py drops them otherwise)
+    assert set(rules) == PARAMETER_NAMES | {"thinking", "reasoning_effort"}
+    assert rules["thinking"].type.value == "boolean" and rules["reasoning_effort"].options == ["low", "high", "max"]
     assert rules["max_tokens"].max is not None and rules["max_tokens"].default <= rules["max_tokens"].max
     assert rules["temperature"].default == 0.6 and rules["top_p"].default == 0.95
     # it is a valid rule list for a model entity too

@@ -50,6 +50,8 @@ def test_families_say_what_the_facts_say():
     assert v41.vision and not v4.vision and family_named("v4-vision").vision
     assert family_named("r1").reasoning_history == family_named("r1-0528").reasoning_history == "strip"
     assert v31.reasoning_history == "strip"
+    # vLLM's Python encoders for V3.2 / V4 ignore continue_final_message: never continued
+    assert [f.name for f in FAMILIES if not f.resumable] == ["v3.2", "v3.2-speciale", "v4", "v4-vision", "v4.1"]
     ocr = family_named("ocr")
     assert ocr.extra_body["skip_special_tokens"] is False and ocr.extra_body["vllm_xargs"]["ngram_size"] == 30
 
