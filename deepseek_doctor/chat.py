@@ -9,6 +9,7 @@ import time
 
 from deepseek_engine.errors import ConnectError, EngineError
 from deepseek_engine.protocol import build_body
+from deepseek_engine.thinking import thinking_for
 
 from .flags import hint, markup_family
 from .probe import FLAVOR_NAME, Probe, ms
@@ -37,16 +38,12 @@ HELLO = [{"role": "user", "content": "Hello! Answer in one short sentence."}]
 
 def plugin_body(p: Probe, messages: list[dict], params: dict, *, tools: list[dict] | None = None,
                 thinking: bool | None = None) -> dict:
-    """The body the plugin sends this model: ``thinking`` True/False as a workflow author's switch
-    (None: the family's default), turned off with tools where the family wants it."""
-    body = build_body(p.model, messages, params, tools=tools)
+    """The body the plugin sends this model (the engine's own ``thinking_for`` and ``build_body``):
+    ``thinking`` as a workflow author's switch (None: the family's default)."""
     family = p.family
-    if family.hybrid:
-        on = family.thinking_default if thinking is None else thinking
-        body["chat_template_kwargs"] = {"thinking": on and (family.tools_with_thinking or not tools)}
-    elif family.thinking_fixed:
-        body["chat_template_kwargs"] = {"thinking": True}
-    return body
+    asked = {} if thinking is None else {"thinking": thinking}
+    return build_body(p.model, messages, params, tools=tools, family=family,
+                      thinking=thinking_for(family, asked, tools=bool(tools)))
 
 
 def _shape_known(raw: Raw) -> bool:

@@ -44,7 +44,7 @@ def check_thinking(p: Probe) -> Check:
         status = FAIL if failed_outright(off) else WARN
         return Check("thinking", status, f"the request with thinking off failed: {off.error.message}",
                      {"status": off.status})
-    omitted = raw_chat(p, build_body(p.model, HELLO, _PARAMS), _decided(p))
+    omitted = raw_chat(p, build_body(p.model, HELLO, _PARAMS, family=family), _decided(p))
     default = None if omitted.error is not None else omitted.reasoned
     on = p.thinks
     data = {"switch": True, "family": family.name, "on": on, "off": off.reasoned, "omitted": default}

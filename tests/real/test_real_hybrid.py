@@ -21,7 +21,7 @@ import pytest
 from scripts.real_vllm import build_model as bm
 from tests.protocol import chunk_rules as cr
 from tests.protocol.harness import assistant_message, tool_message, user_message
-from tests.real.test_real_vllm import WEATHER_TOOL, assert_clean, assert_usage, creds, invoke
+from tests.real.test_real_vllm import PROVIDER, WEATHER_TOOL, assert_clean, assert_usage, creds, custom_creds, invoke
 
 MODEL = "deepseek-v3.1"
 #: the catalogue card's sampling; max_tokens within the 2048 context
@@ -174,3 +174,22 @@ def test_tools_turn_thinking_off_and_the_v31_call_is_parsed(plugin, recorded):
     assert _switch(proxy.last_invoke()) is False
     assert cr.collect_text(follow) == bm.HYBRID_RESULT_ANSWER
     assert cr.finish_reason(follow) == "stop"
+
+
+def test_customizable_model_of_kind_thinking_on_demand(plugin, vllm_servers, recorded):
+    """"Add Model" with the served name (no DeepSeek release name) and Model Kind "Thinking on
+    demand": Dify offers the Thinking switch (off by default), and it reaches vLLM."""
+    proxy, name = recorded["hybrid"], vllm_servers.hybrid.served_name
+    credentials = custom_creds(proxy, reasoning="hybrid")
+    res = plugin.get_ai_model_schemas(PROVIDER, name, credentials)
+    assert res.error is None, res.error
+    rules = {r["name"]: r for r in res.chunks[0]["model_schema"]["parameter_rules"]}
+    assert rules["thinking"]["default"] is False
+    on = invoke(plugin, name, credentials, params={**PARAMS, "thinking": True})
+    assert_clean(on)
+    assert _switch(proxy.last_invoke()) is True
+    assert cr.collect_text(on) == THOUGHT
+    off = invoke(plugin, name, credentials, params={**PARAMS, "thinking": False})
+    assert_clean(off)
+    assert _switch(proxy.last_invoke()) is False
+    assert cr.collect_text(off) == bm.HYBRID_ANSWER
