@@ -159,7 +159,8 @@ class Completion:
             served = served_model(self.model, settings, catalogue=self.catalogue)
             body = build_body(served, self.messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user)
-            answer = AnswerAssembler(expects_reasoning(self.model, settings, catalogue=self.catalogue))
+            answer = AnswerAssembler(expects_reasoning(self.model, settings, catalogue=self.catalogue),
+                                     tool_markup=bool(self.tools))
             client = self.make_client(settings)
             held = Batch()
             try:

@@ -25,7 +25,10 @@ shape ("reasoning" | "reasoning_content" | "think_inline" | "think_close_only" |
 "plain"), api_key, ttft, inter_token, chunk_tokens, usage ("on_request" |
 "never" | "always_on_finish"), send_done, sse_quirks, num_running,
 num_waiting, kv_usage, max_running, tool_parser (vLLM: False answers 400 to
-tools with tool_choice "auto"), model_path (vLLM's /v1/models "root").
+tools with tool_choice "auto"), model_path (vLLM's /v1/models "root"),
+tool_markup (None, or "v3" | "v31" | "v32" | "v4" | "v41": tool calls arrive
+as that family's raw markup in content, as from a server with no tool parser
+for it; see deepseek_sim/markup.py).
 
 The vLLM flavour follows real vLLM 0.32 (tests/real/SIMULATOR_DIFFERENCES.md):
 R1's whitespace around ``</think>`` stays on both sides of the reasoning cut;
