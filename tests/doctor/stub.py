@@ -1,7 +1,8 @@
 """A tiny OpenAI-style server for what the simulator cannot express: a server without a tool-call
-parser (vLLM's 400, or the call written as text in each DeepSeek dialect, or the tool ignored), a
-chat template that ignores the thinking switch, images refused by a vision model, no /metrics, no
-/health, no max_model_len. Answers are canned; HTTP/1.0, one request per connection."""
+parser (vLLM's 400, the call as text with special tokens stripped or inside the reasoning, or the
+tool ignored), a chat template that ignores the thinking switch, images refused by a vision model,
+no /metrics, no /health, no max_model_len. Answers are canned; HTTP/1.0, one request per
+connection."""
 
 from __future__ import annotations
 
@@ -18,21 +19,13 @@ TOOL_AS_TEXT = ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function
 
 # The same when the server skips special tokens in the output (vLLM's default without the parser)
 TOOL_STRIPPED = "functionget_weather\n```json\n{\"location\": \"Paris\"}\n```"
-# The other families' markup (issue14-facts section 3)
+# by name; V3.2's DSML for markup inside the reasoning (the simulator writes markup in the answer)
 TOOL_MARKUP = {
     "text": TOOL_AS_TEXT,
     "stripped": TOOL_STRIPPED,
-    "v31": ("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"location\": \"Paris\"}"
-            "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"),
     "dsml32": ("\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter "
                "name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
                "</｜DSML｜function_calls>"),
-    "dsml4": ("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter "
-              "name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-              "</｜DSML｜tool_calls>"),
-    "dsml41": ("\n\n<｜DSML｜ calls>\n<｜DSML｜ invoke name=\"get_weather\">\n<｜DSML｜ parameter "
-               "name=\"location\" string=\"true\">Paris</｜DSML｜ parameter>\n</｜DSML｜ invoke>\n"
-               "</｜DSML｜ calls>"),
 }
 # vLLM 0.32's answer to an image for a model served without multimodal support (tests/real)
 NOT_MULTIMODAL = "{model} is not a multimodal model"
@@ -53,7 +46,7 @@ class Stub:
                  metrics: bool = True, health: int = 200, continuation: bool = True) -> None:
         """tools: "reject" (vLLM's 400), "ignore" (a plain answer), or a key of TOOL_MARKUP (the
         call as raw text: "text" V3 with DeepSeek's special tokens, "stripped" the same with
-        special tokens skipped, "v31", "dsml32", "dsml4", "dsml41"), written in the ``markup_in``
+        special tokens skipped, "dsml32" V3.2's DSML), written in the ``markup_in``
         field ("content" or "reasoning"). thinking: "never" (no reasoning), "always" (reasoning
         whatever the switch says), "honour" (reasoning when chat_template_kwargs.thinking is
         true); reasoning arrives in ``reasoning``. images: "refuse" (vLLM's 400 for a model

@@ -714,17 +714,20 @@ def test_v31_tool_probe_is_sent_without_thinking(make_sim, run_doctor):
 
 
 @pytest.mark.parametrize("markup, model, flavor, family, flag", [
+    ("v3", "deepseek-v3", "vllm", "v3", "--tool-call-parser deepseek_v3"),
     ("v31", "deepseek-v3.1", "vllm", "v3.1", "--tool-call-parser deepseek_v31"),
-    ("dsml32", "deepseek-v3.2", "vllm", "v3.2", "--tool-call-parser deepseek_v32"),
-    ("dsml4", "deepseek-v4-pro", "sglang", "v4", "--tool-call-parser deepseekv4"),
-    ("dsml41", "deepseek-v4.1-flash", "vllm", "v4.1", "--tool-call-parser deepseek_v41"),
+    ("v32", "deepseek-v3.2", "vllm", "v3.2", "--tool-call-parser deepseek_v32"),
+    ("v4", "deepseek-v4-pro", "sglang", "v4", "--tool-call-parser deepseekv4"),
+    ("v41", "deepseek-v4.1-flash", "vllm", "v4.1", "--tool-call-parser deepseek_v41"),
     # an alias names no family: the markup does
-    ("dsml4", "my-model", "vllm", "v4", "--tool-call-parser deepseek_v4"),
+    ("v4", "my-model", "vllm", "v4", "--tool-call-parser deepseek_v4"),
     ("v31", "gpu-pool-a", "sglang", "v3.1", "--tool-call-parser deepseekv31"),
 ])
-def test_raw_tool_markup_names_the_parser_to_add(make_stub, run_doctor, markup, model, flavor, family, flag):
-    stub = make_stub(model=model, owned_by=flavor, tools=markup)
-    _, rep, _ = _json(run_doctor, stub.base_url)
+def test_raw_tool_markup_names_the_parser_to_add(make_sim, run_doctor, markup, model, flavor, family, flag):
+    """The simulator as a server without the family's tool-call parser (helper B's tool_markup):
+    the markup, cut into token-sized deltas, arrives in the text."""
+    sim = make_sim(served_model=model, flavor=flavor, tool_markup=markup, shape="plain")
+    _, rep, _ = _json(run_doctor, sim.base_url)
     c = _check(rep, "tools")
     assert c["status"] == "warn" and c["data"]["parser"] is False and c["data"]["markup"] == family, c
     assert f"wrote {family} tool-call markup in the answer" in c["detail"]
