@@ -184,7 +184,7 @@ def scoped[T](steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
     held = frozenset(secrets)
     try:
         while True:
-            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, this is ~8x cheaper
+            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, and this is cheaper
             try:
                 item = next(steps)
             except StopIteration:
