@@ -73,6 +73,7 @@ class Settings:
     max_tokens_to_sample: int | None = None
     tool_calling: bool = False
     reasoning: bool | None = None  # customizable models; None: decided by the model's name
+    vision: bool = False  # customizable models: the served model takes images (images.py)
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
     routing_policy: str | None = None  # a name in routing/factory.py; None: the default policy
@@ -359,6 +360,13 @@ def _routing_policy(creds: Mapping) -> str | None:
     return name
 
 
+def _vision(creds: Mapping) -> bool:
+    raw = creds.get("vision_support") or "no_support"
+    if raw not in ("support", "no_support"):
+        raise ConfigError(f"vision_support must be support or no_support, got {str(raw)[:20]!r}")
+    return raw == "support"
+
+
 def parse_settings(creds: Mapping) -> Settings:
     endpoints = parse_endpoints(creds.get("endpoint_urls"))
     api_key = creds.get("api_key")
@@ -400,4 +408,5 @@ def parse_settings(creds: Mapping) -> Settings:
         tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
         # blank: the kind follows the model's name (reasoning.looks_like_reasoner)
         reasoning={"reasoning": True, "none": False}.get(creds.get("reasoning") or ""),
+        vision=_vision(creds),
     )

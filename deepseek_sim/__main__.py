@@ -32,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-tool-parser", action="store_true",
                     help="vLLM without --enable-auto-tool-choice: tools with tool_choice auto get 400")
     ap.add_argument("--model-path", default=None, help="vLLM's --model: the root in /v1/models")
+    ap.add_argument("--vision", action="store_true", help="a vision model: takes image_url parts")
+    ap.add_argument("--max-images", type=int, default=None, help="vLLM's --limit-mm-per-prompt image count")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
-                    max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path)
+                    max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path,
+                    vision=a.vision, max_images=a.max_images)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

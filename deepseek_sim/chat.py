@@ -16,6 +16,7 @@ from .deltas import Limited, sglang_deltas, vllm_deltas
 from .errors import send_error
 from .faults import answer_instead_of_body, answer_transport_fault, send_body_with_fault
 from .httpio import Request, dumps, response_head, sleep_unless_gone
+from .images import image_error
 from .sse import EventStream
 from .validation import authorized, max_tokens_of, sglang_request_error, vllm_request_error
 
@@ -74,7 +75,7 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
     if not authorized(cfg, req):
         return await send_error(writer, cfg.flavor, 401, "Unauthorized", keep)
     vllm = cfg.flavor == "vllm"
-    err = (vllm_request_error if vllm else sglang_request_error)(body, cfg)
+    err = (vllm_request_error if vllm else sglang_request_error)(body, cfg) or image_error(body, cfg)
     if err is not None:
         status, message, kw = err
         return await send_error(writer, cfg.flavor, status, message, keep, **kw)

@@ -50,6 +50,10 @@ class SimConfig:
     tool_parser: bool = True
     # The --model that vLLM was started with: /v1/models' "root" (default /models/<served_model>).
     model_path: str | None = None
+    # A vision model (VL2, OCR, V4.1): image_url parts are taken (at most max_images, vLLM's
+    # --limit-mm-per-prompt; None: no limit); a text-only model refuses any (deepseek_sim.images).
+    vision: bool = False
+    max_images: int | None = None
 
     def __post_init__(self) -> None:
         from .script import SHAPES

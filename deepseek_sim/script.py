@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from .images import seen
+
 _TOKEN_RE = re.compile(r"\s*\S+")
 
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
@@ -181,7 +183,7 @@ def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
     elif "[[echo]]" in user:
         reasoning, answer = REASONING, iter(split_pieces(user))
     else:
-        reasoning, answer = REASONING, iter(split_pieces(ANSWER))
+        reasoning, answer = REASONING, iter(split_pieces(seen(messages) + ANSWER))
 
     # Reasoning placement depends on how the server is configured (see SHAPES).
     lead = ""  # what R1 writes after </think>, when a parser cut it off the reasoning
