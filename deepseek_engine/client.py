@@ -116,12 +116,13 @@ class ChatClient:
         count_failure(self.health, self.scope, ep, e)
 
     # -- streamed chat -------------------------------------------------------------------
-    def stream(self, body: dict, *, buffered: bool = False,
-               request_id: str | None = None) -> Iterator[ChatDelta]:
+    def stream(self, body: dict, *, buffered: bool = False, request_id: str | None = None,
+               resumable: bool = True) -> Iterator[ChatDelta]:
         """Deltas of one chat completion. ``buffered``: the caller shows nothing until the end
         (blocking mode), so a failure at any point may be retried, not just before the first
         token; the whole answer is read before the first delta is returned. A stream that breaks
-        after its first tokens is continued (``resume.py``), on another endpoint when one is up."""
+        after its first tokens is continued (``resume.py``), on another endpoint when one is up,
+        unless not ``resumable`` (a model whose server ignores ``continue_final_message``)."""
         settings = self.settings
         endpoints = settings.endpoints
         deadline = time.monotonic() + settings.timeouts.total
@@ -166,7 +167,7 @@ class ChatClient:
                     log.warning("stream from %s broke when its max_tokens were used up: %s", ep.name, e.message)
                     yield ChatDelta(finish_reason="length")
                     return
-                if not self.policy.may_resume(e, resumes):
+                if not resumable or not self.policy.may_resume(e, resumes):
                     raise
                 again = continuation_body(body, progress)
                 where = continue_on(e, ep, order)

@@ -6,6 +6,7 @@ server sends none, time to first token and the request's telemetry line."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -14,17 +15,19 @@ from dataclasses import dataclass
 from .answer import AnswerAssembler, Piece
 from .client import ChatClient
 from .credentials import settings_for
-from .discovery import normalise, served_model
+from .discovery import served_model
 from .errors import BadRequestError
+from .families import Family, custom_family, family_of
 from .images import ImagePolicy
 from .protocol import build_body
-from .reasoning import looks_like_reasoner
 from .settings import Settings
 from .telemetry import TELEMETRY
+from .thinking import thinking_for
 from .tokens import count_messages, count_text
 
-__all__ = ["MAX_HOLD", "REQUEST_ID_PREFIX", "Batch", "Completion", "Finished", "expects_reasoning",
-           "sized"]
+__all__ = ["MAX_HOLD", "REQUEST_ID_PREFIX", "Batch", "Completion", "Finished", "family_for", "sized"]
+
+log = logging.getLogger(__name__)
 
 MAX_HOLD = 0.001  # seconds a received token may wait to share a piece with the next ones
 REQUEST_ID_PREFIX = "dify-"  # X-Request-Id of a user's request: servers' logs correlate with ours
@@ -42,14 +45,12 @@ class Finished(Piece):
     completion_tokens: int = 0
 
 
-def expects_reasoning(model: str, settings: Settings, *, catalogue: bool) -> bool:
-    """Whether ``model`` thinks aloud: a catalogue model by its family (R1 and its distills), a
-    customizable one by the kind the operator chose, else by what its names say."""
+def family_for(model: str, settings: Settings, *, catalogue: bool, served: str | None = None) -> Family:
+    """The family ``model`` belongs to (families.yaml): a catalogue model by its name (then the
+    served id), a customizable one as the kind the operator chose, else by what its names say."""
     if catalogue:
-        return normalise(model).startswith("deepseekr1")
-    if settings.reasoning is not None:
-        return settings.reasoning
-    return any(looks_like_reasoner(n) for n in (model, settings.served_model_name) if n)
+        return family_of(model, settings.served_model_name, served)
+    return custom_family(settings.reasoning, model, settings.served_model_name)
 
 
 def _call_chars(call: dict) -> int:
@@ -162,13 +163,18 @@ class Completion:
             messages = ImagePolicy.of(self.model, settings, catalogue=self.catalogue,
                                       vision_models=self.vision_models).checked(self.messages)
             served = served_model(self.model, settings, catalogue=self.catalogue)
+            family = family_for(self.model, settings, catalogue=self.catalogue, served=served)
+            thinking = thinking_for(family, self.parameters, tools=bool(self.tools))
+            if thinking.note:
+                log.info("%s (request %s): %s", self.model, self.request_id, thinking.note)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
-                              user=self.user)
-            answer = AnswerAssembler(expects_reasoning(self.model, settings, catalogue=self.catalogue))
+                              user=self.user, family=family, thinking=thinking)
+            answer = AnswerAssembler(thinking.on)
             client = self.make_client(settings)
             held = Batch()
             try:
-                for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id):
+                for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id,
+                                           resumable=family.resumable):
                     piece = answer.feed(delta)
                     if piece is not None:
                         held.add(piece)

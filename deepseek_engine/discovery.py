@@ -9,13 +9,13 @@ are cached process-wide per endpoint set (``DIRECTORY``); ``served_model``, ``kn
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 
 from .client import ChatClient
 from .errors import EngineError, ModelNotFoundError, carry_scope, public_message, report_unexpected
+from .families import known_other_family, normalise, same_model
 from .health import HEALTH, HealthBook
 from .settings import Endpoint, Settings
 
@@ -25,18 +25,10 @@ __all__ = ["DIRECTORY", "ModelDirectory", "ServedModel", "context_size_of", "dis
            "endpoint_set", "known_context", "normalise", "pick_served_model", "served_model",
            "served_models"]
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     id: str
     context_size: int | None
-
-
-def normalise(name: str) -> str:
-    """``deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B`` and ``deepseek-r1-distill-qwen-1.5b`` agree."""
-    return _NON_ALNUM.sub("", name.rsplit("/", 1)[-1].lower())
 
 
 def context_size_of(entry: dict) -> int | None:
@@ -52,8 +44,11 @@ def context_size_of(entry: dict) -> int | None:
 
 def pick_served_model(served: list[dict], *, wanted: str | None, catalogue: str | None,
                       endpoint: str) -> ServedModel:
-    """The served entry for ``wanted`` (exact id), else the one matching the catalogue model's
-    name, else the only one served; otherwise a clear error listing what is served."""
+    """The served entry for ``wanted`` (exact id), else the one whose id is the catalogue model's
+    name (normalised), else the one variant of it served (``families.same_model``: a dated
+    snapshot, a quantisation, an org prefix), else the only one served; otherwise a clear error
+    listing what is served. The only one served is taken under any name (an operator's alias),
+    unless its name says it is another family of DeepSeek's (V3.2-Speciale is not V3.2)."""
     ids = [str(m.get("id")) for m in served if m.get("id")]
     listing = ", ".join(ids[:20]) or "nothing"
     by_id = {str(m.get("id")): m for m in served}
@@ -67,7 +62,18 @@ def pick_served_model(served: list[dict], *, wanted: str | None, catalogue: str 
         for m in served:
             if normalise(str(m.get("id", ""))) == key:
                 return ServedModel(str(m["id"]), context_size_of(m))
+        variants = [i for i in ids if same_model(i, catalogue)]
+        if len(variants) == 1:
+            return ServedModel(variants[0], context_size_of(by_id[variants[0]]))
+        if variants:
+            raise ModelNotFoundError(f"several served models are {catalogue}: {', '.join(variants[:20])}. "
+                                     "Set served_model_name to the one to use.", endpoint=endpoint)
     if len(ids) == 1:
+        other = catalogue and known_other_family(ids[0], catalogue)
+        if other:
+            raise ModelNotFoundError(f"the server serves {ids[0]!r}, a {other} model, not {catalogue}: choose "
+                                     "that model's entry in Dify, or set served_model_name to use it anyway",
+                                     endpoint=endpoint)
         return ServedModel(ids[0], context_size_of(by_id[ids[0]]))
     raise ModelNotFoundError(f"cannot tell which served model is {catalogue or 'wanted'}: the "
                              f"server serves {listing}. Set served_model_name to one of them.",

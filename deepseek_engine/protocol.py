@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
 from .errors import ServerError, StreamBrokenError
-from .reasoning import strip_reasoning
+from .families import Family
+from .reasoning import split_reasoning
+from .thinking import SWITCH_PARAMETERS, Thinking
 
 __all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages",
            "coalesce", "without_lone_surrogates", "checked_usage", "MAX_TOKEN_COUNT"]
@@ -168,15 +171,38 @@ def _parse(obj: object, part: str, kind: str, endpoint: str) -> ChatDelta:
         raise StreamBrokenError(f"the server sent a malformed {kind}: {e}", endpoint=endpoint) from None
 
 
-def clean_messages(messages: list[dict]) -> list[dict]:
-    """History as DeepSeek wants it: no reasoning in assistant turns, no empty assistant text."""
+def _reasoning_kept(messages: list[dict], rule: str, tools: bool) -> set[int]:
+    """The assistant turns whose reasoning goes back to the server under the family's ``rule``
+    (families.yaml ``reasoning_history``): none; those after the last user message (V3.2's
+    encoder wants them in thinking mode); or, when the request has tools, every one (V4's
+    encoder then keeps every turn's reasoning)."""
+    if rule == "strip":
+        return set()
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if rule == "tool_loop" and tools:
+        return set(turns)
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    return {i for i in turns if i > last_user}
+
+
+def clean_messages(messages: list[dict], rule: str = "strip", *, tools: bool = False) -> list[dict]:
+    """History as DeepSeek wants it: no empty assistant text, and no reasoning in an assistant
+    turn's text. The turns ``rule`` keeps carry it as ``reasoning_content`` and ``reasoning``
+    (SGLang reads the one, vLLM's encoders the other), recovered from the think block Dify keeps
+    in the text; the others lose it (R1's and V3.1's templates drop it anyway)."""
+    keep = _reasoning_kept(messages, rule, tools)
     out = []
-    for m in messages:
+    for i, m in enumerate(messages):
         if m.get("role") == "assistant":
+            given = m.get("reasoning_content") or m.get("reasoning")
             m = {k: v for k, v in m.items() if k not in ("reasoning_content", "reasoning")}
             content = m.get("content")
+            reasoning = ""
             if isinstance(content, str):
-                m["content"] = strip_reasoning(content)
+                reasoning, m["content"] = split_reasoning(content)
+            reasoning = reasoning or (given if isinstance(given, str) else "")
+            if i in keep and reasoning:
+                m["reasoning_content"] = m["reasoning"] = reasoning
             if m.get("tool_calls") and not m.get("content"):
                 m["content"] = None  # vLLM's DeepSeek templates expect null beside tool calls
         out.append(m)
@@ -188,10 +214,17 @@ _RENAMES = {"max_tokens_to_sample": "max_tokens"}
 
 
 def build_body(model: str, messages: list[dict], params: dict, *, tools: list[dict] | None = None,
-               stop: list[str] | None = None, user: str | None = None) -> dict:
-    body: dict = {"model": model, "messages": clean_messages(messages)}
+               stop: list[str] | None = None, user: str | None = None, family: Family | None = None,
+               thinking: Thinking | None = None) -> dict:
+    """The request body. ``family``: its history rule and extra fields (none: history stripped);
+    ``thinking``: the switch as decided (``thinking.thinking_for``). The author's switch
+    parameters never go out as they are."""
+    rule = family.reasoning_history if family else "strip"
+    body: dict = {"model": model, "messages": clean_messages(messages, rule, tools=bool(tools))}
+    if family:
+        body.update(copy.deepcopy(dict(family.extra_body)))  # the table's own values stay untouched
     for key, value in params.items():
-        if value is None:
+        if value is None or key in SWITCH_PARAMETERS:
             continue
         key = _RENAMES.get(key, key)
         if key == "response_format":
@@ -201,6 +234,8 @@ def build_body(model: str, messages: list[dict], params: dict, *, tools: list[di
         if key == "top_k" and value in (0,):
             continue  # 0 means "off" in Dify's UI; vLLM wants -1 or nothing
         body[key] = value
+    if thinking:
+        body.update(thinking.wire)
     if tools:
         body["tools"] = tools
         body["tool_choice"] = "auto"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ReasoningFormatter", "strip_reasoning", "looks_like_reasoner", "OPEN", "CLOSE"]
+__all__ = ["ReasoningFormatter", "split_reasoning", "strip_reasoning", "looks_like_reasoner", "OPEN", "CLOSE"]
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -160,14 +160,29 @@ def looks_like_reasoner(name: str) -> bool:
     return bool(_REASONER_NAME.search(name))
 
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>\s*", re.DOTALL)
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """``(reasoning, answer)`` of an assistant message as Dify keeps it in the history: the think
+    blocks (and text before a bare ``</think>``, reasoning whose ``<think>`` the template opened)
+    are the reasoning, joined by a blank line; the rest is the answer."""
+    if CLOSE not in text:
+        return "", text
+    parts: list[str] = []
+
+    def take(m: re.Match) -> str:
+        parts.append(m.group(1).strip(_WS))
+        return ""
+
+    text = _THINK_BLOCK.sub(take, text)
+    if CLOSE in text:  # a bare close: everything before it was template-opened reasoning
+        before, text = text.rsplit(CLOSE, 1)
+        parts.insert(0, before.strip(_WS))
+        text = text.lstrip(_WS)
+    return "\n\n".join(p for p in parts if p), text
 
 
 def strip_reasoning(text: str) -> str:
-    """Assistant history without reasoning: DeepSeek's guidance (and its API) refuse it back."""
-    if "</think>" not in text:
-        return text
-    text = _THINK_BLOCK.sub("", text)
-    if CLOSE in text:  # a bare close: everything before it was template-opened reasoning
-        text = text.rsplit(CLOSE, 1)[1].lstrip(_WS)
-    return text
+    """Assistant history without reasoning: what R1's and V3.1's templates keep anyway."""
+    return split_reasoning(text)[1]

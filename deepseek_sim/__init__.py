@@ -25,7 +25,13 @@ shape ("reasoning" | "reasoning_content" | "think_inline" | "think_close_only" |
 "plain"), api_key, ttft, inter_token, chunk_tokens, usage ("on_request" |
 "never" | "always_on_finish"), send_done, sse_quirks, num_running,
 num_waiting, kv_usage, max_running, tool_parser (vLLM: False answers 400 to
-tools with tool_choice "auto"), model_path (vLLM's /v1/models "root").
+tools with tool_choice "auto"), model_path (vLLM's /v1/models "root"), hybrid (a
+thinking-on-demand family, "v3.1" | "v3.2" | "v3.2-speciale" | "v4" | "v4.1": the
+reply reasons as ``chat_template_kwargs.thinking`` says, else at the server's
+default for that family (thinking.HYBRID_DEFAULTS); thinking off, a plain answer).
+
+Every request is recorded with its parsed JSON body (``sim.requests``), so tests
+check what a client sent (``chat_template_kwargs``, reasoning in the history, ...).
 
 The vLLM flavour follows real vLLM 0.32 (tests/real/SIMULATOR_DIFFERENCES.md):
 R1's whitespace around ``</think>`` stays on both sides of the reasoning cut;
@@ -41,7 +47,9 @@ POST /tokenize, GET /metrics (and /ping, /version for vLLM). Unknown paths: 404.
 Scripted replies (deterministic): a plain greeting; a ``get_weather`` tool call
 when the request has ``tools`` (two calls with ``[[two tools]]``); "According to
 the tool, <result>." after a ``tool`` message; endless " lorem ipsum" with
-``[[long]]``; the user text verbatim with ``[[echo]]``. ``max_tokens`` is
+``[[long]]``; the user text verbatim with ``[[echo]]``; with ``[[N rounds]]`` and
+tools, N tool calls in a row (an agent loop: one per request until N tool
+results follow the user's message), each after its own reasoning. ``max_tokens`` is
 honoured (finish_reason "length"); reasoning pieces count as tokens.
 ``count_tokens(text)`` is the tokenizer: each ``\\s*\\S+`` match is one token.
 

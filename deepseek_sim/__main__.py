@@ -10,6 +10,7 @@ import time
 from .config import USAGE_MODES, SimConfig
 from .script import SHAPES
 from .server import Simulator
+from .thinking import HYBRID_DEFAULTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-path", default=None, help="vLLM's --model: the root in /v1/models")
     ap.add_argument("--vision", action="store_true", help="a vision model: takes image_url parts")
     ap.add_argument("--max-images", type=int, default=None, help="vLLM's --limit-mm-per-prompt image count")
+    ap.add_argument("--hybrid", default=None, choices=tuple(HYBRID_DEFAULTS),
+                    help="a thinking-on-demand model of this family (chat_template_kwargs.thinking)")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
                     max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path,
-                    vision=a.vision, max_images=a.max_images)
+                    vision=a.vision, max_images=a.max_images, hybrid=a.hybrid)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import script
+from . import script, thinking
 from .config import Fault
 from .deltas import Limited, sglang_deltas, vllm_deltas
 from .errors import send_error
@@ -104,7 +104,8 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
     limit = room if max_tokens is None else min(max_tokens, room)
     tool_reply = script.wants_tools(body)
     t0 = asyncio.get_running_loop().time()
-    pieces = Limited(script.generate(body, cfg.shape, vllm), limit)
+    shape = thinking.shape_for(body, cfg.shape, cfg.hybrid, cfg.flavor)
+    pieces = Limited(script.generate(body, shape, vllm), limit)
     await sim.batch.enter(lambda: sim.config.max_running)
     try:
         if body.get("stream") is True:

@@ -54,6 +54,10 @@ class SimConfig:
     # --limit-mm-per-prompt; None: no limit); a text-only model refuses any (deepseek_sim.images).
     vision: bool = False
     max_images: int | None = None
+    # A hybrid-thinking model of this family (a key of thinking.HYBRID_DEFAULTS: "v3.1", "v3.2",
+    # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
+    # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
+    hybrid: str | None = None
 
     def __post_init__(self) -> None:
         from .script import SHAPES
@@ -64,6 +68,10 @@ class SimConfig:
             raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
         if self.usage not in USAGE_MODES:
             raise ValueError(f"usage must be one of {USAGE_MODES}, got {self.usage!r}")
+        from .thinking import HYBRID_DEFAULTS
+
+        if self.hybrid is not None and self.hybrid not in HYBRID_DEFAULTS:
+            raise ValueError(f"hybrid must be one of {tuple(HYBRID_DEFAULTS)} or None, got {self.hybrid!r}")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
 

@@ -126,10 +126,34 @@ def _tool_args_pieces(args: str) -> list[str]:
     return re.findall(r"\S+\s*", args) or [args]
 
 
+_ROUNDS = re.compile(r"\[\[(\d+) rounds\]\]")
+
+
+def _results_since_user(messages: list) -> int:
+    """Tool results after the last user message: the rounds of an agent loop done so far."""
+    n = 0
+    for m in reversed(messages):
+        if not isinstance(m, dict) or m.get("role") == "user":
+            break
+        n += m.get("role") == "tool"
+    return n
+
+
 def wants_tools(body: dict) -> bool:
-    """The scripted model calls a tool: tools offered, not refused, no tool result yet."""
+    """The scripted model calls a tool: tools offered, not refused, no tool result yet (with
+    ``[[N rounds]]`` in the user's text: fewer than N results since it, an agent loop)."""
     messages = body.get("messages") or []
-    return bool(body.get("tools")) and body.get("tool_choice") != "none" and _last_tool_text(messages) is None
+    if not body.get("tools") or body.get("tool_choice") == "none":
+        return False
+    rounds = _ROUNDS.search(_last_user_text(messages))
+    if rounds:
+        return _results_since_user(messages) < int(rounds.group(1))
+    return _last_tool_text(messages) is None
+
+
+def tool_reasoning(done: int) -> str:
+    """The reasoning before a tool call, after ``done`` rounds of the loop (each one its own)."""
+    return TOOL_REASONING if done == 0 else f"I have {done} result(s); I should call the tool again."
 
 
 def generate(body: dict, shape: str, vllm: bool = False) -> Iterator[Piece]:
@@ -174,10 +198,10 @@ def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
     tool_result = _last_tool_text(messages)
     user = _last_user_text(messages)
 
-    if tool_result is not None:
+    if wants_tools(body):
+        reasoning, answer = tool_reasoning(_results_since_user(messages)), None
+    elif tool_result is not None:
         reasoning, answer = REASONING, iter(split_pieces("According to the tool, " + tool_result + "."))
-    elif wants_tools(body):
-        reasoning, answer = TOOL_REASONING, None
     elif "[[long]]" in user:
         reasoning, answer = REASONING, _lorem()
     elif "[[echo]]" in user:

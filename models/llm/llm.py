@@ -60,7 +60,7 @@ from deepseek_engine import (
     TimeoutError_,
     build_body,
 )
-from deepseek_engine.completion import expects_reasoning
+from deepseek_engine.completion import family_for
 from deepseek_engine.credentials import secrets_for, settings_for
 from deepseek_engine.discovery import discovered_context, known_context
 from deepseek_engine.errors import (
@@ -73,6 +73,7 @@ from deepseek_engine.errors import (
     secret_scope,
 )
 from deepseek_engine.telemetry import configure
+from deepseek_engine.thinking import SWITCH_PARAMETERS
 from deepseek_engine.tokens import count_messages
 from deepseek_engine.validation import validate_endpoints
 
@@ -355,18 +356,27 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             context = discovered_context(model, settings)
         context = context or _DEFAULT_CONTEXT
         max_out = (settings.max_tokens_to_sample if settings else None) or min(8192, context)
+        family = family_for(model, settings, catalogue=False) if settings else None
         rules = []
         for raw in _template_rules():
             rule = dict(raw)
-            if rule.get("name") == "max_tokens":
+            name = rule.get("name")
+            if name == "max_tokens":
                 rule["max"] = max_out
                 rule["default"] = min(int(rule.get("default") or max_out), max_out)
+            elif name in SWITCH_PARAMETERS:  # the switch of a thinking-on-demand model, its family's
+                if family is None or not family.hybrid or (name == "reasoning_effort" and not family.efforts):
+                    continue
+                if name == "thinking":
+                    rule["default"] = family.thinking_default
+                else:
+                    rule["options"], rule["default"] = list(family.efforts), family.effort_default
             rules.append(ParameterRule(**rule))
         features = []
         if settings and settings.tool_calling:
             features += [ModelFeature.TOOL_CALL, ModelFeature.MULTI_TOOL_CALL,
                          ModelFeature.STREAM_TOOL_CALL]
-        if settings is None or expects_reasoning(model, settings, catalogue=False) or settings.tool_calling:
+        if family is None or family.thinking != "never" or settings.tool_calling:
             features.append(ModelFeature.AGENT_THOUGHT)
         if settings and settings.vision:
             features.append(ModelFeature.VISION)

@@ -15,6 +15,7 @@ from dify_plugin.errors.model import InvokeError
 from dify_plugin.interfaces.model.large_language_model import LargeLanguageModel
 
 from tests.catalogue.catalogue_util import (
+    CONTEXT_SIZES,
     EXPECTED_LABELS,
     EXPECTED_ORDER,
     PARAMETER_NAMES,
@@ -22,8 +23,12 @@ from tests.catalogue.catalogue_util import (
     R1_FAMILY,
     ROOT,
     TEMPLATE_YAML,
+    THINKING_ONLY,
+    THINKING_PARAMETERS,
     TOOL_CALL_CHAT,
+    TOOL_CALL_THINKING,
     V2_CHAT,
+    VISION_ONLY,
     import_packager,
     load_yaml,
     model_yaml_files,
@@ -159,10 +164,51 @@ def test_features_per_family(models) -> None:
         assert feats(mid) == {"tool-call", "multi-tool-call", "stream-tool-call", "agent-thought"}, mid
     for mid in R1_FAMILY + V2_CHAT:
         assert feats(mid) == {"agent-thought"}, mid
+    tools = {"tool-call", "multi-tool-call", "stream-tool-call", "agent-thought"}
+    for mid in TOOL_CALL_THINKING:
+        assert feats(mid) == tools | ({"vision"} if mid == "deepseek-v4.1-flash" else set()), mid
+    for mid in THINKING_ONLY:
+        assert feats(mid) == {"agent-thought"}, mid
+    for mid in VISION_ONLY:
+        assert feats(mid) == {"vision"}, mid
+    grouped = R1_FAMILY + V2_CHAT + TOOL_CALL_CHAT + TOOL_CALL_THINKING + THINKING_ONLY + VISION_ONLY
+    assert sorted(grouped) == sorted(EXPECTED_ORDER), "every model has its expected features"
+
+
+# (temperature, top_p, max_tokens max, max_tokens default), issue14-facts.md section 8
+_CURRENT_GENERATION = {
+    "deepseek-r1-0528": (0.6, 0.95, 65536, 32768),
+    "deepseek-v3.1": (0.6, 0.95, 65536, 8192),
+    "deepseek-v3.1-terminus": (0.6, 0.95, 65536, 8192),
+    "deepseek-v3.2": (1.0, 0.95, 65536, 8192),
+    "deepseek-v3.2-speciale": (1.0, 0.95, 131072, 32768),
+    "deepseek-v4-flash": (1.0, 1.0, 393216, 32768),
+    "deepseek-v4-pro": (1.0, 1.0, 393216, 32768),
+    "deepseek-v4.1-flash": (1.0, 1.0, 393216, 32768),
+    "deepseek-vl2": (0.6, 1.0, 4096, 1024),
+    "deepseek-vl2-small": (0.6, 1.0, 4096, 1024),
+    "deepseek-vl2-tiny": (0.6, 1.0, 4096, 1024),
+    "deepseek-ocr-2": (0.0, 1.0, 8192, 4096),
+    "deepseek-ocr": (0.0, 1.0, 8192, 4096),
+}
+
+
+def test_current_generation_sampling_and_thinking_defaults(models) -> None:
+    for mid, (temperature, top_p, most, default) in _CURRENT_GENERATION.items():
+        r = rules_of(models[mid])
+        assert (r["temperature"].default, r["top_p"].default) == (temperature, top_p), mid
+        assert (r["max_tokens"].max, r["max_tokens"].default) == (most, default), mid
+    for mid in ("deepseek-v3.1", "deepseek-v3.1-terminus", "deepseek-v3.2"):
+        assert rules_of(models[mid])["thinking"].default is False, mid  # their templates' default: off
+    for mid in ("deepseek-v4-flash", "deepseek-v4-pro", "deepseek-v4.1-flash"):
+        r = rules_of(models[mid])
+        assert r["thinking"].default is True and r["thinking"].type.value == "boolean", mid
+        assert r["reasoning_effort"].options == ["low", "high", "max"], mid
+        assert r["reasoning_effort"].default == "high", mid
 
 
 def test_context_sizes_and_output_limits(models) -> None:
-    expected_ctx = dict.fromkeys(EXPECTED_ORDER, 131072) | {"deepseek-v2-lite-chat": 32768}
+    expected_ctx = dict.fromkeys(EXPECTED_ORDER, 131072) | CONTEXT_SIZES
     for mid, m in models.items():
         ctx = m.model_properties[ModelPropertyKey.CONTEXT_SIZE]
         assert isinstance(ctx, int) and ctx > 0, mid
@@ -175,7 +221,7 @@ def test_context_sizes_and_output_limits(models) -> None:
 def test_parameter_rules_are_complete_and_labelled(models) -> None:
     for mid, m in models.items():
         r = rules_of(m)
-        assert set(r) == PARAMETER_NAMES, mid
+        assert set(r) == PARAMETER_NAMES | THINKING_PARAMETERS.get(mid, set()), mid
         for rule in m.parameter_rules:
             assert rule.label.en_us and rule.label.en_us != rule.name, (mid, rule.name)
             assert rule.help is not None and rule.help.en_us, (mid, rule.name)
@@ -334,11 +380,15 @@ def test_model_credential_form(provider) -> None:
     assert "From the model name" in forms["reasoning"].placeholder.en_us
     assert [(o.value, o.label.en_us) for o in forms["reasoning"].options] == [
         ("reasoning", "Reasoning model (R1 style, shows <think>)"), ("none", "Chat model"),
+        ("hybrid", "Thinking on demand (V3.1, V3.2, V4 style)"),
     ]
     # off by default: an image sent to a text-only model is refused by the plugin, not the server
     assert forms["vision_support"].type.value == "select" and forms["vision_support"].default == "no_support"
     assert [o.value for o in forms["vision_support"].options] == ["support", "no_support"]
     assert forms["vision_support"].label.zh_hans and all(o.label.zh_hans for o in forms["vision_support"].options)
+    from deepseek_engine.families import KINDS
+
+    assert sorted(o.value for o in forms["reasoning"].options) == sorted(KINDS)  # the engine knows each kind
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,7 +398,9 @@ def test_customizable_template_loads_as_parameter_rules() -> None:
     raw = load_yaml(TEMPLATE_YAML)
     assert set(raw) == {"parameter_rules"}
     rules = {r.name: r for r in (ParameterRule(**x) for x in raw["parameter_rules"])}
-    assert set(rules) == PARAMETER_NAMES
+    # the switch rules are offered to thinking-on-demand models only (llm.py drops them otherwise)
+    assert set(rules) == PARAMETER_NAMES | {"thinking", "reasoning_effort"}
+    assert rules["thinking"].type.value == "boolean" and rules["reasoning_effort"].options == ["low", "high", "max"]
     assert rules["max_tokens"].max is not None and rules["max_tokens"].default <= rules["max_tokens"].max
     assert rules["temperature"].default == 0.6 and rules["top_p"].default == 0.95
     # it is a valid rule list for a model entity too

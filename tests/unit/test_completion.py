@@ -6,7 +6,7 @@ import time
 import pytest
 
 from deepseek_engine import Piece, parse_settings
-from deepseek_engine.completion import Batch, expects_reasoning, sized
+from deepseek_engine.completion import Batch, family_for, sized
 from deepseek_engine.discovery import DIRECTORY, endpoint_set, served_model
 from deepseek_engine.errors import BadRequestError
 from deepseek_engine.settings import parse_endpoints
@@ -67,18 +67,22 @@ def settings(**creds):
     return parse_settings({"endpoint_urls": "http://gpu-1:8000/v1", **creds})
 
 
-@pytest.mark.parametrize("model,want", [("deepseek-r1", True), ("deepseek-r1-distill-qwen-7b", True),
-                                        ("deepseek-v3", False), ("deepseek-v2.5", False)])
-def test_a_catalogue_model_reasons_by_its_family(model, want):
-    assert expects_reasoning(model, settings(reasoning="none" if want else "reasoning"), catalogue=True) is want
+@pytest.mark.parametrize("model,family", [("deepseek-r1", "r1"), ("deepseek-r1-distill-qwen-7b", "r1"),
+                                          ("deepseek-v3", "v3"), ("deepseek-v2.5", "v3"),
+                                          ("deepseek-v3.1-terminus", "v3.1"), ("deepseek-v4-pro", "v4")])
+def test_a_catalogue_model_is_of_its_family_whatever_the_kind_field_says(model, family):
+    assert family_for(model, settings(reasoning="none"), catalogue=True).name == family
+    assert family_for(model, settings(reasoning="hybrid"), catalogue=True).name == family
 
 
-def test_a_customizable_model_reasons_as_the_operator_chose_else_by_its_names():
-    assert expects_reasoning("my-model", settings(reasoning="reasoning"), catalogue=False) is True
-    assert expects_reasoning("deepseek-r1-custom", settings(reasoning="none"), catalogue=False) is False
-    assert expects_reasoning("DeepSeek-R1-Distill-Qwen-7B", settings(), catalogue=False) is True
-    assert expects_reasoning("llama-3", settings(), catalogue=False) is False
-    assert expects_reasoning("x", settings(served_model_name="deepseek-r1"), catalogue=False) is True
+def test_a_customizable_model_is_the_kind_the_operator_chose_else_by_its_names():
+    assert family_for("my-model", settings(reasoning="reasoning"), catalogue=False).thinking == "always"
+    assert family_for("deepseek-r1-custom", settings(reasoning="none"), catalogue=False).thinking == "never"
+    assert family_for("my-hybrid", settings(reasoning="hybrid"), catalogue=False).hybrid
+    assert family_for("DeepSeek-R1-Distill-Qwen-7B", settings(), catalogue=False).thinking == "always"
+    assert family_for("llama-3", settings(), catalogue=False).thinking == "never"
+    assert family_for("x", settings(served_model_name="deepseek-r1"), catalogue=False).thinking == "always"
+    assert family_for("ds", settings(served_model_name="DeepSeek-V3.2"), catalogue=False).name == "v3.2"
 
 
 def test_the_served_id_is_the_named_one_else_the_typed_one_else_discovered():

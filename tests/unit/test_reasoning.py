@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepseek_engine import parse_settings
+from deepseek_engine import ConfigError, parse_settings
 from deepseek_engine.reasoning import ReasoningFormatter, looks_like_reasoner, strip_reasoning
 
 R = "Okay, the user sent me a message. I should reply."
@@ -75,7 +75,23 @@ def test_model_kind_from_the_name(name, reasons):
     assert looks_like_reasoner(name) is reasons
 
 
-@pytest.mark.parametrize("raw,kind", [(None, None), ("", None), ("reasoning", True), ("none", False)])
+@pytest.mark.parametrize("raw,kind", [(None, None), ("", None), ("reasoning", "reasoning"), ("none", "none"),
+                                      ("hybrid", "hybrid")])
 def test_model_kind_field_blank_means_from_the_name(raw, kind):
     creds = {"endpoint_urls": "http://gpu-1:8000/v1", **({} if raw is None else {"reasoning": raw})}
-    assert parse_settings(creds).reasoning is kind
+    assert parse_settings(creds).reasoning == kind
+
+
+def test_an_unknown_model_kind_names_the_choices():
+    with pytest.raises(ConfigError, match="must be one of none, reasoning, hybrid or blank"):
+        parse_settings({"endpoint_urls": "http://gpu-1:8000/v1", "reasoning": "sometimes"})
+
+
+def test_split_reasoning_recovers_what_dify_keeps_in_the_history():
+    from deepseek_engine.reasoning import split_reasoning
+
+    assert split_reasoning(WANT) == (R, A)
+    assert split_reasoning(f"{R}\n</think>\n\n{A}") == (R, A)  # the template opened <think>
+    assert split_reasoning(A) == ("", A)
+    assert split_reasoning("<think>a</think>x <think>b</think>y") == ("a\n\nb", "x y")
+    assert split_reasoning("<think>\n\n</think>\n\ncall") == ("", "call")

@@ -15,3 +15,14 @@ def test_a_long_text_counts_as_if_encoded_whole():
     whole = len(tokenizer().encode(TEXT, add_special_tokens=False).ids)
     assert count_text([TEXT]) == whole
     assert count_text(["", TEXT, ""]) == whole and count_text([]) == 0
+
+
+def test_reasoning_sent_back_counts_once():
+    """V3.2/V4 turns carry their reasoning under two names (reasoning_content, reasoning): the
+    server reads it once, so it costs its tokens once."""
+    from deepseek_engine.tokens import count_messages
+
+    plain = [{"role": "assistant", "content": "ok"}]
+    with_reasoning = [{"role": "assistant", "content": "ok", "reasoning_content": "I think so",
+                       "reasoning": "I think so"}]
+    assert count_messages(with_reasoning) == count_messages(plain) + count_text(["I think so"])
