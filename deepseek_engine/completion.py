@@ -169,7 +169,7 @@ class Completion:
                 log.info("%s (request %s): %s", self.model, self.request_id, thinking.note)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user, family=family, thinking=thinking)
-            answer = AnswerAssembler(thinking.on)
+            answer = AnswerAssembler(thinking.on, tool_markup=bool(self.tools))
             client = self.make_client(settings)
             held = Batch()
             try:

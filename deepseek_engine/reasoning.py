@@ -51,6 +51,12 @@ class ReasoningFormatter:
     def in_reasoning(self) -> bool:
         return self._state in (_THINK_FIELD, _THINK_INLINE)
 
+    @property
+    def content_is_reasoning(self) -> bool:
+        """Whether content arriving now is reasoning: inside ``<think>`` written in the text (after
+        a reasoning field, content is the answer)."""
+        return self._state == _THINK_INLINE
+
     def feed(self, reasoning: str | None, content: str | None) -> str:
         out = ""
         if reasoning:

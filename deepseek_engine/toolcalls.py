@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-__all__ = ["ToolCallAccumulator", "arguments_complete"]
+__all__ = ["ToolCallAccumulator", "arguments_complete", "new_call_id"]
 
 
 class ToolCallAccumulator:
@@ -61,7 +61,7 @@ class ToolCallAccumulator:
             call = self._calls[key]
             call["function"]["arguments"] = "".join(self._args.pop(key))
             if not call["id"]:
-                call["id"] = f"call_{uuid.uuid4().hex[:24]}"
+                call["id"] = new_call_id()
             out.append(call)
             self._released += 1
         return out
@@ -69,6 +69,11 @@ class ToolCallAccumulator:
     @property
     def count(self) -> int:
         return len(self._order)
+
+
+def new_call_id() -> str:
+    """An id for a call the server sent without one."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def arguments_complete(call: dict) -> bool:

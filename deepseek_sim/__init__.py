@@ -28,7 +28,10 @@ num_waiting, kv_usage, max_running, tool_parser (vLLM: False answers 400 to
 tools with tool_choice "auto"), model_path (vLLM's /v1/models "root"), hybrid (a
 thinking-on-demand family, "v3.1" | "v3.2" | "v3.2-speciale" | "v4" | "v4.1": the
 reply reasons as ``chat_template_kwargs.thinking`` says, else at the server's
-default for that family (thinking.HYBRID_DEFAULTS); thinking off, a plain answer).
+default for that family (thinking.HYBRID_DEFAULTS); thinking off, a plain answer),
+tool_markup (None, or "v3" | "v31" | "v32" | "v4" | "v41": tool calls arrive
+as that family's raw markup in content, as from a server with no tool parser
+for it; see deepseek_sim/markup.py).
 
 Every request is recorded with its parsed JSON body (``sim.requests``), so tests
 check what a client sent (``chat_template_kwargs``, reasoning in the history, ...).

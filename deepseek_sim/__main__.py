@@ -8,6 +8,7 @@ import sys
 import time
 
 from .config import USAGE_MODES, SimConfig
+from .markup import MARKUP_FAMILIES
 from .script import SHAPES
 from .server import Simulator
 from .thinking import HYBRID_DEFAULTS
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="batch capacity; more requests queue (0 = unlimited)")
     ap.add_argument("--no-tool-parser", action="store_true",
                     help="vLLM without --enable-auto-tool-choice: tools with tool_choice auto get 400")
+    ap.add_argument("--tool-markup", default=None, choices=MARKUP_FAMILIES,
+                    help="no tool parser for the model's markup: tool calls arrive as this family's markup in content")
     ap.add_argument("--model-path", default=None, help="vLLM's --model: the root in /v1/models")
     ap.add_argument("--vision", action="store_true", help="a vision model: takes image_url parts")
     ap.add_argument("--max-images", type=int, default=None, help="vLLM's --limit-mm-per-prompt image count")
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
                     max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path,
-                    vision=a.vision, max_images=a.max_images, hybrid=a.hybrid)
+                    vision=a.vision, max_images=a.max_images, hybrid=a.hybrid,
+                    tool_markup=a.tool_markup)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

@@ -17,6 +17,7 @@ from .errors import send_error
 from .faults import answer_instead_of_body, answer_transport_fault, send_body_with_fault
 from .httpio import Request, dumps, response_head, sleep_unless_gone
 from .images import image_error
+from .markup import as_markup
 from .sse import EventStream
 from .validation import authorized, max_tokens_of, sglang_request_error, vllm_request_error
 
@@ -105,7 +106,7 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
     tool_reply = script.wants_tools(body)
     t0 = asyncio.get_running_loop().time()
     shape = thinking.shape_for(body, cfg.shape, cfg.hybrid, cfg.flavor)
-    pieces = Limited(script.generate(body, shape, vllm), limit)
+    pieces = Limited(as_markup(script.generate(body, shape, vllm), cfg.tool_markup), limit)
     await sim.batch.enter(lambda: sim.config.max_running)
     try:
         if body.get("stream") is True:

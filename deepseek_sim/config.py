@@ -48,6 +48,10 @@ class SimConfig:
     # vLLM started with --enable-auto-tool-choice --tool-call-parser: without it vLLM answers 400 to
     # any request with tools and tool_choice "auto" (the SGLang flavour ignores this field).
     tool_parser: bool = True
+    # No tool parser for the model's markup (SGLang without --tool-call-parser, or a parser for
+    # another family): the tool calls arrive as this family's raw markup in content (see
+    # deepseek_sim.markup.MARKUP_FAMILIES); None: as structured tool_calls.
+    tool_markup: str | None = None
     # The --model that vLLM was started with: /v1/models' "root" (default /models/<served_model>).
     model_path: str | None = None
     # A vision model (VL2, OCR, V4.1): image_url parts are taken (at most max_images, vLLM's
@@ -72,6 +76,10 @@ class SimConfig:
 
         if self.hybrid is not None and self.hybrid not in HYBRID_DEFAULTS:
             raise ValueError(f"hybrid must be one of {tuple(HYBRID_DEFAULTS)} or None, got {self.hybrid!r}")
+        from .markup import MARKUP_FAMILIES
+
+        if self.tool_markup is not None and self.tool_markup not in MARKUP_FAMILIES:
+            raise ValueError(f"tool_markup must be one of {MARKUP_FAMILIES} or None, got {self.tool_markup!r}")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
 
