@@ -28,8 +28,8 @@ _LAZY_SDK_MODULES = (
 
 def _preload() -> None:
     """One-time costs moved from the first request to start-up: the modules the SDK imports
-    lazily when it opens its first session (~10-15 ms), and the default pooled HTTP client,
-    whose SSL context loads the system CA store (~70 ms) even for http:// endpoints."""
+    lazily when it opens its first session, and the default pooled HTTP client, whose SSL context
+    loads the system CA store even for http:// endpoints (figures: docs/performance.md)."""
     for name in _LAZY_SDK_MODULES:
         importlib.import_module(name)
     from deepseek_engine.tls import TLSConfig, build_context

@@ -87,7 +87,7 @@ class AnswerAssembler:
                 self._take(thought.feed(reasoning, lambda: True), out, calls, reasoning=True)
             if content:
                 if thought.holding:
-                    out.append(self._fmt.feed(thought.finish(), None))
+                    out.append(self._fmt.feed(thought.release(), None))
                 self._take(said.feed(content, lambda: self._fmt.content_is_reasoning), out, calls, reasoning=False)
         except BadMarkup as e:
             raise _unreadable(e) from None
@@ -106,11 +106,10 @@ class AnswerAssembler:
         out = []
         for markup, reasoning in zip(self._markup, (True, False), strict=True):
             try:
-                held = markup.finish()
+                held = markup.finish(reasoning or self._fmt.content_is_reasoning)
             except CutMarkup as e:
-                error = _cut_off(e.name, self.finish_reason)
-                error.hint = f"{error.hint}; to have the server read its calls, {parser_flags(e.family)}"
-                raise error from None
+                raise _cut_off(e.name, self.finish_reason,
+                               f"; to have the server read its calls, {parser_flags(e.family)}") from None
             if held:
                 out.append(self._fmt.feed(held, None) if reasoning else self._fmt.feed(None, held))
             if markup.family and self._markup_calls and markup.family not in _TOLD:
@@ -120,15 +119,16 @@ class AnswerAssembler:
         return "".join(out)
 
 
-def _cut_off(name: str, finish_reason: str | None) -> EngineError:
+def _cut_off(name: str, finish_reason: str | None, more: str = "") -> EngineError:
     """The error for a tool call whose arguments were cut off: never delivered as a whole call
-    (an agent would run it with half its arguments, or fail parsing them)."""
+    (an agent would run it with half its arguments, or fail parsing them). ``more``: added to
+    the hint."""
     call = f"tool call {name!r}" if name else "tool call"
     if finish_reason == "length":
         return BadRequestError(f"the model's {call} was cut off at max_tokens: its arguments "
-                               "are incomplete", hint="raise max_tokens")
+                               "are incomplete", hint="raise max_tokens" + more)
     return StreamBrokenError(f"the stream ended before the {call} was complete: its arguments "
-                             "were cut off", hint="check the server's logs if it happens again")
+                             "were cut off", hint="check the server's logs if it happens again" + more)
 
 
 def _unreadable(e: BadMarkup) -> EngineError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .answer import AnswerAssembler, Piece
@@ -18,6 +18,7 @@ from .credentials import settings_for
 from .discovery import served_model
 from .errors import BadRequestError
 from .families import Family, custom_family, family_of
+from .images import ImagePolicy
 from .protocol import build_body
 from .settings import Settings
 from .telemetry import TELEMETRY
@@ -119,7 +120,8 @@ class Completion:
     """One request. ``catalogue``: whether ``model`` names a catalogue entry (the caller's
     predefined models) rather than a model the operator typed. ``buffered``: the caller shows
     nothing until the end (blocking mode), so the engine may retry at any point. ``max_chars``:
-    the most characters one piece may carry (the caller's message limit). ``offload``: how to run
+    the most characters one piece may carry (the caller's message limit). ``vision_models``: the
+    catalogue entries that take images (their YAML declares vision). ``offload``: how to run
     CPU-bound work (counting a long prompt's tokens) off the caller's event loop, as
     ``offload(fn, *args)``; by default a direct call. ``make_client``: the chat client for the
     settings (by default over the process-wide pool, health book, router and prober).
@@ -130,7 +132,7 @@ class Completion:
     def __init__(self, credentials: Mapping, model: str, messages: list[dict], parameters: Mapping, *,
                  catalogue: bool, tools: list[dict] | None = None, stop: list[str] | None = None,
                  user: str | None = None, buffered: bool = False, max_chars: int | None = None,
-                 offload: Callable[..., object] = _direct,
+                 vision_models: Sequence[str] = (), offload: Callable[..., object] = _direct,
                  make_client: Callable[[Settings], ChatClient] = ChatClient) -> None:
         self.credentials = credentials
         self.model = model
@@ -142,6 +144,7 @@ class Completion:
         self.user = user
         self.buffered = buffered
         self.max_chars = max_chars
+        self.vision_models = tuple(vision_models)
         self.offload = offload
         self.make_client = make_client
         self.request_id = f"{REQUEST_ID_PREFIX}{uuid.uuid4().hex[:24]}"
@@ -157,12 +160,14 @@ class Completion:
         outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
         try:
             self.settings = settings = settings_for(self.credentials)
+            messages = ImagePolicy.of(self.model, settings, catalogue=self.catalogue,
+                                      vision_models=self.vision_models).checked(self.messages)
             served = served_model(self.model, settings, catalogue=self.catalogue)
             family = family_for(self.model, settings, catalogue=self.catalogue, served=served)
             thinking = thinking_for(family, self.parameters, tools=bool(self.tools))
             if thinking.note:
                 log.info("%s (request %s): %s", self.model, self.request_id, thinking.note)
-            body = build_body(served, self.messages, self.parameters, tools=self.tools, stop=self.stop,
+            body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user, family=family, thinking=thinking)
             answer = AnswerAssembler(thinking.on, tool_markup=bool(self.tools))
             client = self.make_client(settings)

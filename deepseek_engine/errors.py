@@ -184,7 +184,7 @@ def scoped[T](steps: Iterator[T], secrets: Iterable[str]) -> Iterator[T]:
     held = frozenset(secrets)
     try:
         while True:
-            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, this is ~8x cheaper
+            token = _SCOPE.set(held)  # not secret_scope: a step is a streamed chunk, and this is cheaper
             try:
                 item = next(steps)
             except StopIteration:
@@ -372,6 +372,9 @@ def error_from_response(status: int, body: str, endpoint: str,
         low = msg.lower()
         if "context" in low and ("length" in low or "size" in low) or "too long" in low:
             hint = " Shorten the conversation or lower max_tokens."
+        elif "image(s) may be provided" in low:  # vLLM's multimodal limit (0 for a text-only model)
+            hint = (" The served model takes fewer images than were sent: none unless it is a vision model "
+                    "(serve one, or turn Vision off for this model), else at most its --limit-mm-per-prompt.")
         return BadRequestError(f"the server rejected the request {said}{hint}",
                                endpoint=endpoint, status=status)
     if status >= 500:

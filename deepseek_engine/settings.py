@@ -76,6 +76,7 @@ class Settings:
     # customizable models' kind: "none" (chat), "reasoning" (always), "hybrid" (thinking on
     # demand); None: decided by the model's name (families.custom_family)
     reasoning: str | None = None
+    vision: bool = False  # customizable models: the served model takes images (images.py)
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
     routing_policy: str | None = None  # a name in routing/factory.py; None: the default policy
@@ -362,6 +363,13 @@ def _routing_policy(creds: Mapping) -> str | None:
     return name
 
 
+def _vision(creds: Mapping) -> bool:
+    raw = creds.get("vision_support") or "no_support"
+    if raw not in ("support", "no_support"):
+        raise ConfigError(f"vision_support must be support or no_support, got {str(raw)[:20]!r}")
+    return raw == "support"
+
+
 def parse_settings(creds: Mapping) -> Settings:
     endpoints = parse_endpoints(creds.get("endpoint_urls"))
     api_key = creds.get("api_key")
@@ -402,6 +410,7 @@ def parse_settings(creds: Mapping) -> Settings:
                                      label="tokens"),
         tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
         reasoning=_kind(creds),
+        vision=_vision(creds),
     )
 
 

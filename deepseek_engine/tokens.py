@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .images import TOKENS_PER_IMAGE, image_count
+
 __all__ = ["count_text", "count_messages", "tokenizer"]
 
 
@@ -79,15 +81,17 @@ def count_text(texts: list[str]) -> int:
 def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # OpenAI content parts: only text is tokenised here
+    if isinstance(content, list):  # OpenAI content parts: only text is tokenised (an image is estimated)
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
 
 
 def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int:
     texts = []
+    images = 0
     for m in messages:
         texts.append(_text_of(m.get("content")))
+        images += image_count(m.get("content"))
         if isinstance(m.get("reasoning_content"), str):  # reasoning sent back (once: "reasoning" repeats it)
             texts.append(m["reasoning_content"])
         for call in m.get("tool_calls") or ():
@@ -95,4 +99,4 @@ def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int
             texts.append(fn.get("name", "") + fn.get("arguments", ""))
     if tools:
         texts.append(json.dumps(tools, ensure_ascii=False))
-    return count_text(texts) + _PER_MESSAGE * len(messages) + _PER_REQUEST
+    return count_text(texts) + _PER_MESSAGE * len(messages) + _PER_REQUEST + TOKENS_PER_IMAGE * images

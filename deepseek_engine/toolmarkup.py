@@ -216,18 +216,25 @@ class ToolMarkup:
             else:
                 text = yield from self._inside(text)
 
-    def finish(self) -> str:
+    def finish(self, in_reasoning: bool = False) -> str:
+        """The text still held, at the end of the text; ``in_reasoning``: the text ended inside
+        reasoning (where only a V4/V4.1 block may have begun)."""
         g = self._grammar
         if g is not None:
             unit = "".join(self._pieces)
             if g is _V3 and self.family == "v3/v31":
                 self.family = _v3_variant(unit) or self.family
             raise CutMarkup(self.family, g.name_of(unit))
-        held, self._held = self._held, ""
-        marker = held.lstrip(_WS)
-        if len(marker) > 1:  # "<｜…": the text ended in a block's first marker
-            begun = [g for g in _GRAMMARS if g.start.startswith(marker)]
+        marker = self._held.lstrip(_WS)
+        begun = [g for g in _GRAMMARS if g.start.startswith(marker) and (g.in_reasoning or not in_reasoning)]
+        if len(marker) > 1 and begun:  # "<｜…": the text ended in a block's first marker
             raise CutMarkup("v3/v31" if begun == [_V3] else begun[0].family if len(begun) == 1 else "any", "")
+        return self.release()
+
+    def release(self) -> str:
+        """The text held, as text: what follows it is not text of this stream (the server's
+        reasoning field ended, its content began)."""
+        held, self._held = self._held, ""
         return held
 
     def _outside(self, text: str, in_reasoning: Callable[[], bool]) -> Iterator[str]:
@@ -259,8 +266,10 @@ class ToolMarkup:
 
     def _open(self, grammar: Grammar) -> None:
         self._grammar = grammar
-        if grammar is not _V3 or self.family not in ("v3", "v31"):
-            self.family = "v3/v31" if grammar is _V3 else grammar.family
+        if grammar is not _V3:
+            self.family = grammar.family
+        elif self.family not in ("v3", "v31"):  # V3's markers: its calls will tell V3 from V3.1
+            self.family = "v3/v31"
         self._pieces, self._size, self._tail = [], 0, ""
 
     def _inside(self, text: str) -> Iterator[dict]:
@@ -279,11 +288,10 @@ class ToolMarkup:
         unit = whole[:cut]
         rest = whole[cut + len(g.call_end if closes else g.end):]
         self._pieces, self._size, self._tail = [], 0, ""
-        if closes:
+        if closes or unit.strip(_WS):  # vLLM's V4 parser also takes a call the block's end closes
             yield self._call(g, unit)
+        if closes:
             return rest
-        if unit.strip(_WS):
-            raise BadMarkup(self.family, "the block holds text that is no call")
         self._grammar = None
         self._blank = True
         return rest

@@ -91,7 +91,7 @@ def readable_now(sock) -> bool:
     """Whether ``sock`` has bytes (or EOF) to read right now, in one real poll(2).
 
     Under the SDK's gevent patching ``select.poll`` is a cooperative emulation that registers
-    watchers with the hub: about 12 us per call against 0.5 us for the OS's; a zero-timeout
+    watchers with the hub, many times dearer than the OS's (docs/performance.md); a zero-timeout
     check needs no hub."""
     monkey = sys.modules.get("gevent.monkey")
     poll = monkey.get_original("select", "poll") if monkey is not None else select.poll

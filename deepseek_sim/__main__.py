@@ -36,17 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tool-markup", default=None, choices=MARKUP_FAMILIES,
                     help="no tool parser for the model's markup: tool calls arrive as this family's markup in content")
     ap.add_argument("--model-path", default=None, help="vLLM's --model: the root in /v1/models")
-    ap.add_argument("--hybrid", default=None, choices=tuple(HYBRID_DEFAULTS),
-                    help="a thinking-on-demand model of this family (chat_template_kwargs.thinking)")
     ap.add_argument("--vision", action="store_true", help="a vision model: takes image_url parts")
     ap.add_argument("--max-images", type=int, default=None, help="vLLM's --limit-mm-per-prompt image count")
+    ap.add_argument("--hybrid", default=None, choices=tuple(HYBRID_DEFAULTS),
+                    help="a thinking-on-demand model of this family (chat_template_kwargs.thinking)")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
                     api_key=a.api_key, ttft=a.ttft, inter_token=a.inter_token, chunk_tokens=a.chunk_tokens,
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
                     max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path,
-                    hybrid=a.hybrid, vision=a.vision, max_images=a.max_images,
+                    vision=a.vision, max_images=a.max_images, hybrid=a.hybrid,
                     tool_markup=a.tool_markup)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()

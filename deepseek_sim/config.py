@@ -54,14 +54,14 @@ class SimConfig:
     tool_markup: str | None = None
     # The --model that vLLM was started with: /v1/models' "root" (default /models/<served_model>).
     model_path: str | None = None
-    # A hybrid-thinking model of this family (a key of thinking.HYBRID_DEFAULTS: "v3.1", "v3.2",
-    # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
-    # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
-    hybrid: str | None = None
     # A vision model (VL2, OCR, V4.1): image_url parts are taken (at most max_images, vLLM's
     # --limit-mm-per-prompt; None: no limit); a text-only model refuses any (deepseek_sim.images).
     vision: bool = False
     max_images: int | None = None
+    # A hybrid-thinking model of this family (a key of thinking.HYBRID_DEFAULTS: "v3.1", "v3.2",
+    # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
+    # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
+    hybrid: str | None = None
 
     def __post_init__(self) -> None:
         from .script import SHAPES
@@ -76,7 +76,6 @@ class SimConfig:
 
         if self.hybrid is not None and self.hybrid not in HYBRID_DEFAULTS:
             raise ValueError(f"hybrid must be one of {tuple(HYBRID_DEFAULTS)} or None, got {self.hybrid!r}")
-
         from .markup import MARKUP_FAMILIES
 
         if self.tool_markup is not None and self.tool_markup not in MARKUP_FAMILIES:

@@ -28,6 +28,7 @@ from dify_plugin.entities.model import (
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta, LLMUsage
 from dify_plugin.entities.model.message import (
     AssistantPromptMessage,
+    ImagePromptMessageContent,
     PromptMessage,
     PromptMessageTool,
     TextPromptMessageContent,
@@ -163,11 +164,30 @@ def _fitted(schema: AIModelEntity, context: int) -> AIModelEntity:
     return out
 
 
-def _text(content: object) -> str:
+def _part(p: object) -> dict:
+    """One part of a Dify message as OpenAI's. An image's ``data`` is its URL, or its base64 as a
+    data URL (Dify sends either, by its MULTIMODAL_SEND_FORMAT); content no DeepSeek model takes
+    (documents, audio, video) is refused rather than dropped unseen."""
+    if isinstance(p, TextPromptMessageContent):
+        return {"type": "text", "text": p.data}
+    if isinstance(p, ImagePromptMessageContent):
+        return {"type": "image_url", "image_url": {"url": p.data, "detail": p.detail.value}}
+    name = getattr(p, "filename", "") or getattr(p, "mime_type", "") or "unnamed"
+    raise BadRequestError(f"the conversation carries {getattr(p, 'type', type(p).__name__)} content ({name})",
+                          hint="DeepSeek models take text and images only: remove the file, or turn it "
+                               "into text first (e.g. with a document extractor)")
+
+
+def _text(content: object) -> str | list[dict]:
+    """A Dify message's content as OpenAI's: one string, or with images, parts in their order
+    (whether and where an image may go is the engine's to say: deepseek_engine/images.py)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # DeepSeek models here are text-only: keep the text parts
-        return "".join(p.data for p in content if isinstance(p, TextPromptMessageContent))
+    if isinstance(content, list):
+        parts = [_part(p) for p in content]
+        if any(p["type"] == "image_url" for p in parts):
+            return parts
+        return "".join(p["text"] for p in parts)
     return ""
 
 
@@ -224,7 +244,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                 credentials, model, [to_openai_message(m) for m in prompt_messages], model_parameters,
                 catalogue=self._is_predefined(model),
                 tools=[to_openai_tool(t) for t in tools] if tools else None, stop=stop, user=user,
-                buffered=buffered, max_chars=_MAX_CHUNK_CHARS, offload=_offload)
+                buffered=buffered, max_chars=_MAX_CHUNK_CHARS, vision_models=self._vision_models(),
+                offload=_offload)
             pieces = completion.pieces()
             try:
                 for index, piece in enumerate(pieces):
@@ -284,6 +305,10 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
     def _is_predefined(self, model: str) -> bool:
         return any(m.model == model for m in self.predefined_models())
 
+    def _vision_models(self) -> tuple[str, ...]:
+        """The catalogue entries that take images: those whose YAML declares vision."""
+        return tuple(m.model for m in self.predefined_models() if ModelFeature.VISION in (m.features or ()))
+
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
                        tools: list[PromptMessageTool] | None = None) -> int:
@@ -291,6 +316,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             try:
                 messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
                 return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
+            except EngineError as e:  # content no model takes: as invoke would answer
+                raise to_dify_error(e) from None
             except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed
                 raise _UNEXPECTED(report_unexpected(e)) from None
 
@@ -351,6 +378,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                          ModelFeature.STREAM_TOOL_CALL]
         if family is None or family.thinking != "never" or settings.tool_calling:
             features.append(ModelFeature.AGENT_THOUGHT)
+        if settings and settings.vision:
+            features.append(ModelFeature.VISION)
         return AIModelEntity(
             model=model, label=I18nObject(en_US=model), model_type=ModelType.LLM,
             features=features, fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,

@@ -362,6 +362,7 @@ def test_model_credential_form(provider) -> None:
     forms = {f.variable: f for f in mcs.credential_form_schemas}
     assert list(forms) == [
         "endpoint_urls", *CONNECTION, "context_size", "max_tokens_to_sample", "function_calling", "reasoning",
+        "vision_support",
     ]
     assert forms["endpoint_urls"].required
     assert not any(f.required for name, f in forms.items() if name != "endpoint_urls")
@@ -381,6 +382,10 @@ def test_model_credential_form(provider) -> None:
         ("reasoning", "Reasoning model (R1 style, shows <think>)"), ("none", "Chat model"),
         ("hybrid", "Thinking on demand (V3.1, V3.2, V4 style)"),
     ]
+    # off by default: an image sent to a text-only model is refused by the plugin, not the server
+    assert forms["vision_support"].type.value == "select" and forms["vision_support"].default == "no_support"
+    assert [o.value for o in forms["vision_support"].options] == ["support", "no_support"]
+    assert forms["vision_support"].label.zh_hans and all(o.label.zh_hans for o in forms["vision_support"].options)
     from deepseek_engine.families import KINDS
 
     assert sorted(o.value for o in forms["reasoning"].options) == sorted(KINDS)  # the engine knows each kind

@@ -22,6 +22,16 @@ def test_context_overflow_keeps_the_server_message():
     assert "gpu-1:8000/v1" in str(e) and "Shorten" in str(e)
 
 
+@pytest.mark.parametrize("limit", [0, 2])
+def test_too_many_images_says_what_decides_the_count(limit):
+    """vLLM's multimodal limit: 0 for a text-only model, --limit-mm-per-prompt for a vision one."""
+    body = ('{"error":{"message":"At most %d image(s) may be provided in one prompt.","type":"BadRequestError",'
+            '"param":"image","code":400}}' % limit)
+    e = error_from_response(400, body, "gpu-1:8000/v1")
+    assert isinstance(e, BadRequestError) and str(e).startswith("[gpu-1:8000/v1] the server rejected")
+    assert f"At most {limit} image(s)" in str(e)
+    assert "vision model" in str(e) and "--limit-mm-per-prompt" in str(e)
+
 @pytest.mark.parametrize("status,cls", [(401, AuthError), (403, AuthError), (429, RateLimitError),
                                         (500, ServerError), (502, UnavailableError),
                                         (503, UnavailableError), (504, UnavailableError),

@@ -121,3 +121,11 @@ def test_a_stall_is_continued_elsewhere_only_and_a_cut_anywhere():
 def test_a_continuation_must_start_within_idle():
     assert continuation_timeouts(Timeouts(first_token=300, idle=60)) == Timeouts(first_token=60, idle=60)
     assert continuation_timeouts(Timeouts(first_token=5, idle=60)).first_token == 5
+
+
+def test_a_continuation_keeps_the_conversation_s_images():
+    turn = {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}
+    body = {**BODY, "messages": [turn]}
+    out = continuation_body(body, progress(ChatDelta(content="It is")))
+    assert out["messages"] == [turn, {"role": "assistant", "content": "It is"}]

@@ -40,6 +40,9 @@ def test_settings_fields():
     assert s.api_key == "k" and s.served_model_name is None
     assert s.timeouts.idle == 5.0 and s.timeouts.first_token == 300.0 and s.context_size == 4096
     assert "sekrit" not in repr(parse_settings({"endpoint_urls": "http://a:1/v1", "api_key": "sekrit"}))
+    assert not s.vision  # off unless the operator says the served model takes images
+    assert parse_settings({"endpoint_urls": "http://a:1/v1", "vision_support": "support"}).vision
+    assert not parse_settings({"endpoint_urls": "http://a:1/v1", "vision_support": "no_support"}).vision
 
 
 @pytest.mark.parametrize("creds,needle", [
@@ -48,6 +51,7 @@ def test_settings_fields():
     ({"timeouts": "stall=3"}, "is not one of connect=, first_token="),
     ({"served_model_name": "a b"}, "must not contain spaces"),
     ({"api_key": "a\nb"}, "line break"),
+    ({"vision_support": "yes"}, "vision_support must be support or no_support"),
 ])
 def test_bad_values(creds, needle):
     with pytest.raises(ConfigError, match=needle):

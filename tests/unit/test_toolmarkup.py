@@ -137,6 +137,23 @@ def test_a_call_without_parameters_has_empty_arguments():
     assert plain(calls) == [("now", {})]
 
 
+def test_a_call_the_block_end_closes_is_read_as_vllm_reads_it():
+    block = FAMILIES["v4"].replace("</｜DSML｜invoke>\n</｜DSML｜tool_calls>", "</｜DSML｜tool_calls>")
+    _, calls, _ = run([block])
+    assert plain(calls) == CALLS
+
+
+def test_the_end_of_reasoning_is_cut_markup_only_where_a_block_may_begin():
+    m = ToolMarkup()
+    assert list(m.feed("I think <｜tool▁calls", lambda: True)) == ["I think"]
+    assert m.finish(in_reasoning=True) == " <｜tool▁calls"  # V3's marker is reasoning there
+    m = ToolMarkup()
+    list(m.feed("I think <｜DSML｜tool", lambda: True))
+    with pytest.raises(CutMarkup) as e:
+        m.finish(in_reasoning=True)
+    assert e.value.family == "v4"
+
+
 def test_v3_and_v31_told_apart_by_what_follows_the_separator():
     _, calls, m = run([v31([("function", {"a": 1})])])  # a V3.1 tool named "function"
     assert plain(calls) == [("function", {"a": 1})] and m.family == "v31"
@@ -241,6 +258,12 @@ def test_reasoning_field_then_markup_in_content():
               *content("｜" + FAMILIES["v3"][2:])]
     text, calls, _ = assemble(deltas, expect_reasoning=True)
     assert text == "<think>\nNeed the weather.\n</think>\n\n" and plain(calls) == CALLS
+
+
+def test_a_possible_marker_held_at_the_end_of_the_reasoning_field_is_reasoning():
+    deltas = [ChatDelta(reasoning="Hmm <｜"), ChatDelta(content="Hi" + FAMILIES["v4"], finish_reason="stop")]
+    text, calls, _ = assemble(deltas, expect_reasoning=True)
+    assert text == "<think>\nHmm <｜\n</think>\n\nHi" and plain(calls) == CALLS
 
 
 def test_a_v4_block_inside_the_reasoning_field_ends_the_reasoning():
