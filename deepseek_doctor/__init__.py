@@ -2,7 +2,7 @@
 
 An operator's tool beside the engine, not part of the plugin (the .difypkg leaves it out).
 
-    python -m deepseek_doctor http://gpu-1:8000/v1 http://gpu-2:8000/v1 [--model NAME]
+    python -m deepseek_doctor http://gpu-1:8000/v1 http://gpu-2:8000/v1 [--model NAME] [--catalogue MODEL]
         [--api-key KEY | env DEEPSEEK_API_KEY] [--json] [--requests N] [--timeout S]
         [--ca-bundle FILE] [--client-cert FILE --client-key FILE] [--insecure] [--quiet]
         [--oauth2-token-url URL --oauth2-client-id ID [--oauth2-scope S] [--oauth2-audience A]
@@ -22,12 +22,22 @@ through a list of checks (``runner.CHECKS``), each returning a ``Check(name, sta
                 models     served ids and max_model_len
                 health     /health
                 metrics    /metrics: vLLM or SGLang names, the series the reference deployment reads
-    chat.py     reasoning  where R1 reasoning arrives (raw deltas): reasoning / reasoning_content /
-                           inline <think> / bare </think> (no reasoning parser) / none (a chat model)
-                tools      a tool offered: tool_calls back means the tool-call parser is on
-                speed      median TTFT and tokens/s
+    chat.py     reasoning  where reasoning arrives (raw deltas; a hybrid model asked to think):
+                           reasoning / reasoning_content / inline <think> / bare </think> (no
+                           reasoning parser) / none (a chat model)
+    thinking.py thinking   a hybrid model (V3.1, V3.2, V4, V4.1) sent chat_template_kwargs.thinking on
+                           and off: the server honours the switch, or its template ignores it
+    chat.py     tools      a tool offered: tool_calls back means the tool-call parser is on; the
+                           family's markup in the text (V3, V3.1, DSML) names the parser to add
+    images.py   images     a tiny PNG as a data URL: a text model refuses it (fine), a vision model
+                           refusing it is not served with multimodal support
+    chat.py     speed      median TTFT and tokens/s
                 usage      stream_options.include_usage honoured
                 continue   continue_final_message accepted: a stream cut mid-answer can be continued
+
+The model's family (``deepseek_engine.families``: the served id, or ``--catalogue``) decides what
+is sent (``thinking.thinking_for`` and ``protocol.build_body``, as the plugin does) and which
+server flags each finding names (``serve_flags.yaml``, per family, for vLLM and SGLang).
 
 Failures are typed by the engine (``error_from_response``, ``parse_chunk``,
 ``transport.connection_error``), so the doctor and the plugin name them alike; ``wire.py`` sends the
