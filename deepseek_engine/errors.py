@@ -372,9 +372,11 @@ def error_from_response(status: int, body: str, endpoint: str,
         low = msg.lower()
         if "context" in low and ("length" in low or "size" in low) or "too long" in low:
             hint = " Shorten the conversation or lower max_tokens."
-        elif "image(s) may be provided" in low:  # vLLM's multimodal limit (0 for a text-only model)
-            hint = (" The served model takes fewer images than were sent: none unless it is a vision model "
-                    "(serve one, or turn Vision off for this model), else at most its --limit-mm-per-prompt.")
+        elif "is not a multimodal model" in low:  # vLLM's words for a text-only model given images
+            hint = (" The served model takes no images: serve a vision model, or turn Vision off for this "
+                    "model.")
+        elif "image(s) may be provided" in low:  # a vision model's --limit-mm-per-prompt
+            hint = " The served model takes fewer images than were sent: at most its --limit-mm-per-prompt."
         return BadRequestError(f"the server rejected the request {said}{hint}",
                                endpoint=endpoint, status=status)
     if status >= 500:

@@ -104,7 +104,12 @@ class Prober:
         client = self._watched.get(endpoint.url, (None, self._default))[1]
         with read_budget(None, time.monotonic() + self.timeout):
             request = client.build_request("GET", endpoint.root + path, timeout=self.timeout)
-            r = client.send(request, stream=True)
+            try:
+                r = client.send(request, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # a keep-alive connection the server closed as this probe reused it (uvicorn closes
+                # idle ones after 5 s, about the probes' rhythm): once more, on a fresh connection
+                r = client.send(request, stream=True)
             return r.status_code, read_capped(r, cap)
 
     def probe(self, endpoint) -> bool | None:

@@ -23,20 +23,20 @@ def images_in(messages: Any) -> int:
 def image_error(body: Any, cfg: SimConfig) -> tuple | None:
     """The 400 a server answers to the request's images, or None (none, or all accepted).
 
-    The words are vLLM's multimodal limit check (``At most {limit} {modality}(s) may be provided in
-    one prompt.``, the flag's hint added when the model could take more); a text-only model's limit
-    is 0. *unconfirmed*: that a model without vision support answers with exactly this text and
-    ``param: "image"`` (third parties quote it from vLLM servers of text-only models; SGLang's
-    refusal was not found and is given the same words here)."""
+    vLLM's words (0.32, tests/real/test_real_hybrid.py pins them): a text-only model answers
+    ``<served-name> is not a multimodal model``; a vision model sent more than its
+    ``--limit-mm-per-prompt`` answers ``At most {limit} image(s) may be provided in one prompt.``
+    (*unconfirmed*: SGLang's refusal was not found and is given vLLM's words here)."""
     n = images_in(body.get("messages") if isinstance(body, dict) else None)
     if not n:
         return None
-    limit = (cfg.max_images if cfg.max_images is not None else n) if cfg.vision else 0
+    if not cfg.vision:
+        return 400, f"{cfg.served_model} is not a multimodal model", {"param": None}
+    limit = cfg.max_images if cfg.max_images is not None else n
     if n <= limit:
         return None
-    message = f"At most {limit} image(s) may be provided in one prompt."
-    if cfg.vision:
-        message += " Set `--limit-mm-per-prompt` to increase this limit."
+    message = (f"At most {limit} image(s) may be provided in one prompt. "
+               "Set `--limit-mm-per-prompt` to increase this limit.")
     return 400, message, {"param": "image"}
 
 

@@ -143,7 +143,7 @@ def test_a_server_that_refuses_images_is_a_bad_request_naming_the_endpoint(plugi
     with Simulator(SimConfig(served_model="my-model", shape="plain")) as sim:
         result = chat(plugin, creds(sim, **VISION_ON), "my-model", ask(image()))
         where = sim.base_url.split("//")[1]
-    refused(result, where, "At most 0 image(s) may be provided in one prompt", "vision model")
+    refused(result, where, "my-model is not a multimodal model", "vision model")
 
 
 # -- limits: format (by the bytes, not the name), size ------------------------------------------
