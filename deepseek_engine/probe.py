@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -173,15 +172,6 @@ class Prober:
             due = min(t for t, on in ((next_health, self.health_interval > 0),
                                       (next_metrics, self.metrics_interval > 0)) if on)
             wake.wait(max(0.01, due - time.monotonic()))
-
-    def _all(self, jobs, endpoints) -> None:
-        """Every job for every endpoint now, side by side, returning when all are done: a round
-        by hand (the workers above run the schedule, each endpoint on its own)."""
-        if len(endpoints) == 1:  # no thread
-            self._run(jobs, endpoints[0])
-        elif endpoints:
-            with ThreadPoolExecutor(len(endpoints), thread_name_prefix="deepseek-probe") as pool:
-                list(pool.map(lambda e: self._run(jobs, e), endpoints))
 
     @staticmethod
     def _run(jobs, endpoint) -> None:
