@@ -417,3 +417,15 @@ def test_customizable_template_is_not_a_predefined_model(in_root, models) -> Non
     assert not packager.go_filepath_match("models/llm/*.yaml", TEMPLATE_YAML)
     assert packager.go_filepath_match("models/llm/*.yaml", "models/llm/deepseek-r1.yaml")
     assert "customizable" not in models and len(models) == len(EXPECTED_ORDER)
+
+
+def test_the_family_table_and_the_catalogue_agree_on_vision():
+    """Two places say a model takes images: its catalogue YAML (Dify offers uploads by it, and the
+    engine checks images by it) and its family in deepseek_engine/families.yaml (the doctor's
+    images check). They must not drift apart."""
+    from deepseek_engine.families import family_of
+
+    for path in model_yaml_files():
+        data = load_yaml(path)
+        declared = "vision" in (data.get("features") or [])
+        assert family_of(data["model"]).vision == declared, data["model"]
