@@ -55,6 +55,8 @@ class AnswerAssembler:
             else:
                 text, calls = self._read_markup(d.reasoning, d.content)
         if d.tool_calls:
+            if self._markup is not None:  # the server parsed a call: what the reader held was text
+                text += self._release_markup()
             text += self._fmt.close_block()
             parsed = self._tools.feed(d.tool_calls)
             for c in parsed:
@@ -101,6 +103,10 @@ class AnswerAssembler:
                 out.append(self._fmt.close_block())
                 calls.append(part)
                 self._markup_calls += 1
+
+    def _release_markup(self) -> str:
+        thought, said = self._markup
+        return self._fmt.feed(thought.release(), said.release())
 
     def _markup_finish(self) -> str:
         out = []

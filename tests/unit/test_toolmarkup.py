@@ -266,6 +266,21 @@ def test_a_possible_marker_held_at_the_end_of_the_reasoning_field_is_reasoning()
     assert text == "<think>\nHmm <｜\n</think>\n\nHi" and plain(calls) == CALLS
 
 
+@pytest.mark.parametrize("expect_reasoning", [False, True])
+def test_text_held_at_the_end_of_the_reasoning_field_stays_in_its_block_when_a_parsed_call_follows(
+        expect_reasoning):
+    # vLLM's own parser sent the call: the blank the markup reader held (a block may have begun
+    # there) is reasoning, not a second, empty think block after the call (seen on real vLLM)
+    deltas = [ChatDelta(reasoning="Need the weather."), ChatDelta(reasoning=" I will call it.\n"),
+              ChatDelta(tool_calls=[{"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather"}}]),
+              ChatDelta(tool_calls=[{"index": 0, "function": {"arguments": '{"location": "Paris"}'}}]),
+              ChatDelta(finish_reason="tool_calls")]
+    text, calls, _ = assemble(deltas, expect_reasoning=expect_reasoning)
+    plain_text, plain_calls, _ = assemble(deltas, tools=False, expect_reasoning=expect_reasoning)
+    assert text == plain_text == "<think>\nNeed the weather. I will call it.\n</think>\n\n"
+    assert calls == plain_calls and [c["function"]["name"] for c in calls] == ["get_weather"]
+
+
 def test_a_v4_block_inside_the_reasoning_field_ends_the_reasoning():
     deltas = [ChatDelta(reasoning=c.content) for c in content("Need the weather." + FAMILIES["v4"])]
     text, calls, a = assemble(deltas + [ChatDelta(finish_reason="stop")], expect_reasoning=True)
