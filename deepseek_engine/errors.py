@@ -36,7 +36,8 @@ __all__ = [
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
     "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
     "error_from_response", "structured_refusal", "server_message", "scrub", "public_message", "secret_scope",
-    "remember_secret", "scoped", "carry_scope", "ScrubFilter", "SCRUB_FILTER", "report_unexpected", "report_thread_crash",
+    "remember_secret", "scoped", "carry_scope", "ScrubFilter", "SCRUB_FILTER", "report_unexpected",
+    "report_thread_crash",
 ]
 
 
