@@ -17,6 +17,7 @@ from deepseek_sim.script import REASONING
 from tests.protocol import chunk_rules as cr
 from tests.protocol.harness import user_message
 from tests.protocol.plugin_util import PROVIDER, last_invoke, running_plugin
+from tests.protocol.test_thinking import creds
 
 SCHEMA = {"type": "object",
           "properties": {"city": {"type": "string"}, "population": {"type": "integer"},
@@ -32,10 +33,6 @@ WIRE = {"type": "json_schema", "json_schema": {"name": "llm_response", "schema":
 def plugin():
     with running_plugin() as p:
         yield p
-
-
-def creds(url: str, **extra) -> dict:
-    return {"endpoint_urls": url, "api_key": None, "served_model_name": None, **extra}
 
 
 def ask(plugin, sim, model, params, **extra):
