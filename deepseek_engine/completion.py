@@ -172,7 +172,9 @@ class Completion:
             output = output_format(self.parameters)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user, family=family, thinking=thinking, output=output)
-            answer = AnswerAssembler(thinking.on, tool_markup=bool(self.tools))
+            # a grammar holds from the first token unless the server parses reasoning (which then
+            # arrives in its own field): constrained text before any tag is the answer, not reasoning
+            answer = AnswerAssembler(thinking.on and not output.constrained, tool_markup=bool(self.tools))
             client = self.make_client(settings)
             held = Batch()
             shown: list[str] = []  # the text, for the check of a constrained answer

@@ -66,6 +66,14 @@ def test_r1_reasons_as_usual_and_its_answer_is_the_constrained_json(plugin, flav
     assert mismatch(json.loads(answer), SCHEMA) is None
 
 
+@pytest.mark.parametrize("shape", ["think_inline", "think_close_only"])
+def test_r1_on_a_server_without_a_reasoning_parser_answers_the_json_alone(plugin, shape):
+    # the grammar then holds from the first token: the JSON is the answer, not reasoning
+    with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1", shape=shape)) as sim:
+        text = answered(ask(plugin, sim, "deepseek-r1", DIFY))
+    assert "<think>" not in text and mismatch(json.loads(text), SCHEMA) is None
+
+
 def test_a_thinking_on_demand_model_thinks_then_answers_the_json(plugin):
     with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-V3.1", hybrid="v3.1", shape="reasoning")) as sim:
         text = answered(ask(plugin, sim, "deepseek-v3.1", {**DIFY, "thinking": True}))
