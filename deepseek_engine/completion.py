@@ -179,8 +179,9 @@ class Completion:
             held = Batch()
             shown: list[str] = []  # the text, for the check of a constrained answer
             try:
+                # a grammar starts afresh in a continuation: a cut constrained answer is not continued
                 for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id,
-                                           resumable=family.resumable):
+                                           resumable=family.resumable and not output.constrained):
                     piece = answer.feed(delta)
                     if piece is not None:
                         held.add(piece)

@@ -16,7 +16,7 @@ from deepseek_sim import SimConfig, Simulator
 from deepseek_sim.script import REASONING
 from tests.protocol import chunk_rules as cr
 from tests.protocol.harness import user_message
-from tests.protocol.plugin_util import PROVIDER, last_invoke, running_plugin
+from tests.protocol.plugin_util import PROVIDER, invokes, last_invoke, running_plugin
 from tests.protocol.test_thinking import creds
 
 SCHEMA = {"type": "object",
@@ -130,3 +130,17 @@ def test_a_schema_that_is_not_one_is_refused_before_sending(plugin):
         with pytest.raises(LookupError):
             last_invoke(sim.requests)  # nothing was sent
     assert result.error["error_type"] == "InvokeBadRequestError" and "not valid JSON" in result.error["message"]
+
+
+def test_a_cut_constrained_answer_is_not_continued_but_a_blocking_one_is_retried(plugin):
+    # a continuation's grammar would start a second JSON document inside the first
+    with Simulator(SimConfig(served_model="deepseek-ai/DeepSeek-R1", shape="reasoning")) as sim:
+        sim.inject("drop_mid_stream", after=20)  # in the JSON
+        cut = ask(plugin, sim, "deepseek-r1", DIFY)
+        assert not any(r.body.get("continue_final_message") for r in invokes(sim.requests))
+        sim.inject("drop_mid_stream", after=20)
+        whole = plugin.invoke_llm(PROVIDER, "deepseek-r1", creds(sim.base_url), [user_message("Paris?")], DIFY,
+                                  stream=False, timeout=60)
+    assert cut.error["error_type"] == "InvokeConnectionError" and "cut off" in cut.error["message"], cut.error
+    assert whole.error is None, whole.error
+    assert mismatch(json.loads(split_reasoning(cr.collect_text(whole))[1]), SCHEMA) is None
