@@ -209,6 +209,7 @@ def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
         for p in split_pieces(constrained):
             yield ("c", p)
         return
+
     if wants_tools(body):
         reasoning, answer = tool_reasoning(_results_since_user(messages)), None
     elif tool_result is not None:

@@ -92,3 +92,14 @@ def test_check_refuses_what_is_not_the_constrained_answer():
     with pytest.raises(ServerError, match="not a JSON object"):
         OutputFormat("json_object").check("[1]", "stop", "e")
     OutputFormat().check("free text", "stop", "e")
+
+
+def test_the_customizable_models_switch_is_on_unless_turned_off():
+    from deepseek_engine.errors import ConfigError
+    from deepseek_engine.settings import parse_settings
+
+    base = {"endpoint_urls": "http://gpu:8000/v1"}
+    assert parse_settings(base).structured_output is True  # vLLM and SGLang constrain by default
+    assert parse_settings({**base, "structured_output_support": "no_support"}).structured_output is False
+    with pytest.raises(ConfigError, match="structured_output_support must be support or no_support"):
+        parse_settings({**base, "structured_output_support": "maybe"})
