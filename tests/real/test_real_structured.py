@@ -28,9 +28,9 @@ DIFY = {"response_format": "json_schema", "json_schema": json.dumps({"schema": S
         "temperature": 0.0, "max_tokens": 400}
 
 
-def structured(plugin, model, credentials, *, stream=True):
-    result = plugin.invoke_llm(PROVIDER, model, credentials, [user_message("Describe Paris as JSON.")], DIFY,
-                               stream=stream, timeout=TIMEOUT)
+def structured(plugin, model, credentials, *, stream=True, params=None):
+    result = plugin.invoke_llm(PROVIDER, model, credentials, [user_message("Describe Paris as JSON.")],
+                               {**DIFY, **(params or {})}, stream=stream, timeout=TIMEOUT)
     assert cr.check_session(result) == [], cr.check_session(result)
     assert_clean(result, blocking=not stream)
     return cr.collect_text(result)
@@ -57,3 +57,13 @@ def test_a_schema_xgrammar_cannot_take_is_refused_naming_what_to_change(plugin, 
                                params, timeout=TIMEOUT)
     assert result.error["error_type"] == "InvokeBadRequestError", result.error
     assert "uniqueItems" in result.error["message"] and "simplify it" in result.error["message"]
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking-on", "thinking-off"])
+def test_a_thinking_on_demand_model_answers_the_json_either_way(plugin, vllm_servers, thinking):
+    # vLLM's deepseek_v3 reasoning parser must find the reasoning's end (or its absence) for the
+    # grammar to hold on the answer
+    text = structured(plugin, "deepseek-v3.1", creds(vllm_servers["hybrid"]), params={"thinking": thinking})
+    reasoning, answer = split_reasoning(text)
+    assert reasoning == (bm.HYBRID_REASONING.strip() if thinking else ""), text
+    assert mismatch(json.loads(answer), SCHEMA) is None, answer
