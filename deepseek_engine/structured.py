@@ -53,13 +53,13 @@ class OutputFormat:
         answer off as constrained."""
         if not self.constrained or finish_reason == "tool_calls":  # a call is the answer, not JSON text
             return
-        if finish_reason == "length":
-            raise BadRequestError("the structured answer was cut off at max_tokens before its JSON was complete",
-                                  endpoint=endpoint, hint="raise max_tokens (for a reasoning model it also "
-                                  "counts the reasoning), or ask for a smaller JSON")
         try:
             value = json.loads(answer)
         except ValueError:
+            if finish_reason == "length":
+                raise BadRequestError("the structured answer was cut off at max_tokens before its JSON was "
+                                      "complete", endpoint=endpoint, hint="raise max_tokens (for a reasoning "
+                                      "model it also counts the reasoning), or ask for a smaller JSON") from None
             raise ServerError(
                 "the server was asked for JSON (response_format) but answered text that is not JSON, so it "
                 "does not constrain its output", endpoint=endpoint,
@@ -69,8 +69,8 @@ class OutputFormat:
             None if isinstance(value, dict) else "the answer is not a JSON object")
         if wrong:
             raise ServerError(f"the server's JSON does not match the schema it was given ({wrong}), so it "
-                                    "does not constrain its output to the schema", endpoint=endpoint,
-                                    hint="check that nothing between Dify and vLLM/SGLang drops response_format")
+                              "does not constrain its output to the schema", endpoint=endpoint,
+                              hint="check that nothing between Dify and vLLM/SGLang drops response_format")
 
 
 def _parsed(raw: object) -> dict:

@@ -88,6 +88,7 @@ def test_check_refuses_what_is_not_the_constrained_answer():
         fmt.check('{"name": "a"}', "stop", "e")
     with pytest.raises(BadRequestError, match="cut off at max_tokens"):
         fmt.check('{"name": "a", "ag', "length", "e")
+    fmt.check('{"name": "a", "age": 1}', "length", "e")  # whole at the very last token
     fmt.check("", "tool_calls", "e")  # a tool call answers instead
     with pytest.raises(ServerError, match="not a JSON object"):
         OutputFormat("json_object").check("[1]", "stop", "e")
