@@ -19,6 +19,7 @@ from .network import check_connect, check_tls
 from .probe import Options, Probe
 from .report import FAIL, OK, SKIP, WARN, Check, EndpointReport, Report
 from .server import check_auth, check_health, check_metrics, check_models
+from .structured import check_structured
 from .thinking import check_thinking
 
 __all__ = ["CHECKS", "run"]
@@ -35,6 +36,7 @@ CHECKS: list[tuple[Callable[[Probe], Check | None], tuple[str, ...]]] = [
     (check_thinking, ("models", "reasoning")),
     (check_tools, ("models", "reasoning")),
     (check_images, ("models", "reasoning")),
+    (check_structured, ("models", "reasoning")),
     (check_speed, ("models", "reasoning")),
     (check_usage, ("speed",)),
     (check_continue, ("speed",)),

@@ -20,7 +20,9 @@ from .errors import BadRequestError
 from .families import Family, custom_family, family_of
 from .images import ImagePolicy
 from .protocol import build_body
+from .reasoning import split_reasoning
 from .settings import Settings
+from .structured import output_format
 from .telemetry import TELEMETRY
 from .thinking import thinking_for
 from .tokens import count_messages, count_text
@@ -167,17 +169,24 @@ class Completion:
             thinking = thinking_for(family, self.parameters, tools=bool(self.tools))
             if thinking.note:
                 log.info("%s (request %s): %s", self.model, self.request_id, thinking.note)
+            output = output_format(self.parameters)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
-                              user=self.user, family=family, thinking=thinking)
-            answer = AnswerAssembler(thinking.on, tool_markup=bool(self.tools))
+                              user=self.user, family=family, thinking=thinking, output=output)
+            # a grammar holds from the first token unless the server parses reasoning (which then
+            # arrives in its own field): constrained text before any tag is the answer, not reasoning
+            answer = AnswerAssembler(thinking.on and not output.constrained, tool_markup=bool(self.tools))
             client = self.make_client(settings)
             held = Batch()
+            shown: list[str] = []  # the text, for the check of a constrained answer
             try:
+                # a grammar starts afresh in a continuation: a cut constrained answer is not continued
                 for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id,
-                                           resumable=family.resumable):
+                                           resumable=family.resumable and not output.constrained):
                     piece = answer.feed(delta)
                     if piece is not None:
                         held.add(piece)
+                        if output.constrained:
+                            shown.append(piece.text)
                     if held.due(client.more_ready):
                         if ttft is None:
                             ttft = time.monotonic() - started
@@ -191,6 +200,9 @@ class Completion:
                     ttft = time.monotonic() - started
                 yield from sized(held.take(), self.max_chars)
             last = answer.finish()
+            if output.constrained:  # never an unconstrained answer passed off as constrained
+                output.check(split_reasoning("".join(shown) + last.text)[1], answer.finish_reason,
+                             client.last_endpoint.name if client.last_endpoint else None)
             usage = answer.usage or {}
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")

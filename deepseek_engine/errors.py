@@ -35,8 +35,9 @@ __all__ = [
     "TimeoutError_",
     "FirstTokenTimeout", "IdleTimeout", "TotalTimeout", "StreamBrokenError", "AuthError",
     "RateLimitError", "BadRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
-    "error_from_response", "server_message", "scrub", "public_message", "secret_scope", "remember_secret",
-    "scoped", "carry_scope", "ScrubFilter", "SCRUB_FILTER", "report_unexpected", "report_thread_crash",
+    "error_from_response", "structured_refusal", "server_message", "scrub", "public_message", "secret_scope",
+    "remember_secret", "scoped", "carry_scope", "ScrubFilter", "SCRUB_FILTER", "report_unexpected",
+    "report_thread_crash",
 ]
 
 
@@ -350,6 +351,20 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from inference servers; fall back to backoff
 
 
+def structured_refusal(message: str) -> str:
+    """What to change when a server refused structured output (its words, vLLM's or SGLang's;
+    docs/structured_output.md), else ""."""
+    low = message.lower()
+    if "--grammar-backend none" in low:  # SGLang started without a grammar backend
+        return (" The server runs no structured-output backend: start SGLang without --grammar-backend none "
+                "(xgrammar is its default), or turn Structured output off for this model in Dify.")
+    if "grammar" in low or "json schema" in low or "json_schema" in low or "structured output" in low:
+        return (" The server's structured-output backend refused the JSON schema: simplify it (xgrammar takes "
+                "no multipleOf, uniqueItems, contains or unusual string formats), or start vLLM with "
+                "--structured-outputs-config '{\"backend\": \"guidance\"}' (SGLang: --grammar-backend llguidance).")
+    return ""
+
+
 def error_from_response(status: int, body: str, endpoint: str,
                         retry_after: str | None = None) -> EngineError:
     """The typed error for a non-2xx answer (pure: unit-testable without a server)."""
@@ -377,6 +392,8 @@ def error_from_response(status: int, body: str, endpoint: str,
                     "model.")
         elif "image(s) may be provided" in low:  # a vision model's --limit-mm-per-prompt
             hint = " The served model takes fewer images than were sent: at most its --limit-mm-per-prompt."
+        else:
+            hint = structured_refusal(msg)
         return BadRequestError(f"the server rejected the request {said}{hint}",
                                endpoint=endpoint, status=status)
     if status >= 500:

@@ -10,9 +10,10 @@ import copy
 import logging
 from dataclasses import dataclass
 
-from .errors import ServerError, StreamBrokenError
+from .errors import BadRequestError, ServerError, StreamBrokenError, structured_refusal
 from .families import Family
 from .reasoning import split_reasoning
+from .structured import STRUCTURED_PARAMETERS, OutputFormat, output_format
 from .thinking import SWITCH_PARAMETERS, Thinking
 
 __all__ = ["ChatDelta", "parse_chunk", "parse_completion", "build_body", "clean_messages",
@@ -144,6 +145,10 @@ def _check_error(obj: object, endpoint: str) -> dict:
     err = obj.get("error")
     if err and not obj.get("choices"):
         msg = err.get("message") if isinstance(err, dict) else str(err)
+        hint = structured_refusal(str(msg))
+        if hint:  # SGLang aborts a request its grammar backend cannot serve after the stream began
+            raise BadRequestError(f"the server refused structured output: {str(msg)[:300]}", endpoint=endpoint,
+                                  hint=hint.strip())
         # vLLM reports failures after the stream started in-band, with HTTP 200 already sent
         raise ServerError(f"the server failed while generating: {str(msg)[:300]}", endpoint=endpoint)
     return obj
@@ -215,27 +220,25 @@ _RENAMES = {"max_tokens_to_sample": "max_tokens"}
 
 def build_body(model: str, messages: list[dict], params: dict, *, tools: list[dict] | None = None,
                stop: list[str] | None = None, user: str | None = None, family: Family | None = None,
-               thinking: Thinking | None = None) -> dict:
+               thinking: Thinking | None = None, output: OutputFormat | None = None) -> dict:
     """The request body. ``family``: its history rule and extra fields (none: history stripped);
-    ``thinking``: the switch as decided (``thinking.thinking_for``). The author's switch
-    parameters never go out as they are."""
+    ``thinking``: the switch as decided (``thinking.thinking_for``); ``output``: the answer's
+    format as decided (``structured.output_format``; by default read from ``params``). The
+    author's switch and format parameters never go out as they are."""
     rule = family.reasoning_history if family else "strip"
     body: dict = {"model": model, "messages": clean_messages(messages, rule, tools=bool(tools))}
     if family:
         body.update(copy.deepcopy(dict(family.extra_body)))  # the table's own values stay untouched
     for key, value in params.items():
-        if value is None or key in SWITCH_PARAMETERS:
+        if value is None or key in SWITCH_PARAMETERS or key in STRUCTURED_PARAMETERS:
             continue
         key = _RENAMES.get(key, key)
-        if key == "response_format":
-            if value in ("json_object", "text"):
-                body["response_format"] = {"type": value}
-            continue
         if key == "top_k" and value in (0,):
             continue  # 0 means "off" in Dify's UI; vLLM wants -1 or nothing
         body[key] = value
     if thinking:
         body.update(thinking.wire)
+    body.update((output or output_format(params)).wire)
     if tools:
         body["tools"] = tools
         body["tool_choice"] = "auto"

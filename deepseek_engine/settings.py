@@ -77,6 +77,7 @@ class Settings:
     # demand); None: decided by the model's name (families.custom_family)
     reasoning: str | None = None
     vision: bool = False  # customizable models: the served model takes images (images.py)
+    structured_output: bool = True  # customizable models: the server constrains to a JSON schema
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
     routing_policy: str | None = None  # a name in routing/factory.py; None: the default policy
@@ -370,6 +371,13 @@ def _vision(creds: Mapping) -> bool:
     return raw == "support"
 
 
+def _structured(creds: Mapping) -> bool:
+    raw = creds.get("structured_output_support") or "support"  # vLLM and SGLang do by default
+    if raw not in ("support", "no_support"):
+        raise ConfigError(f"structured_output_support must be support or no_support, got {str(raw)[:20]!r}")
+    return raw == "support"
+
+
 def parse_settings(creds: Mapping) -> Settings:
     endpoints = parse_endpoints(creds.get("endpoint_urls"))
     api_key = creds.get("api_key")
@@ -411,6 +419,7 @@ def parse_settings(creds: Mapping) -> Settings:
         tool_calling=(creds.get("function_calling") or "no_call") == "tool_call",
         reasoning=_kind(creds),
         vision=_vision(creds),
+        structured_output=_structured(creds),
     )
 
 

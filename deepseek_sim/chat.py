@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import script, thinking
+from . import script, structured, thinking
 from .config import Fault
 from .deltas import Limited, sglang_deltas, vllm_deltas
 from .errors import send_error
@@ -77,6 +77,9 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
         return await send_error(writer, cfg.flavor, 401, "Unauthorized", keep)
     vllm = cfg.flavor == "vllm"
     err = (vllm_request_error if vllm else sglang_request_error)(body, cfg) or image_error(body, cfg)
+    refused = err is None and structured.refusal(body, cfg.grammar_backend, cfg.flavor)
+    if refused:
+        err = 400, refused, {}
     if err is not None:
         status, message, kw = err
         return await send_error(writer, cfg.flavor, status, message, keep, **kw)
@@ -106,6 +109,8 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
     tool_reply = script.wants_tools(body)
     t0 = asyncio.get_running_loop().time()
     shape = thinking.shape_for(body, cfg.shape, cfg.hybrid, cfg.flavor)
+    if cfg.grammar_backend == "ignored":  # a proxy before the server dropped the constraint
+        body = {k: v for k, v in body.items() if k != "response_format"}
     pieces = Limited(as_markup(script.generate(body, shape, vllm), cfg.tool_markup), limit)
     await sim.batch.enter(lambda: sim.config.max_running)
     try:

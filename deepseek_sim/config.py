@@ -62,6 +62,10 @@ class SimConfig:
     # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
     # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
     hybrid: str | None = None
+    # Structured output (deepseek_sim.structured): "xgrammar" honours response_format (vLLM
+    # refuses the schema keys xgrammar lacks); "none" refuses any constraint (SGLang started with
+    # --grammar-backend none); "ignored" answers as if it had not been asked (a proxy that drops it).
+    grammar_backend: str = "xgrammar"
 
     def __post_init__(self) -> None:
         from .script import SHAPES
@@ -80,6 +84,10 @@ class SimConfig:
 
         if self.tool_markup is not None and self.tool_markup not in MARKUP_FAMILIES:
             raise ValueError(f"tool_markup must be one of {MARKUP_FAMILIES} or None, got {self.tool_markup!r}")
+        from .structured import GRAMMAR_BACKENDS
+
+        if self.grammar_backend not in GRAMMAR_BACKENDS:
+            raise ValueError(f"grammar_backend must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .images import seen
+from .structured import answer_text
 
 _TOKEN_RE = re.compile(r"\s*\S+")
 
@@ -197,6 +198,17 @@ def _reply(body: dict, shape: str, vllm: bool) -> Iterator[Piece]:
     messages = body.get("messages") or []
     tool_result = _last_tool_text(messages)
     user = _last_user_text(messages)
+    constrained = answer_text(body)
+
+    if constrained is not None and not wants_tools(body):
+        # the grammar holds from the reasoning's end (a reasoning parser finds it), else from the
+        # first token: a model whose server parses no reasoning answers with the JSON alone
+        if shape in ("reasoning", "reasoning_content"):
+            for p in split_pieces(REASONING + ("\n" if vllm else "")):
+                yield ("r", p)
+        for p in split_pieces(constrained):
+            yield ("c", p)
+        return
 
     if wants_tools(body):
         reasoning, answer = tool_reasoning(_results_since_user(messages)), None

@@ -72,6 +72,7 @@ from deepseek_engine.errors import (
     scoped,
     secret_scope,
 )
+from deepseek_engine.structured import STRUCTURED_PARAMETERS
 from deepseek_engine.telemetry import configure
 from deepseek_engine.thinking import SWITCH_PARAMETERS
 from deepseek_engine.tokens import count_messages
@@ -371,6 +372,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
                     rule["default"] = family.thinking_default
                 else:
                     rule["options"], rule["default"] = list(family.efforts), family.effort_default
+            elif name in STRUCTURED_PARAMETERS and not (settings and settings.structured_output):
+                continue  # the model's switch: without the rules, Dify puts the schema in the prompt
             rules.append(ParameterRule(**rule))
         features = []
         if settings and settings.tool_calling:
@@ -380,6 +383,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             features.append(ModelFeature.AGENT_THOUGHT)
         if settings and settings.vision:
             features.append(ModelFeature.VISION)
+        if settings and settings.structured_output:
+            features.append(ModelFeature.STRUCTURED_OUTPUT)
         return AIModelEntity(
             model=model, label=I18nObject(en_US=model), model_type=ModelType.LLM,
             features=features, fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,

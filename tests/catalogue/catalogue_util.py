@@ -91,6 +91,10 @@ PARAMETER_NAMES = {
     "temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "max_tokens", "seed",
 }
+# structured output (docs/structured_output.md): every model but the OCR models, whose answer is
+# the page's text
+STRUCTURED_PARAMETERS = {"response_format", "json_schema"}
+NO_STRUCTURED_OUTPUT = {"deepseek-ocr", "deepseek-ocr-2"}
 # the hybrid models' thinking switch, and the effort levels of the V4 generation
 THINKING_PARAMETERS = {
     "deepseek-v3.1": {"thinking"}, "deepseek-v3.1-terminus": {"thinking"}, "deepseek-v3.2": {"thinking"},

@@ -18,10 +18,12 @@ from tests.catalogue.catalogue_util import (
     CONTEXT_SIZES,
     EXPECTED_LABELS,
     EXPECTED_ORDER,
+    NO_STRUCTURED_OUTPUT,
     PARAMETER_NAMES,
     PROVIDER_YAML,
     R1_FAMILY,
     ROOT,
+    STRUCTURED_PARAMETERS,
     TEMPLATE_YAML,
     THINKING_ONLY,
     THINKING_PARAMETERS,
@@ -158,7 +160,9 @@ def test_chat_model_defaults(models) -> None:
 
 def test_features_per_family(models) -> None:
     def feats(mid: str) -> set[str]:
-        return {f.value for f in models[mid].features or []}
+        found = {f.value for f in models[mid].features or []}
+        assert ("structured-output" in found) is (mid not in NO_STRUCTURED_OUTPUT), mid
+        return found - {"structured-output"}
 
     for mid in TOOL_CALL_CHAT:
         assert feats(mid) == {"tool-call", "multi-tool-call", "stream-tool-call", "agent-thought"}, mid
@@ -221,7 +225,11 @@ def test_context_sizes_and_output_limits(models) -> None:
 def test_parameter_rules_are_complete_and_labelled(models) -> None:
     for mid, m in models.items():
         r = rules_of(m)
-        assert set(r) == PARAMETER_NAMES | THINKING_PARAMETERS.get(mid, set()), mid
+        structured = set() if mid in NO_STRUCTURED_OUTPUT else STRUCTURED_PARAMETERS
+        assert set(r) == PARAMETER_NAMES | THINKING_PARAMETERS.get(mid, set()) | structured, mid
+        if structured:  # Dify sets json_schema only when the rule offers it
+            assert r["response_format"].options == ["text", "json_object", "json_schema"], mid
+            assert r["json_schema"].type.value == "text", mid
         for rule in m.parameter_rules:
             assert rule.label.en_us and rule.label.en_us != rule.name, (mid, rule.name)
             assert rule.help is not None and rule.help.en_us, (mid, rule.name)
@@ -362,7 +370,7 @@ def test_model_credential_form(provider) -> None:
     forms = {f.variable: f for f in mcs.credential_form_schemas}
     assert list(forms) == [
         "endpoint_urls", *CONNECTION, "context_size", "max_tokens_to_sample", "function_calling", "reasoning",
-        "vision_support",
+        "vision_support", "structured_output_support",
     ]
     assert forms["endpoint_urls"].required
     assert not any(f.required for name, f in forms.items() if name != "endpoint_urls")
@@ -386,6 +394,10 @@ def test_model_credential_form(provider) -> None:
     assert forms["vision_support"].type.value == "select" and forms["vision_support"].default == "no_support"
     assert [o.value for o in forms["vision_support"].options] == ["support", "no_support"]
     assert forms["vision_support"].label.zh_hans and all(o.label.zh_hans for o in forms["vision_support"].options)
+    # on by default: vLLM and SGLang constrain decoding to a JSON schema unless started otherwise
+    field = forms["structured_output_support"]
+    assert field.type.value == "select" and field.default == "support"
+    assert [o.value for o in field.options] == ["support", "no_support"] and field.label.zh_hans
     from deepseek_engine.families import KINDS
 
     assert sorted(o.value for o in forms["reasoning"].options) == sorted(KINDS)  # the engine knows each kind
@@ -399,7 +411,7 @@ def test_customizable_template_loads_as_parameter_rules() -> None:
     assert set(raw) == {"parameter_rules"}
     rules = {r.name: r for r in (ParameterRule(**x) for x in raw["parameter_rules"])}
     # the switch rules are offered to thinking-on-demand models only (llm.py drops them otherwise)
-    assert set(rules) == PARAMETER_NAMES | {"thinking", "reasoning_effort"}
+    assert set(rules) == PARAMETER_NAMES | {"thinking", "reasoning_effort"} | STRUCTURED_PARAMETERS
     assert rules["thinking"].type.value == "boolean" and rules["reasoning_effort"].options == ["low", "high", "max"]
     assert rules["max_tokens"].max is not None and rules["max_tokens"].default <= rules["max_tokens"].max
     assert rules["temperature"].default == 0.6 and rules["top_p"].default == 0.95

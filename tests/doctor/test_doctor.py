@@ -71,7 +71,7 @@ def test_text_report_lists_every_check(make_sim, run_doctor):
     assert code == 0
     lines = out.splitlines()
     for name in ("connect", "auth", "models", "health", "metrics", "reasoning", "thinking", "tools",
-                 "images", "speed", "usage", "continue"):
+                 "images", "structured", "speed", "usage", "continue"):
         assert any(line.split()[1:2] == [name] for line in lines if line.startswith("  ")), name
     assert any(line.startswith("  warn  reasoning") for line in lines)
     assert lines[-1].startswith("passed:")

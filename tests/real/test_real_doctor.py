@@ -44,3 +44,6 @@ def test_doctor_on_the_r1_servers(vllm_servers, name, reasoning, tools):
         assert "--enable-auto-tool-choice" in checks["tools"].detail
     assert checks["thinking"].status == "ok" and checks["thinking"].data["switch"] is False
     assert checks["images"].status == "ok" and checks["images"].data["accepted"] is False
+    structured = checks["structured"]  # vLLM's xgrammar, after the reasoning when a parser runs
+    assert structured.status == "ok" and structured.data["constrained"] is True, structured
+    assert ("after its reasoning" in structured.detail) == (name == "parsed"), structured
