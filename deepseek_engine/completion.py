@@ -134,11 +134,13 @@ class Batch:
 
     def pause(self) -> float:
         """Seconds the reader lets tokens gather before its next read: none while the process
-        keeps up or something is held, else what is left of the window since the last piece."""
+        keeps up or something is held, else what is left of the window since the last piece,
+        less the process's lag (the wait's own lateness), so the next piece is due a window after
+        the last."""
         window = self.pressure.window()
         if not window or self:
             return 0.0
-        return max(0.0, min(window, self.last + window - self.clock()))
+        return max(0.0, min(window, self.last + window - self.pressure.lag - self.clock()))
 
     def gather(self) -> None:
         """After a piece went out: wait ``pause()`` (the tokens meanwhile wait in the socket)."""

@@ -24,7 +24,7 @@ class Lag:
     """A pressure signal fixed at ``window``: a simulated lag. Its sleep moves the fake clock."""
 
     def __init__(self, window: float, clock: Clock) -> None:
-        self.w, self.clock, self.slept, self.streams = window, clock, [], 0
+        self.w, self.clock, self.slept, self.streams, self.lag = window, clock, [], 0, 0.0
 
     def window(self) -> float:
         return self.w
@@ -89,10 +89,12 @@ def test_a_token_slower_than_the_window_is_never_held_for_the_next():
     assert all(t - (1000.0 + k * 0.2) < 0.002 for k, (t, _) in enumerate(out))
 
 
-def test_the_window_grows_with_the_lag_and_is_bounded():
-    assert window_for(0.5, BUSY_STREAMS - 1) == 0.0  # a few streams: not theirs to fix
-    assert window_for(0.001, 500) == 0.0  # keeping up: one token a piece
+def test_the_window_grows_with_the_lag_and_the_cpu_used_and_is_bounded():
+    assert window_for(0.5, BUSY_STREAMS - 1, 1.0) == 0.0  # a few streams: not theirs to fix
+    assert window_for(0.001, 500, 0.3) == 0.0  # keeping up: one token a piece
     steps = [window_for(lag, 256) for lag in (0.003, 0.005, 0.008, 0.02, 1.0)]
+    assert steps == sorted(steps) and 0 < steps[0] < MERGE_WINDOW and steps[-1] == MERGE_WINDOW
+    steps = [window_for(0.0, 256, cpu) for cpu in (0.55, 0.65, 0.75, 0.9, 1.5)]
     assert steps == sorted(steps) and 0 < steps[0] < MERGE_WINDOW and steps[-1] == MERGE_WINDOW
 
 
@@ -102,26 +104,26 @@ def test_the_signal_is_the_processes_own_not_a_requests():
     a = Completion({"endpoint_urls": "http://a:1/v1"}, "deepseek-r1", [], {"merge_window": 0}, catalogue=True)
     b = Completion({"endpoint_urls": "http://b:1/v1"}, "deepseek-v3", [], {}, catalogue=True)
     assert a.pressure is b.pressure is PRESSURE
-    assert window_for.__code__.co_varnames[:2] == ("lag", "streams")
+    assert window_for.__code__.co_varnames[:3] == ("lag", "streams", "cpu")
 
 
 def test_the_lag_is_measured_only_while_many_streams_are_open():
-    """A ticker whose sleeps wake 20 ms late (a process behind) reads 20 ms of lag, starts with
-    the BUSY_STREAMS-th stream, and stops (lag back to 0) when they close."""
+    """A ticker whose sleeps wake 20 ms late (a process behind) reads 20 ms of lag and the share
+    of a core used, starts with the BUSY_STREAMS-th stream, and stops (back to 0) when they close."""
     clock = Clock()
 
     def late_sleep(seconds: float) -> None:
         time.sleep(0.001)
         clock.t += seconds + 0.02
 
-    p = Pressure(clock=clock, sleep=late_sleep)
+    p = Pressure(clock=clock, sleep=late_sleep, cpu_time=lambda: clock.t * 0.25)  # a quarter of a core
     for _ in range(BUSY_STREAMS - 1):
         p.opened()
     time.sleep(0.05)
     assert p.lag == 0.0 and p.window() == 0.0
     p.opened()
-    assert until(lambda: abs(p.lag - 0.02) < 1e-9, 10.0)
+    assert until(lambda: abs(p.lag - 0.02) < 1e-9 and abs(p.cpu - 0.25) < 1e-6, 10.0)
     assert p.window() == MERGE_WINDOW
     for _ in range(BUSY_STREAMS):
         p.closed()
-    assert until(lambda: p.lag == 0.0 and not p._ticking, 10.0)
+    assert until(lambda: p.lag == 0.0 and p.cpu == 0.0 and not p._ticking, 10.0)

@@ -119,7 +119,7 @@ class _Lag:
     """A simulated busy process: the pressure signal fixed at ``window``; sleeps recorded."""
 
     def __init__(self, window: float) -> None:
-        self.w, self.slept = window, []
+        self.w, self.slept, self.lag = window, [], 0.0
 
     def window(self) -> float:
         return self.w
