@@ -87,8 +87,9 @@ class Batch:
     """What has arrived and not gone out yet. Each piece costs the caller's runtime a fixed
     price (Dify's SDK: a pydantic dump and two writes), so what has already arrived goes out as
     one piece: never held for the network (only while more is already in hand, ``more_ready``)
-    and never longer than ``max_hold`` seconds (or the window below). Tokens paced by the GPU go out one by one while
-    the process keeps up; when it falls behind (``pressure``, the process's one signal), the
+    and never longer than ``max_hold`` seconds (or the window below). Tokens paced by the GPU go
+    out one by one while the process keeps up; when it falls behind (``pressure``, the process's
+    one signal), the
     reader waits up to ``pressure.window()`` after each piece (``gather``) so that the tokens
     arriving meanwhile go out together: fewer wake-ups, reads and pieces, never more than
     ``pressure.MERGE_WINDOW`` between two pieces. A stream counts as open (``pressure.opened``)
@@ -220,7 +221,8 @@ class Completion:
                         if ttft is None:
                             ttft = time.monotonic() - started
                         yield from sized(held.take(), self.max_chars)
-                        held.gather()  # a busy process lets the next tokens gather (pressure.py)
+                        if not self.buffered:  # a busy process lets the next tokens gather (pressure.py)
+                            held.gather()
             except Exception:
                 if held:  # what arrived before the failure is shown, then the error
                     yield from sized(held.take(), self.max_chars)
