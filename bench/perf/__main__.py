@@ -160,7 +160,7 @@ def section_concurrency(cfg: dict) -> dict:
     sim = SimProc("--ttft", str(ttft), "--inter-token", str(itl))
     cores = sorted(os.sched_getaffinity(0))
     here = set(cores[1:]) or set(cores)
-    pinned = len(cores) >= 2 and stdio.pin(sim.p.pid, here) and stdio.pin(os.getpid(), here)
+    pinned = cfg["pin"] and len(cores) >= 2 and stdio.pin(sim.p.pid, here) and stdio.pin(os.getpid(), here)
     out: dict = {"server_ttft": ttft, "server_itl": itl, "tokens": cfg["conc_tokens"], "levels": {},
                  "duration": cfg["conc_duration"], "pinned": pinned, "cores": cores}
 
@@ -405,6 +405,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run (< 1 minute), indicative numbers")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {SECTIONS}")
     ap.add_argument("--profile", action="store_true", help="also write profiles to bench/results/profiles/")
+    ap.add_argument("--pin", choices=("auto", "on", "off"), default="auto",
+                    help="section 4: the plugin process on core 0, the simulator and the load generator on "
+                    "the others (auto: with 4 cores or more; on 2 shared cores the plugin's core is also "
+                    "everyone else's, and pinning starved it)")
     ap.add_argument("--out", help="report path (default docs/performance.md; with --quick "
                     "bench/results/quick/performance.md, so a smoke run never replaces the docs)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the report from a results file "
@@ -429,6 +433,7 @@ def main() -> int:
                    levels=(64, 256, 512), conc_tokens=40, conc_duration=4.0,
                    conc_refs=("bare", "sdk"), ref_level=256, after_n=50, h2_gevent=(False, True),
                    h2_concurrency=32, cold_starts=8, cold_warm_n=30)
+    cfg["pin"] = a.pin == "on" or (a.pin == "auto" and len(os.sched_getaffinity(0)) >= 4)
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),
                      "command": "bench/run" + (" --quick" if a.quick else "") + (" --profile" if a.profile else "")}
