@@ -392,6 +392,14 @@ def _concurrency(res: dict, rep: _Report) -> None:
                    f"short request (simulator back to TTFT 0) then takes **{p50(ab['total']) * 1e3:.2f} ms** p50 "
                    f"({pct(ab['total'], 99) * 1e3:.2f} ms p99) and **{ab['cpu_per_request'][0] * 1e3:.2f} ms** "
                    "of plugin CPU (compare section 3).", ""]
+    st, tokens = res.get("stdio"), cc["tokens"]
+    pl, fl = plug_lv.get("256", {}).get("steady"), floor_lv.get("256", {}).get("steady")
+    if st and pl and fl:  # the request's fixed CPU (section 3's short requests) spread over its tokens
+        for kind, w in (("plugin", pl), ("floor", fl)):
+            req = p50(pooled(st[kind]["rounds"], "cpu_per_request"))
+            rep.facts[f"cpureq_{kind}"] = f"{req * 1e3:.2f} ms"
+            rep.facts[f"cpureq_{kind}_per_token"] = f"{req / tokens * 1e6:.0f} µs"
+            rep.facts[f"net_256_{kind}"] = f"{(w['cpu_per_token'] - req / tokens) * 1e6:.0f} µs"
     _concurrency_targets(cc, rep)
 
 
