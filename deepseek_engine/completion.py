@@ -19,6 +19,7 @@ from .discovery import served_model
 from .errors import BadRequestError
 from .families import Family, custom_family, family_of
 from .images import ImagePolicy
+from .pressure import PRESSURE, Pressure
 from .protocol import build_body
 from .reasoning import split_reasoning
 from .settings import Settings
@@ -88,19 +89,30 @@ class Batch:
     """What has arrived and not gone out yet. Each piece costs the caller's runtime a fixed
     price (Dify's SDK: a pydantic dump and two writes), so what has already arrived goes out as
     one piece: never held for the network (only while more is already in hand, ``more_ready``)
-    and never longer than ``max_hold`` seconds. Tokens paced by the GPU go out one by one."""
+    and never longer than ``max_hold`` seconds (or the window below). Tokens paced by the GPU go
+    out one by one while the process keeps up; when it falls behind (``pressure``, the process's
+    one signal), the
+    reader waits up to ``pressure.window()`` after each piece (``gather``) so that the tokens
+    arriving meanwhile go out together: fewer wake-ups, reads and pieces, never more than
+    ``pressure.MERGE_WINDOW`` between two pieces. A stream counts as open (``pressure.opened``)
+    from the batch's making to its ``close``."""
 
-    __slots__ = ("calls", "max_hold", "since", "texts")
+    __slots__ = ("calls", "clock", "last", "max_hold", "pressure", "since", "texts")
 
-    def __init__(self, max_hold: float = MAX_HOLD) -> None:
+    def __init__(self, max_hold: float = MAX_HOLD, pressure: Pressure = PRESSURE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.texts: list[str] = []
         self.calls: list[dict] = []
         self.since = 0.0  # when the oldest piece held arrived
+        self.last = 0.0  # when the last piece went out
         self.max_hold = max_hold
+        self.pressure = pressure
+        self.clock = clock
+        pressure.opened()
 
     def add(self, piece: Piece) -> None:
         if not (self.texts or self.calls):
-            self.since = time.monotonic()
+            self.since = self.clock()
         self.texts.append(piece.text)
         self.calls.extend(piece.tool_calls)
 
@@ -108,14 +120,39 @@ class Batch:
         return bool(self.texts or self.calls)
 
     def due(self, more_ready: bool) -> bool:
-        """Whether what is held goes out now."""
-        return bool(self.texts or self.calls) and not (
-            more_ready and time.monotonic() - self.since < self.max_hold)
+        """Whether what is held goes out now: while more is in hand, not before ``max_hold``
+        (a busy process's window, if longer) has passed."""
+        if not (self.texts or self.calls):
+            return False
+        if not more_ready:
+            return True
+        age = self.clock() - self.since
+        return age >= self.max_hold and age >= self.pressure.window()
 
     def take(self) -> Piece:
         out = Piece("".join(self.texts), self.calls)
         self.texts, self.calls = [], []
+        self.last = self.clock()
         return out
+
+    def pause(self) -> float:
+        """Seconds the reader lets tokens gather before its next read: none while the process
+        keeps up or something is held, else what is left of the window since the last piece,
+        less the process's lag (the wait's own lateness), so the next piece is due a window after
+        the last."""
+        window = self.pressure.window()
+        if not window or self:
+            return 0.0
+        return max(0.0, min(window, self.last + window - self.pressure.lag - self.clock()))
+
+    def gather(self) -> None:
+        """After a piece went out: wait ``pause()`` (the tokens meanwhile wait in the socket)."""
+        pause = self.pause()
+        if pause:
+            self.pressure.sleep(pause)
+
+    def close(self) -> None:
+        self.pressure.closed()
 
 
 class Completion:
@@ -130,6 +167,8 @@ class Completion:
 
     ``pieces()`` runs it; ``settings`` (once read) scrubs its errors, ``request_id`` names it to
     the servers (``X-Request-Id``) and in telemetry."""
+
+    pressure: Pressure = PRESSURE  # the process's lag signal, shared by every request (pressure.py)
 
     def __init__(self, credentials: Mapping, model: str, messages: list[dict], parameters: Mapping, *,
                  catalogue: bool, tools: list[dict] | None = None, stop: list[str] | None = None,
@@ -176,7 +215,7 @@ class Completion:
             # arrives in its own field): constrained text before any tag is the answer, not reasoning
             answer = AnswerAssembler(thinking.on and not output.constrained, tool_markup=bool(self.tools))
             client = self.make_client(settings)
-            held = Batch()
+            held = Batch(pressure=self.pressure)
             shown: list[str] = []  # the text, for the check of a constrained answer
             try:
                 # a grammar starts afresh in a continuation: a cut constrained answer is not continued
@@ -191,10 +230,14 @@ class Completion:
                         if ttft is None:
                             ttft = time.monotonic() - started
                         yield from sized(held.take(), self.max_chars)
+                        if not self.buffered:  # a busy process lets the next tokens gather (pressure.py)
+                            held.gather()
             except Exception:
                 if held:  # what arrived before the failure is shown, then the error
                     yield from sized(held.take(), self.max_chars)
                 raise
+            finally:
+                held.close()
             if held:
                 if ttft is None:
                     ttft = time.monotonic() - started

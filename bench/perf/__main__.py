@@ -133,53 +133,84 @@ def section_stdio(cfg: dict) -> dict:
     return out
 
 
+def _wave(p, t, sim: SimProc, n: int, mode: str, cfg: dict, ttft: float, itl: float) -> dict:
+    """One run of ``n`` concurrent streams (``mode``: steady or burst) and what it cost."""
+    tokens = cfg["conc_tokens"]
+    s0 = sim.stats()
+    c0, sim_cpu0 = s0["connections_opened"], s0["cpu"]
+    cpu0, own0, rss0 = stdio.plugin_cpu_ns(p.pid), time.process_time(), stdio.rss_mib(p.pid)
+    if mode == "steady":
+        w = stdio.concurrent_steady(p, t, n, tokens, ttft, itl, cfg["conc_duration"])
+    else:
+        w = stdio.concurrent_wave(p, t, n, tokens, ttft, itl)
+    s = sim.stats()
+    cpu = (stdio.plugin_cpu_ns(p.pid) - cpu0) / 1e9
+    return {**asdict(w), "errors": w.errors[:5], "error_count": len(w.errors),
+            "connections_opened": s["connections_opened"] - c0, "open_after": s["open_connections"],
+            "plugin_cpu": cpu, "cpu_per_token": cpu / max(w.streams_done * tokens, 1),
+            "rss_before": rss0, "rss_after": stdio.rss_mib(p.pid),
+            "sim_cpu": s["cpu"] - sim_cpu0, "harness_cpu": time.process_time() - own0}
+
+
 def section_concurrency(cfg: dict) -> dict:
-    """4: N concurrent streams in one plugin process, paced like DeepSeek-R1 on a GPU."""
-    ttft, itl, tokens = 0.1, 0.03, cfg["conc_tokens"]
+    """4: N concurrent streams in one plugin process, paced like DeepSeek-R1 on a GPU; this
+    plugin and the runtime floor alternate at each level and arrival mode, each process pinned
+    to core 0 and the simulator and the harness to the others where the machine allows."""
+    ttft, itl = 0.1, 0.03
     sim = SimProc("--ttft", str(ttft), "--inter-token", str(itl))
-    out: dict = {"server_ttft": ttft, "server_itl": itl, "tokens": tokens, "levels": {},
-                 "duration": cfg["conc_duration"]}
+    cores = sorted(os.sched_getaffinity(0))
+    here = set(cores[1:]) or set(cores)
+    pinned = cfg["pin"] and len(cores) >= 2 and stdio.pin(sim.p.pid, here) and stdio.pin(os.getpid(), here)
+    out: dict = {"server_ttft": ttft, "server_itl": itl, "tokens": cfg["conc_tokens"], "levels": {},
+                 "duration": cfg["conc_duration"], "pinned": pinned, "cores": cores}
+
+    def started(kind: str):
+        p = stdio.start(kind)
+        if pinned:
+            stdio.pin(p.pid, {cores[0]})
+        t = stdio.Target(kind, sim.url, pace=(ttft, itl) if kind == "floor" else None)
+        stdio.invoke(p, t, 3)  # the first connection, and discovery, out of the way
+        return p, t
+
     try:
-        for kind in cfg["conc_kinds"]:
-            # the floor (the toy plugin pacing its own chunks with gevent.sleep, no HTTP) at
-            # every level: what the runtime and the harness alone add at that concurrency on
-            # this machine, the baseline the plugin's own share is read against; the bare httpx
-            # plugin and the SDK peer at the top level
-            t = stdio.Target(kind, sim.url, pace=(ttft, itl) if kind == "floor" else None)
-            p = stdio.start(kind)
-            try:
-                stdio.invoke(p, t, 3)  # the first connection, and discovery, out of the way
-                for n in cfg["levels"] if kind in ("plugin", "floor") else cfg["levels"][-1:]:
-                    for mode in ("steady", "burst") if kind == "plugin" else ("steady",):
+        # the floor (the toy plugin pacing its own chunks with gevent.sleep, no HTTP) at every
+        # level and mode, alternating with this plugin: what the runtime and the harness alone
+        # add at that concurrency on this machine, the baseline the plugin is read against
+        both = {k: started(k) for k in ("floor", "plugin")}
+        try:
+            for n in cfg["levels"]:
+                for mode in ("steady", "burst"):
+                    for kind, (p, t) in both.items():
                         log(f"concurrency: {kind}, {n} streams, {mode}")
-                        s0 = sim.stats()
-                        c0, sim_cpu0 = s0["connections_opened"], s0["cpu"]
-                        cpu0, own0 = stdio.plugin_cpu_ns(p.pid), time.process_time()
-                        if mode == "steady":
-                            w = stdio.concurrent_steady(p, t, n, tokens, ttft, itl, cfg["conc_duration"])
-                        else:
-                            w = stdio.concurrent_wave(p, t, n, tokens, ttft, itl)
-                        s = sim.stats()
-                        out["levels"].setdefault(kind, {}).setdefault(str(n), {})[mode] = {
-                            **asdict(w), "errors": w.errors[:5], "error_count": len(w.errors),
-                            "connections_opened": s["connections_opened"] - c0,
-                            "open_after": s["open_connections"],
-                            "plugin_cpu": (stdio.plugin_cpu_ns(p.pid) - cpu0) / 1e9,
-                            "sim_cpu": s["cpu"] - sim_cpu0, "harness_cpu": time.process_time() - own0}
-                if kind == "plugin":
-                    # the pool now holds the burst's idle keep-alive connections: what does a
-                    # single short request cost now?
-                    sim.set("ttft", 0.0)
-                    sim.set("inter_token", 0.0)
-                    log("concurrency: short requests after the burst")
-                    out["after_burst"] = stdio.short_requests(p, t, cfg["after_n"], 5)
-                    out["after_burst"]["idle_connections"] = sim.stats()["open_connections"]
-                    sim.set("ttft", ttft)
-                    sim.set("inter_token", itl)
+                        out["levels"].setdefault(kind, {}).setdefault(str(n), {})[mode] = _wave(
+                            p, t, sim, n, mode, cfg, ttft, itl)
+            # the pool now holds the burst's idle keep-alive connections: what does a single
+            # short request cost now?
+            p, t = both["plugin"]
+            sim.set("ttft", 0.0)
+            sim.set("inter_token", 0.0)
+            log("concurrency: short requests after the burst")
+            out["after_burst"] = stdio.short_requests(p, t, cfg["after_n"], 5)
+            out["after_burst"]["idle_connections"] = sim.stats()["open_connections"]
+            out["after_burst"]["rss"] = stdio.rss_mib(p.pid)
+            sim.set("ttft", ttft)
+            sim.set("inter_token", itl)
+        finally:
+            for p, _ in both.values():
+                p.close()
+        for kind in cfg["conc_refs"]:  # the bare httpx plugin and the SDK peer, at one level
+            p, t = started(kind)
+            try:
+                n = cfg["ref_level"]
+                log(f"concurrency: {kind}, {n} streams, steady")
+                out["levels"].setdefault(kind, {})[str(n)] = {"steady": _wave(p, t, sim, n, "steady", cfg,
+                                                                               ttft, itl)}
             finally:
                 p.close()
     finally:
         sim.close()
+        if pinned:
+            stdio.pin(os.getpid(), set(cores))
     return out
 
 
@@ -374,6 +405,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run (< 1 minute), indicative numbers")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {SECTIONS}")
     ap.add_argument("--profile", action="store_true", help="also write profiles to bench/results/profiles/")
+    ap.add_argument("--pin", choices=("auto", "on", "off"), default="auto",
+                    help="section 4: the plugin process on core 0, the simulator and the load generator on "
+                    "the others (auto: with 4 cores or more; on 2 shared cores the plugin's core is also "
+                    "everyone else's, and pinning starved it)")
     ap.add_argument("--out", help="report path (default docs/performance.md; with --quick "
                     "bench/results/quick/performance.md, so a smoke run never replaces the docs)")
     ap.add_argument("--render", metavar="JSON", help="only rewrite the report from a results file "
@@ -391,13 +426,14 @@ def main() -> int:
         return 0
     if a.quick:
         cfg = dict(rounds=1, rounds_stdio=1, rounds_h2=1, short_n=60, warmup=10, streams=2, tokens=1000,
-                   levels=(32,), conc_tokens=20, conc_duration=2.0, conc_kinds=("plugin", "floor"), after_n=20,
+                   levels=(32,), conc_tokens=20, conc_duration=2.0, conc_refs=(), ref_level=32, after_n=20,
                    h2_gevent=(True,), h2_concurrency=16, cold_starts=1, cold_warm_n=20)
     else:
         cfg = dict(rounds=5, rounds_stdio=3, rounds_h2=2, short_n=300, warmup=30, streams=5, tokens=2000,
-                   levels=(32, 128, 256), conc_tokens=40, conc_duration=5.0,
-                   conc_kinds=("plugin", "floor", "bare", "sdk"), after_n=50, h2_gevent=(False, True),
+                   levels=(64, 256, 512), conc_tokens=40, conc_duration=4.0,
+                   conc_refs=("bare", "sdk"), ref_level=256, after_n=50, h2_gevent=(False, True),
                    h2_concurrency=32, cold_starts=8, cold_warm_n=30)
+    cfg["pin"] = a.pin == "on" or (a.pin == "auto" and len(os.sched_getaffinity(0)) >= 4)
     started = time.monotonic()
     results: dict = {"mode": "quick" if a.quick else "full", "config": cfg, "machine": machine(),
                      "command": "bench/run" + (" --quick" if a.quick else "") + (" --profile" if a.profile else "")}

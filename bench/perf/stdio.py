@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.perf.daemon import LeanDaemon, LeanResult
 from tests.protocol.harness import PluginProcess, user_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,8 +89,8 @@ class Target:
         return [user_message(prompt)], {"max_tokens": tokens}
 
 
-def start(kind: str, env: dict | None = None) -> PluginProcess:
-    return PluginProcess(PLUGINS[kind], python=sys.executable, env=env).start(ready_timeout=90)
+def start(kind: str, env: dict | None = None) -> LeanDaemon:
+    return LeanDaemon(PLUGINS[kind], python=sys.executable, env=env).start(ready_timeout=90)
 
 
 def invoke(p: PluginProcess, t: Target, tokens: int, timeout: float = 120.0):
@@ -98,6 +99,26 @@ def invoke(p: PluginProcess, t: Target, tokens: int, timeout: float = 120.0):
     if r.error is not None or not r.ended:
         raise RuntimeError(f"{t.kind}: {r.error or r.failure}")
     return r
+
+
+def pin(pid: int, cpus: set[int]) -> bool:
+    """Every thread of ``pid`` onto ``cpus`` (threads made later inherit it); False where the
+    machine does not allow it (fewer cores, no permission)."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+    except OSError:
+        return False
+    return True
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` (MiB)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def first_text_time(r) -> float | None:
@@ -147,9 +168,23 @@ class Wave:
     added_ttft: list = field(default_factory=list)  # first text - sent - the server's own TTFT
     added_total: list = field(default_factory=list)  # end - sent - the server's own duration
     wall: float = 0.0
+    gaps: list = field(default_factory=list)  # between visible updates, every counted stream's
+    max_gaps: list = field(default_factory=list)  # each counted stream's longest
+    chunks: int = 0  # chunks with text of the counted streams
+    streams_done: int = 0  # streams ended well, ramp included (the CPU window's tokens)
+
+    def record(self, r: LeanResult, ttft: float, total: float) -> None:
+        times = r.text_times
+        self.added_ttft.append((times[0] if times else r.t_end) - r.t_sent - ttft)
+        self.added_total.append(r.t_end - r.t_sent - total)
+        # between successive visible updates (chunks with text): what a reader sees
+        gaps = [round(b - a, 4) for a, b in zip(times, times[1:], strict=False)]  # 0.1 ms: the raw file stays small
+        self.gaps += gaps
+        self.max_gaps.append(max(gaps, default=0.0))
+        self.chunks += len(times)
 
 
-def concurrent_wave(p: PluginProcess, t: Target, n: int, tokens: int, server_ttft: float,
+def concurrent_wave(p: LeanDaemon, t: Target, n: int, tokens: int, server_ttft: float,
                     server_itl: float, timeout: float = 120.0) -> Wave:
     """``n`` streams started together (a barrier), each ``tokens`` long, paced by the simulator."""
     wave = Wave(n)
@@ -161,7 +196,7 @@ def concurrent_wave(p: PluginProcess, t: Target, n: int, tokens: int, server_ttf
         prompt, params = t.request(tokens)
         barrier.wait()
         try:
-            r = p.invoke_llm(t.provider, t.model, t.creds, prompt, params, timeout=timeout)
+            r = p.lean_invoke(t.provider, t.model, t.creds, prompt, params, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - counted, reported
             with lock:
                 wave.errors.append(repr(e)[:200])
@@ -170,9 +205,8 @@ def concurrent_wave(p: PluginProcess, t: Target, n: int, tokens: int, server_ttf
             if r.error is not None or not r.ended:
                 wave.errors.append(str(r.error or r.failure)[:200])
                 return
-            ft = first_text_time(r)
-            wave.added_ttft.append((ft or r.t_end) - r.t_sent - server_ttft)
-            wave.added_total.append(r.t_end - r.t_sent - ideal_total)
+            wave.streams_done += 1
+            wave.record(r, server_ttft, ideal_total)
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
     for th in threads:
@@ -185,7 +219,7 @@ def concurrent_wave(p: PluginProcess, t: Target, n: int, tokens: int, server_ttf
     return wave
 
 
-def concurrent_steady(p: PluginProcess, t: Target, n: int, tokens: int, server_ttft: float,
+def concurrent_steady(p: LeanDaemon, t: Target, n: int, tokens: int, server_ttft: float,
                       server_itl: float, duration: float, timeout: float = 120.0) -> Wave:
     """``n`` concurrent streams held for ``duration`` seconds: ``n`` closed-loop users, each
     starting its next stream when the last one ends, their first starts spread evenly over one
@@ -204,20 +238,18 @@ def concurrent_steady(p: PluginProcess, t: Target, n: int, tokens: int, server_t
         while time.monotonic() < stop_at:
             started = time.monotonic()
             try:
-                r = p.invoke_llm(t.provider, t.model, t.creds, prompt, params, timeout=timeout)
+                r = p.lean_invoke(t.provider, t.model, t.creds, prompt, params, timeout=timeout)
             except Exception as e:  # noqa: BLE001 - counted, reported
                 with lock:
                     wave.errors.append(repr(e)[:200])
-                continue
-            if started < count_from:
                 continue
             with lock:
                 if r.error is not None or not r.ended:
                     wave.errors.append(str(r.error or r.failure)[:200])
                     continue
-                ft = first_text_time(r)
-                wave.added_ttft.append((ft or r.t_end) - r.t_sent - server_ttft)
-                wave.added_total.append(r.t_end - r.t_sent - ideal_total)
+                wave.streams_done += 1
+                if started >= count_from:
+                    wave.record(r, server_ttft, ideal_total)
 
     threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(n)]
     for th in threads:

@@ -142,3 +142,27 @@ def test_lone_surrogates_become_replacement_characters_and_pairs_stay():
     clean = without_lone_surrogates(obj)
     assert clean == {"a": ["x\ufffdy", {"b": "\U0001f600\ufffd"}], "n": 1}
     json.dumps(clean, ensure_ascii=False).encode("utf-8")  # writable as UTF-8 now
+
+
+@pytest.mark.parametrize("text", [
+    '{"choices":[{"index":0,"delta":{"reasoning_content":" the"},"finish_reason":null}]}',
+    '{"a": ["x\\ud800y", {"b": "\\ud83d\\ude00\\udfff"}]}',  # lone surrogates: cleaned
+    '[NaN, -Infinity, 1e999]',  # the standard library's extensions: still read
+    '{"a": 1, "a": 2, "n": 18446744073709551615, "f": 0.1, "e": "\\u00e9\\n"}',
+])
+def test_an_events_json_reads_as_the_standard_library_reads_it(text):
+    """``events.loads`` (orjson, the standard library for what orjson refuses) gives what
+    ``json.loads`` and ``without_lone_surrogates`` gave before it."""
+    import json
+
+    from deepseek_engine.events import loads
+    from deepseek_engine.protocol import without_lone_surrogates
+
+    assert repr(loads(text)) == repr(without_lone_surrogates(json.loads(text)))
+
+
+def test_json_nested_past_the_limit_still_fails():
+    from deepseek_engine.events import loads
+
+    with pytest.raises(RecursionError):
+        loads("[" * 100_000 + "]" * 100_000)

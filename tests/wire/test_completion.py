@@ -113,3 +113,43 @@ def test_what_arrived_before_a_failure_comes_out_first(sim, registry, done):
             got.append(p.text)
     assert "".join(got) and WANT.startswith("".join(got))
     assert done[0]["outcome"] == "error"
+
+
+class _Lag:
+    """A simulated busy process: the pressure signal fixed at ``window``; sleeps recorded."""
+
+    def __init__(self, window: float) -> None:
+        self.w, self.slept, self.lag = window, [], 0.0
+
+    def window(self) -> float:
+        return self.w
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        time.sleep(seconds)
+
+    def opened(self) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
+def test_under_lag_paced_tokens_merge_within_the_window_and_one_by_one_when_idle(registry):
+    """Issue 16: GPU-paced tokens (10 ms apart) from a process that is behind go out as fuller
+    pieces, the reader never waiting more than MERGE_WINDOW; the same stream from a process
+    that keeps up goes out a token a piece (tokens 50 ms apart: a loaded machine's hiccups
+    cannot gather them)."""
+    from deepseek_engine.pressure import MERGE_WINDOW
+
+    def pieces(gap: float, window: float, tokens: int) -> tuple[list, _Lag]:
+        with Simulator(SimConfig(served_model="deepseek-r1", inter_token=gap)) as sim:
+            c = completion(sim, registry, LONG, {"max_tokens": tokens})
+            c.pressure = lag = _Lag(window)
+            return [p for p in c.pieces() if p.text][:-1], lag  # the last carries the end
+
+    busy, lag = pieces(0.01, MERGE_WINDOW, 80)
+    assert len(busy) <= 80 // 3, len(busy)  # ~8 tokens a piece; 3 leaves room for a slow machine
+    assert lag.slept and max(lag.slept) <= MERGE_WINDOW
+    idle, lag = pieces(0.05, 0.0, 16)
+    assert len(idle) >= 16 - 3 and not lag.slept, len(idle)
