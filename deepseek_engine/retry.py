@@ -35,12 +35,14 @@ T = TypeVar("T")
 class RetryBudget:
     """Token bucket: each request earns ``ratio`` of a retry, plus ``min_per_second`` always."""
 
-    def __init__(self, ratio: float = 0.1, min_per_second: float = 3.0, cap: float = 20.0) -> None:
+    def __init__(self, ratio: float = 0.1, min_per_second: float = 3.0, cap: float = 20.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.cap = cap
+        self._clock = clock
         self._tokens = cap
-        self._at = time.monotonic()
+        self._at = clock()
         self._lock = threading.Lock()
 
     def record_request(self) -> None:
@@ -49,7 +51,7 @@ class RetryBudget:
 
     def try_spend(self) -> bool:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(self.cap, self._tokens + (now - self._at) * self.min_per_second)
             self._at = now
             if self._tokens >= 1.0:

@@ -19,9 +19,13 @@ def test_budget_allows_about_ten_percent_plus_a_floor():
 
 
 def test_budget_floor_refills_with_time():
-    b = RetryBudget(ratio=0.0, min_per_second=100.0, cap=3)
+    now = [100.0]  # a clock the test moves: a stalled machine must not refill the bucket
+    b = RetryBudget(ratio=0.0, min_per_second=100.0, cap=3, clock=lambda: now[0])
     b._tokens = 0
-    b._at = time.monotonic() - 1
+    assert not b.try_spend()
+    now[0] += 0.015  # 1.5 tokens earned
+    assert sum(b.try_spend() for _ in range(10)) == 1
+    now[0] += 1  # 100 earned, the cap keeps 3 (the half left over is capped too)
     assert sum(b.try_spend() for _ in range(10)) == 3
 
 
