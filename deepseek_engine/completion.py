@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .answer import AnswerAssembler, Piece
+from .answer_cache import AnswerCache, Entry, answer_cache, replay
 from .client import ChatClient
 from .credentials import settings_for
 from .discovery import served_model
@@ -43,6 +44,7 @@ class Finished(Piece):
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached: bool = False  # replayed from the answer cache (answer_cache/), not generated now
 
 
 def family_for(model: str, settings: Settings, *, catalogue: bool, served: str | None = None) -> Family:
@@ -88,13 +90,14 @@ class Batch:
     one piece: never held for the network (only while more is already in hand, ``more_ready``)
     and never longer than ``max_hold`` seconds. Tokens paced by the GPU go out one by one."""
 
-    __slots__ = ("calls", "max_hold", "since", "texts")
+    __slots__ = ("calls", "max_hold", "since", "taken", "texts")
 
-    def __init__(self, max_hold: float = MAX_HOLD) -> None:
+    def __init__(self, max_hold: float = MAX_HOLD, *, record: bool = False) -> None:
         self.texts: list[str] = []
         self.calls: list[dict] = []
         self.since = 0.0  # when the oldest piece held arrived
         self.max_hold = max_hold
+        self.taken: list[Piece] | None = [] if record else None  # what went out (the answer cache's)
 
     def add(self, piece: Piece) -> None:
         if not (self.texts or self.calls):
@@ -113,6 +116,8 @@ class Batch:
     def take(self) -> Piece:
         out = Piece("".join(self.texts), self.calls)
         self.texts, self.calls = [], []
+        if self.taken is not None:
+            self.taken.append(out)
         return out
 
 
@@ -125,6 +130,7 @@ class Completion:
     CPU-bound work (counting a long prompt's tokens) off the caller's event loop, as
     ``offload(fn, *args)``; by default a direct call. ``make_client``: the chat client for the
     settings (by default over the process-wide pool, health book, router and prober).
+    ``cache``: the answer cache (by default the process-wide one, from the environment).
 
     ``pieces()`` runs it; ``settings`` (once read) scrubs its errors, ``request_id`` names it to
     the servers (``X-Request-Id``) and in telemetry."""
@@ -133,7 +139,8 @@ class Completion:
                  catalogue: bool, tools: list[dict] | None = None, stop: list[str] | None = None,
                  user: str | None = None, buffered: bool = False, max_chars: int | None = None,
                  vision_models: Sequence[str] = (), offload: Callable[..., object] = _direct,
-                 make_client: Callable[[Settings], ChatClient] = ChatClient) -> None:
+                 make_client: Callable[[Settings], ChatClient] = ChatClient,
+                 cache: AnswerCache | None = None) -> None:
         self.credentials = credentials
         self.model = model
         self.messages = messages
@@ -147,6 +154,7 @@ class Completion:
         self.vision_models = tuple(vision_models)
         self.offload = offload
         self.make_client = make_client
+        self.cache = cache
         self.request_id = f"{REQUEST_ID_PREFIX}{uuid.uuid4().hex[:24]}"
         self.settings: Settings | None = None
 
@@ -158,6 +166,7 @@ class Completion:
         ttft = None
         client = None
         outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
+        cached = False
         try:
             self.settings = settings = settings_for(self.credentials)
             messages = ImagePolicy.of(self.model, settings, catalogue=self.catalogue,
@@ -169,9 +178,21 @@ class Completion:
                 log.info("%s (request %s): %s", self.model, self.request_id, thinking.note)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user, family=family, thinking=thinking)
+            visit = (self.cache or answer_cache()).visit(settings, body, served)
+            hit = visit.lookup() if visit else None
+            if hit is not None:  # the stored answer, streamed or whole as a live one would be
+                cached, ttft = True, time.monotonic() - started
+                prompt_tokens, completion_tokens = hit.prompt_tokens, hit.completion_tokens
+                before, last = replay(hit, streamed=not self.buffered)
+                *more, end = [p for piece in (*before, last) for p in sized(piece, self.max_chars)]
+                yield from more
+                outcome = "ok"
+                yield Finished(end.text, end.tool_calls, hit.finish_reason, prompt_tokens, completion_tokens,
+                               cached=True)
+                return
             answer = AnswerAssembler(thinking.on, tool_markup=bool(self.tools))
             client = self.make_client(settings)
-            held = Batch()
+            held = Batch(record=visit is not None)
             try:
                 for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id,
                                            resumable=family.resumable):
@@ -203,6 +224,10 @@ class Completion:
             outcome = "ok"
             yield Finished(end.text, end.tool_calls, answer.finish_reason or "stop", prompt_tokens,
                            completion_tokens)
+            if visit and client.unbroken:  # delivered, in one unbroken stream: kept for a repeat
+                shown = [*held.taken, last]
+                visit.keep(Entry("".join(p.text for p in shown), [c for p in shown for c in p.tool_calls],
+                                 answer.finish_reason or "stop", prompt_tokens, completion_tokens))
         except GeneratorExit:
             outcome = "cancelled"  # the caller stopped reading: the upstream stream is closed
             raise
@@ -215,4 +240,4 @@ class Completion:
                                    model=self.model, outcome=outcome, error=error,
                                    latency=time.monotonic() - started, ttft=ttft,
                                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                   stream=not self.buffered)
+                                   stream=not self.buffered, cached=cached)
