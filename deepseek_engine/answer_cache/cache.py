@@ -81,7 +81,11 @@ class AnswerCache:
             if revision is None:
                 self.count("bypass", "revision_unknown")
                 return None
-        key = answer_key(self._scope(settings), body, revision=revision, epoch=self.epoch)
+        try:
+            key = answer_key(self._scope(settings), body, revision=revision, epoch=self.epoch)
+        except (TypeError, ValueError):  # a value JSON cannot hold exactly (NaN, an odd type): not keyed
+            self.count("bypass", "unkeyable")
+            return None
         return Visit(self, key, policy)
 
     def _scope(self, settings: Settings) -> str:

@@ -123,3 +123,14 @@ def test_the_credential_fields_are_validated():
                 {"answer_cache": "on", "answer_cache_ttl": "999999"}, {"answer_cache_sampled": "maybe"}):
         with pytest.raises(ConfigError, match="answer_cache"):
             parse_settings({**base, **bad})
+
+
+def test_a_body_json_cannot_hold_exactly_bypasses_the_cache_instead_of_failing():
+    from deepseek_engine.answer_cache import AnswerCache
+
+    cache = AnswerCache(store=object())  # never reached: the key cannot be made
+    settings = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "answer_cache": "on"})
+    for odd in (float("nan"), object()):
+        assert cache.visit(settings, {**BODY, "top_p": odd}, "deepseek-r1", revision="r") is None
+    assert cache.counts["bypass:unkeyable"] == 2
+    assert cache.visit(settings, BODY, "deepseek-r1", revision="r") is not None
