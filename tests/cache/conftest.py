@@ -3,7 +3,8 @@
 redis-server comes from PATH; when it is missing, ``scripts/redis install`` installs Debian's
 package (as root, with apt-get). When that cannot be done, every test of the tier is skipped with
 the reason and the summary says so in red; with ``DEEPSEEK_REAL_REDIS=require`` (what ``.ci/run``
-sets) every test FAILS instead. It is never skipped silently.
+sets) every test FAILS instead. It is never skipped silently. To leave the tier out on purpose, set
+``DEEPSEEK_REAL_REDIS=0``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.cache.redisserver import ROOT, RedisServer
 
 MODE = os.environ.get("DEEPSEEK_REAL_REDIS", "auto").strip().lower()
 REQUIRED = MODE in ("require", "required", "1", "true", "yes", "on")
+OPT_OUT = MODE in ("0", "false", "no", "off")
 _PROBLEM: list[str] = []
 
 
@@ -35,6 +37,9 @@ def _redis_binary() -> str:
 
 @pytest.fixture(scope="session")
 def redis_binary() -> str:
+    if OPT_OUT:
+        _PROBLEM.append("opted out explicitly (DEEPSEEK_REAL_REDIS=0)")
+        pytest.skip("cache tier opted out explicitly (DEEPSEEK_REAL_REDIS=0); unset it to run on real Redis")
     try:
         return _redis_binary()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
@@ -62,6 +67,8 @@ def registry():
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _PROBLEM and not REQUIRED:
+    if OPT_OUT:
+        terminalreporter.write_line("tests/cache: SKIPPED — opted out (DEEPSEEK_REAL_REDIS=0)", yellow=True, bold=True)
+    elif _PROBLEM and not REQUIRED:
         terminalreporter.write_line("tests/cache: SKIPPED, THIS MACHINE HAS NO REDIS — " + _PROBLEM[0],
                                     red=True, bold=True)
