@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 import redis
 
 from deepseek_sim import SimConfig, Simulator
 from tests.protocol import chunk_rules as cr
 from tests.protocol.harness import user_message
-from tests.protocol.plugin_util import PROVIDER, invokes, running_plugin
+from tests.protocol.plugin_util import PROVIDER, free_port, invokes, running_plugin
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
@@ -22,8 +23,16 @@ WEATHER = {"name": "get_weather", "description": "Weather for a city",
 
 @pytest.fixture
 def plugin(redis_server):
-    with running_plugin(DEEPSEEK_CACHE_REDIS_URL=redis_server.url, DEEPSEEK_CACHE_SECRET="protocol-tier") as p:
+    port = free_port()
+    with running_plugin(DEEPSEEK_CACHE_REDIS_URL=redis_server.url, DEEPSEEK_CACHE_SECRET="protocol-tier",
+                        DEEPSEEK_METRICS_PORT=str(port), DEEPSEEK_METRICS_ADDR="127.0.0.1") as p:
+        p.metrics_url = f"http://127.0.0.1:{port}/metrics"
         yield p
+
+
+def counter(text: str, name: str, **labels) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()))
 
 
 def fingerprints(result) -> set:
@@ -70,3 +79,8 @@ def test_a_repeat_replays_reasoning_and_tool_calls_streamed_and_blocking(plugin,
         # the same question from a credential with the cache off reaches the GPU
         off = chat(credentials={"endpoint_urls": sim.base_url})
         assert not fingerprints(off) and len(invokes(sim.requests)) == before + 1
+    metrics = httpx.get(plugin.metrics_url).text
+    assert counter(metrics, "deepseek_answer_cache_total", event="hit") == 4
+    assert counter(metrics, "deepseek_answer_cache_total", event="miss") == 2
+    assert counter(metrics, "deepseek_answer_cache_bytes_total", direction="written") > 0
+    assert counter(metrics, "deepseek_answer_cache_bytes_total", direction="read") > 0
