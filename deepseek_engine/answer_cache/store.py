@@ -54,8 +54,12 @@ def store_config(env: Mapping[str, str]) -> StoreConfig | None:
         ms = -1.0
     if not 1 <= ms <= 5000:
         raise ValueError(f"DEEPSEEK_CACHE_TIMEOUT_MS must be 1 to 5000 milliseconds, got {raw[:20]!r}")
-    return StoreConfig(url=url, password=env.get("DEEPSEEK_CACHE_REDIS_PASSWORD") or None,
-                       ca_file=env.get("DEEPSEEK_CACHE_REDIS_CA", "").strip() or None, timeout=ms / 1000)
+    ca = env.get("DEEPSEEK_CACHE_REDIS_CA", "").strip() or None
+    if ca and not url.startswith("rediss://"):
+        raise ValueError("DEEPSEEK_CACHE_REDIS_CA is for TLS: write DEEPSEEK_CACHE_REDIS_URL as rediss://..., "
+                         "or unset DEEPSEEK_CACHE_REDIS_CA")
+    return StoreConfig(url=url, password=env.get("DEEPSEEK_CACHE_REDIS_PASSWORD") or None, ca_file=ca,
+                       timeout=ms / 1000)
 
 
 class RedisStore:
@@ -90,6 +94,8 @@ class RedisStore:
         except (redis.RedisError, OSError) as e:
             # redis-py's words name host:port, never the password; the cause is dropped all the same
             raise StoreError(f"{type(e).__name__}: {str(e)[:200]}") from None
+        except Exception as e:  # a client library's own fault (an option it refuses...): still no failed request
+            raise StoreError(f"the Redis client failed: {type(e).__name__}") from None
 
     def close(self) -> None:
         self.client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -25,22 +26,26 @@ def _free_port() -> int:
 
 class RedisServer:
     """``redis-server`` on 127.0.0.1:``port``; ``kill()`` it (SIGKILL, as a crash) and ``start()``
-    it again on the same port."""
+    it again on the same port. ``tls``: (certificate, key) PEM files: TLS only, on that port."""
 
-    def __init__(self, binary: str, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, password: str | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         self.binary = binary
         self.port = port or _free_port()
         self.password = password
+        self.tls = tls
         self.dir = tempfile.mkdtemp(prefix="dshc-redis-")
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls[0], "--tls-key-file",
+                 self.tls[1], "--tls-auth-clients", "no"] if self.tls else ["--port", str(self.port)]
+        args = [self.binary, *ports, "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self.dir, "--maxmemory", "64mb",
                 "--maxmemory-policy", "allkeys-lru"]
         if self.password:
@@ -59,7 +64,12 @@ class RedisServer:
 
     def command(self, *words: str) -> bytes:
         """One inline command over a plain socket (no client library), its raw reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as plain:
+            s = plain
+            if self.tls:  # the helper only talks to its own server: no verification needed
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                s = ctx.wrap_socket(plain)
             if self.password:
                 s.sendall(f"AUTH {self.password}\r\n".encode())
                 s.recv(64)
