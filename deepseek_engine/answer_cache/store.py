@@ -94,7 +94,7 @@ class RedisStore:
         except (redis.RedisError, OSError) as e:
             # redis-py's words name host:port, never the password; the cause is dropped all the same
             raise StoreError(f"{type(e).__name__}: {str(e)[:200]}") from None
-        except Exception as e:  # a client library's own fault (an option it refuses...): still no failed request
+        except Exception as e:  # noqa: BLE001 - a client library's own fault: still no failed request
             raise StoreError(f"the Redis client failed: {type(e).__name__}") from None
 
     def close(self) -> None:

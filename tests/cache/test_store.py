@@ -13,7 +13,7 @@ import pytest
 from deepseek_engine.answer_cache import AnswerCache, Entry
 from deepseek_engine.settings import parse_settings
 from tests.cache.redisserver import RedisServer
-from tests.security.certs import make_ca, issue
+from tests.security.certs import issue, make_ca
 
 SETTINGS = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "answer_cache": "on"})
 BODY = {"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0}
