@@ -47,6 +47,7 @@ class AnswerCache:
         self.writer = Writer(self._write, writer_capacity)
         self.counts: Counter = Counter()  # event -> count, and bytes_read / bytes_written
         self._told: set[str] = set()
+        self._scopes: dict[tuple, str] = {}  # (Settings.scope, endpoint URLs) -> scope in keys
         self._lock = threading.Lock()
 
     @classmethod
@@ -89,10 +90,19 @@ class AnswerCache:
         return Visit(self, key, policy)
 
     def _scope(self, settings: Settings) -> str:
-        identity = settings.scope
-        if self.stable_secret:  # Settings.scope's key is per process: one from the operator's secret
-            identity = credential_scope(settings.api_key, settings.oauth2, settings.tls, key=self.secret)
-        return cache_scope(identity, tuple(e.url for e in settings.endpoints), self.secret)
+        """The credential's scope in keys, worked out once per credential and endpoint set (two
+        keyed hashes cost a request tens of microseconds)."""
+        endpoints = tuple(e.url for e in settings.endpoints)
+        known = self._scopes.get((settings.scope, endpoints))
+        if known is None:
+            identity = settings.scope
+            if self.stable_secret:  # Settings.scope's key is per process: one from the operator's secret
+                identity = credential_scope(settings.api_key, settings.oauth2, settings.tls, key=self.secret)
+            known = cache_scope(identity, endpoints, self.secret)
+            if len(self._scopes) >= 1024:  # bounded: a stream of new credentials cannot grow it
+                self._scopes.clear()
+            self._scopes[(settings.scope, endpoints)] = known
+        return known
 
     # -- the store, behind the circuit -----------------------------------------------------
     def read(self, key: str) -> tuple[bool, Entry | None]:
