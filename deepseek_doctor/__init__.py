@@ -34,6 +34,8 @@ through a list of checks (``runner.CHECKS``), each returning a ``Check(name, sta
     chat.py     speed      median TTFT and tokens/s
                 usage      stream_options.include_usage honoured
                 continue   continue_final_message accepted: a stream cut mid-answer can be continued
+    cache.py    cache      once, with the fleet: the answer cache's Redis named by DEEPSEEK_CACHE_REDIS_URL
+                           in the environment (reachable, fast enough, maxmemory with eviction)
 
 The model's family (``deepseek_engine.families``: the served id, or ``--catalogue``) decides what
 is sent (``thinking.thinking_for`` and ``protocol.build_body``, as the plugin does) and which

@@ -3,8 +3,10 @@ through ``CHECKS`` in order (a check whose need failed is skipped), then the fle
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 from deepseek_engine.client import ChatClient
 from deepseek_engine.errors import ConfigError
@@ -13,6 +15,7 @@ from deepseek_engine.retry import RetryPolicy
 from deepseek_engine.settings import Settings, parse_settings
 from deepseek_engine.transport import ClientRegistry
 
+from .cache import check_cache
 from .chat import check_continue, check_reasoning, check_speed, check_tools, check_usage
 from .images import check_images
 from .network import check_connect, check_tls
@@ -130,4 +133,7 @@ def run(urls: list[str], opts: Options | None = None, *,
                                           p.family.name if p.model else None))
     finally:
         registry.close()
-    return Report(reports, _fleet(reports), secrets=settings.secrets(), strict=opts.strict)
+    cache = check_cache(os.environ)  # the answer cache's Redis, when the environment names one
+    secrets = settings.secrets() + [s for s in (os.environ.get("DEEPSEEK_CACHE_REDIS_PASSWORD"),
+                                                urlsplit(os.environ.get("DEEPSEEK_CACHE_REDIS_URL", "")).password) if s]
+    return Report(reports, _fleet(reports) + ([cache] if cache else []), secrets=secrets, strict=opts.strict)

@@ -92,6 +92,8 @@ class ChatClient:
         # chunk without holding any token back for the network (events.Readiness)
         self.more_ready = False
         self.pending = 0  # deltas of the current network read not yielded yet
+        # False once the last stream was continued, cut or ended early: not an answer to keep (answer_cache/)
+        self.unbroken = True
         self._failover = Failover(settings.endpoints, health, self.scope, self.policy, self.auth)
 
     def headers(self) -> dict[str, str]:
@@ -125,6 +127,7 @@ class ChatClient:
         unless not ``resumable`` (a model whose server ignores ``continue_final_message``)."""
         settings = self.settings
         endpoints = settings.endpoints
+        self.unbroken = True
         deadline = time.monotonic() + settings.timeouts.total
         order = self.router.order(endpoints, self.scope, settings.routing_policy)
         self.policy.budget.record_request()
@@ -157,9 +160,11 @@ class ChatClient:
                 else:
                     return
             except StartedOver:
+                self.unbroken = False
                 log.warning("%s began the answer again instead of continuing it "
                             "(continue_final_message ignored)", ep.name)
             except EngineError as e:
+                self.unbroken = False
                 if progress.finished:  # only the usage or [DONE] was lost: the answer is whole
                     log.warning("stream from %s broke after its answer was complete: %s", ep.name, e.message)
                     return

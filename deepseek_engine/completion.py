@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .answer import AnswerAssembler, Piece
+from .answer_cache import AnswerCache, Entry, answer_cache, replay
 from .client import ChatClient
 from .credentials import settings_for
 from .discovery import served_model
@@ -46,6 +47,7 @@ class Finished(Piece):
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached: bool = False  # replayed from the answer cache (answer_cache/), not generated now
 
 
 def family_for(model: str, settings: Settings, *, catalogue: bool, served: str | None = None) -> Family:
@@ -97,10 +99,10 @@ class Batch:
     ``pressure.MERGE_WINDOW`` between two pieces. A stream counts as open (``pressure.opened``)
     from the batch's making to its ``close``."""
 
-    __slots__ = ("calls", "clock", "last", "max_hold", "pressure", "since", "texts")
+    __slots__ = ("calls", "clock", "last", "max_hold", "pressure", "since", "taken", "texts")
 
     def __init__(self, max_hold: float = MAX_HOLD, pressure: Pressure = PRESSURE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, record: bool = False) -> None:
         self.texts: list[str] = []
         self.calls: list[dict] = []
         self.since = 0.0  # when the oldest piece held arrived
@@ -108,6 +110,7 @@ class Batch:
         self.max_hold = max_hold
         self.pressure = pressure
         self.clock = clock
+        self.taken: list[Piece] | None = [] if record else None  # what went out (the answer cache's)
         pressure.opened()
 
     def add(self, piece: Piece) -> None:
@@ -133,6 +136,8 @@ class Batch:
         out = Piece("".join(self.texts), self.calls)
         self.texts, self.calls = [], []
         self.last = self.clock()
+        if self.taken is not None:
+            self.taken.append(out)
         return out
 
     def pause(self) -> float:
@@ -164,6 +169,7 @@ class Completion:
     CPU-bound work (counting a long prompt's tokens) off the caller's event loop, as
     ``offload(fn, *args)``; by default a direct call. ``make_client``: the chat client for the
     settings (by default over the process-wide pool, health book, router and prober).
+    ``cache``: the answer cache (by default the process-wide one, from the environment).
 
     ``pieces()`` runs it; ``settings`` (once read) scrubs its errors, ``request_id`` names it to
     the servers (``X-Request-Id``) and in telemetry."""
@@ -174,7 +180,8 @@ class Completion:
                  catalogue: bool, tools: list[dict] | None = None, stop: list[str] | None = None,
                  user: str | None = None, buffered: bool = False, max_chars: int | None = None,
                  vision_models: Sequence[str] = (), offload: Callable[..., object] = _direct,
-                 make_client: Callable[[Settings], ChatClient] = ChatClient) -> None:
+                 make_client: Callable[[Settings], ChatClient] = ChatClient,
+                 cache: AnswerCache | None = None) -> None:
         self.credentials = credentials
         self.model = model
         self.messages = messages
@@ -188,6 +195,7 @@ class Completion:
         self.vision_models = tuple(vision_models)
         self.offload = offload
         self.make_client = make_client
+        self.cache = cache
         self.request_id = f"{REQUEST_ID_PREFIX}{uuid.uuid4().hex[:24]}"
         self.settings: Settings | None = None
 
@@ -199,6 +207,7 @@ class Completion:
         ttft = None
         client = None
         outcome, error, prompt_tokens, completion_tokens = "error", None, None, None
+        cached = False
         try:
             self.settings = settings = settings_for(self.credentials)
             messages = ImagePolicy.of(self.model, settings, catalogue=self.catalogue,
@@ -211,11 +220,23 @@ class Completion:
             output = output_format(self.parameters)
             body = build_body(served, messages, self.parameters, tools=self.tools, stop=self.stop,
                               user=self.user, family=family, thinking=thinking, output=output)
+            visit = (self.cache or answer_cache()).visit(settings, body, served)
+            hit = visit.lookup() if visit else None
+            if hit is not None:  # the stored answer, streamed or whole as a live one would be
+                cached, ttft = True, time.monotonic() - started
+                prompt_tokens, completion_tokens = hit.prompt_tokens, hit.completion_tokens
+                before, last = replay(hit, streamed=not self.buffered)
+                *more, end = [p for piece in (*before, last) for p in sized(piece, self.max_chars)]
+                yield from more
+                outcome = "ok"
+                yield Finished(end.text, end.tool_calls, hit.finish_reason, prompt_tokens, completion_tokens,
+                               cached=True)
+                return
             # a grammar holds from the first token unless the server parses reasoning (which then
             # arrives in its own field): constrained text before any tag is the answer, not reasoning
             answer = AnswerAssembler(thinking.on and not output.constrained, tool_markup=bool(self.tools))
             client = self.make_client(settings)
-            held = Batch(pressure=self.pressure)
+            held = Batch(pressure=self.pressure, record=visit is not None)
             shown: list[str] = []  # the text, for the check of a constrained answer
             try:
                 # a grammar starts afresh in a continuation: a cut constrained answer is not continued
@@ -258,6 +279,10 @@ class Completion:
             outcome = "ok"
             yield Finished(end.text, end.tool_calls, answer.finish_reason or "stop", prompt_tokens,
                            completion_tokens)
+            if visit and client.unbroken:  # delivered, in one unbroken stream: kept for a repeat
+                went = [*held.taken, last]
+                visit.keep(Entry("".join(p.text for p in went), [c for p in went for c in p.tool_calls],
+                                 answer.finish_reason or "stop", prompt_tokens, completion_tokens))
         except GeneratorExit:
             outcome = "cancelled"  # the caller stopped reading: the upstream stream is closed
             raise
@@ -270,4 +295,4 @@ class Completion:
                                    model=self.model, outcome=outcome, error=error,
                                    latency=time.monotonic() - started, ttft=ttft,
                                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                   stream=not self.buffered)
+                                   stream=not self.buffered, cached=cached)

@@ -21,8 +21,8 @@ from .errors import ConfigError
 from .families import KINDS
 from .tls import TLSConfig
 
-__all__ = ["Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints", "display_url",
-           "credential_secrets"]
+__all__ = ["AnswerCacheSettings", "Endpoint", "Timeouts", "Settings", "parse_settings", "parse_endpoints",
+           "display_url", "credential_secrets"]
 
 MAX_ENDPOINTS = 64
 _SPLIT = re.compile(r"[\s,;]+")
@@ -65,6 +65,20 @@ class OAuth2:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerCacheSettings:
+    """The credential's use of the answer cache (answer_cache/, docs/cache.md)."""
+
+    mode: str = "off"  # off, shadow (counts would-be hits, never serves), on
+    ttl: int = 3600  # seconds an entry lives (DEFAULT_ANSWER_CACHE_TTL)
+    sampled: bool = False  # also cache answers drawn at a temperature above 0
+
+
+ANSWER_CACHE_MODES = ("off", "shadow", "on")
+DEFAULT_ANSWER_CACHE_TTL = 3600
+MAX_ANSWER_CACHE_TTL = 86400
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     endpoints: tuple[Endpoint, ...]
     api_key: str | None = field(default=None, repr=False)
@@ -81,6 +95,7 @@ class Settings:
     tls: TLSConfig = TLSConfig()
     oauth2: OAuth2 | None = None
     routing_policy: str | None = None  # a name in routing/factory.py; None: the default policy
+    answer_cache: AnswerCacheSettings = AnswerCacheSettings()
     # who is asking: a keyed hash of the credential's identity (key, OAuth2 client, TLS settings),
     # for the shared state one credential's settings may only change for itself (credential_scope)
     scope: str = field(default="", repr=False, compare=False)
@@ -95,11 +110,13 @@ class Settings:
 _SCOPE_KEY = _secrets.token_bytes(32)  # per process: a scope cannot be guessed from a credential
 
 
-def credential_scope(api_key: str | None, oauth2: OAuth2 | None, tls: TLSConfig) -> str:
-    """A short keyed hash naming one credential's identity, never revealing it."""
+def credential_scope(api_key: str | None, oauth2: OAuth2 | None, tls: TLSConfig, *,
+                     key: bytes = _SCOPE_KEY) -> str:
+    """A short keyed hash naming one credential's identity, never revealing it. ``key``: this
+    process's own by default; the answer cache passes the operator's, the same in every process."""
     identity = repr((api_key, oauth2 and (oauth2.token_url, oauth2.client_id, oauth2.client_secret,
                                           oauth2.scope, oauth2.audience), tls.key))
-    return hmac.new(_SCOPE_KEY, identity.encode(), hashlib.sha256).hexdigest()[:24]
+    return hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def basic_credentials(url: str) -> str | None:
@@ -420,7 +437,17 @@ def parse_settings(creds: Mapping) -> Settings:
         reasoning=_kind(creds),
         vision=_vision(creds),
         structured_output=_structured(creds),
+        answer_cache=_answer_cache(creds),
     )
+
+
+def _answer_cache(creds: Mapping) -> AnswerCacheSettings:
+    mode = str(creds.get("answer_cache") or "off").strip()
+    if mode not in ANSWER_CACHE_MODES:
+        raise ConfigError(f"answer_cache must be one of {', '.join(ANSWER_CACHE_MODES)}, got {mode[:20]!r}")
+    ttl = _number(creds, "answer_cache_ttl", int, low=1, high=MAX_ANSWER_CACHE_TTL, label="seconds")
+    return AnswerCacheSettings(mode=mode, ttl=ttl or DEFAULT_ANSWER_CACHE_TTL,
+                               sampled=_switch(creds, "answer_cache_sampled", default=False))
 
 
 def _kind(creds: Mapping) -> str | None:

@@ -44,10 +44,19 @@ class Telemetry:
         if self.metrics:
             self.metrics["in_flight"].labels(endpoint).inc(delta)
 
+    def answer_cache(self, event: str, reason: str, n: int) -> None:
+        """The answer cache's hits, misses, bypasses (with why), errors and bytes."""
+        if self.metrics:
+            if event.startswith("bytes_"):
+                self.metrics["cache_bytes"].labels(event.removeprefix("bytes_")).inc(n)
+            else:
+                self.metrics["cache"].labels(event, reason).inc(n)
+
     # -- request events (the Dify edge) --------------------------------------------------
     def request_done(self, *, request_id: str, endpoint: str | None, model: str, outcome: str,
                      error: str | None, latency: float, ttft: float | None,
-                     prompt_tokens: int | None, completion_tokens: int | None, stream: bool) -> None:
+                     prompt_tokens: int | None, completion_tokens: int | None, stream: bool,
+                     cached: bool = False) -> None:
         ep = endpoint or "none"
         if self.metrics:
             m = self.metrics
@@ -66,7 +75,7 @@ class Telemetry:
                 "latency_ms": round(latency * 1000, 1),
                 "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "ts": round(time.time(), 3)}, separators=(",", ":")))
+                "cached": cached, "ts": round(time.time(), 3)}, separators=(",", ":")))
 
 
 TELEMETRY = Telemetry()
@@ -115,5 +124,9 @@ def _start_metrics(port: int, addr: str) -> dict:
                              ["endpoint"]),
         "in_flight": Gauge("deepseek_in_flight", "Requests in flight per endpoint", ["endpoint"]),
         "up": Gauge("deepseek_endpoint_up", "1 if the endpoint is routable, 0 if ejected", ["endpoint"]),
+        "cache": Counter("deepseek_answer_cache", "Answer cache events: hit, miss, shadow_hit, shadow_miss, "
+                         "bypass (reason), error, unreadable, dropped", ["event", "reason"]),
+        "cache_bytes": Counter("deepseek_answer_cache_bytes", "Answer cache bytes read and written",
+                               ["direction"]),
     }
     return metrics

@@ -114,6 +114,8 @@ _DEFAULT_CONTEXT = 32768
 # character as \u0001), so a chunk of this many characters stays under 3 MiB.
 _MAX_CHUNK_CHARS = 512 * 1024
 _MAX_LINE_BYTES = 5 * 1024 * 1024 - 64 * 1024  # a blocking answer's one line, less the envelope
+# the system fingerprint of an answer replayed from the answer cache (its usage: what it cost when generated)
+_CACHED = "deepseek-answer-cache"
 
 
 def _offload(fn, *args):
@@ -251,7 +253,8 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
             try:
                 for index, piece in enumerate(pieces):
                     if isinstance(piece, Finished):
-                        yield LLMResultChunk(model=model, delta=LLMResultChunkDelta(
+                        yield LLMResultChunk(model=model, system_fingerprint=_CACHED if piece.cached else None,
+                                             delta=LLMResultChunkDelta(
                             index=index, message=AssistantPromptMessage(
                                 content=piece.text, tool_calls=_tool_calls(piece.tool_calls)),
                             usage=self._usage(piece.prompt_tokens, piece.completion_tokens),
@@ -285,13 +288,14 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         """Blocking mode: the same stream (so the idle deadline applies), gathered."""
         text: list[str] = []
         calls: list = []
-        usage = None
+        usage = fingerprint = None
         for c in chunks:
             text.append(c.delta.message.content or "")
             calls.extend(c.delta.message.tool_calls)
             usage = c.delta.usage or usage
+            fingerprint = c.system_fingerprint or fingerprint
         result = LLMResult(model=model, message=AssistantPromptMessage(content="".join(text), tool_calls=calls),
-                           usage=usage)
+                           usage=usage, system_fingerprint=fingerprint)
         # Dify reads one chunk of a blocking answer: it must fit one line (measured when it may not)
         chars = sum(map(len, text)) + sum(len(c.function.arguments) for c in calls)
         if chars > _MAX_CHUNK_CHARS:

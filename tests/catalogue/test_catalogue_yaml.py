@@ -320,7 +320,8 @@ def test_every_credential_field_states_required() -> None:
 
 CONNECTION = ["auth_mode", "api_key", "oauth2_token_url", "oauth2_client_id", "oauth2_client_secret",
               "oauth2_scope", "oauth2_audience", "tls_mode", "tls_ca_bundle", "tls_client_cert",
-              "tls_client_key", "tls_verify", "timeouts", "routing_policy"]
+              "tls_client_key", "tls_verify", "timeouts", "routing_policy",
+              "answer_cache", "answer_cache_ttl", "answer_cache_sampled"]
 
 
 def test_connection_fields_are_shared_and_shown_only_for_their_mode(provider) -> None:
@@ -361,6 +362,17 @@ def test_routing_policy_choices_are_the_factory_s(provider) -> None:
     assert field.type.value == "select" and not field.required and field.default == DEFAULT_POLICY
     assert [o.value for o in field.options] == list(POLICIES)  # a policy added to the factory is offered
     assert field.label.zh_hans and all(o.label.en_us and o.label.zh_hans for o in field.options)
+
+
+def test_answer_cache_choices_are_the_settings_and_off_by_default(provider) -> None:
+    from deepseek_engine.settings import ANSWER_CACHE_MODES
+
+    forms = {f.variable: f for f in provider.provider_credential_schema.credential_form_schemas}
+    field = forms["answer_cache"]
+    assert field.type.value == "select" and not field.required and field.default == "off"
+    assert [o.value for o in field.options] == list(ANSWER_CACHE_MODES)
+    assert [o.value for o in forms["answer_cache_sampled"].options] == ["false", "true"]
+    assert all(f.label.zh_hans for f in (field, forms["answer_cache_ttl"], forms["answer_cache_sampled"]))
 
 
 def test_model_credential_form(provider) -> None:
