@@ -69,7 +69,7 @@ class Asker:
 
     def ask(self, messages: list[dict], mode: str) -> tuple[float, float, bool]:
         """(time to first piece, time to the whole answer, replayed from the cache)."""
-        creds = {"endpoint_urls": self.url, "answer_cache": mode}
+        creds = {"endpoint_urls": self.url, "api_key": "sk-bench-0001", "answer_cache": mode}
         c = Completion(creds, "deepseek-r1", messages, {"temperature": 0}, catalogue=True, cache=self.cache,
                        make_client=lambda s: ChatClient(s, registry=self.registry, health=self.health, prober=None))
         t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def chat(asker: Asker, conversations: int, turns: int) -> dict:
 
 def miss_cost(cache: AnswerCache, n: int) -> float:
     """Median microseconds of the cache's work on a miss: visit, lookup, queueing the write."""
-    settings = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "answer_cache": "on"})
+    settings = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "api_key": "sk-bench-0001", "answer_cache": "on"})
     entry = Entry("<think>\nhm\n</think>\n\nan answer of a few words", [], "stop", 20, 10)
     times = []
     for i in range(n):

@@ -421,7 +421,7 @@ def parse_settings(creds: Mapping) -> Settings:
         raise ConfigError("auth_mode must be api_key, oauth2 or none")
     if creds.get("auth_mode") == "none":
         api_key = None
-    return Settings(
+    settings = Settings(
         endpoints=endpoints,
         tls=tls,
         oauth2=oauth2,
@@ -439,6 +439,14 @@ def parse_settings(creds: Mapping) -> Settings:
         structured_output=_structured(creds),
         answer_cache=_answer_cache(creds),
     )
+    if settings.answer_cache.mode != "off" and not settings.secrets():
+        # two workspaces with the same keyless credential cannot be told apart: one could probe
+        # what the other asked (an exact repeat answered at once)
+        raise ConfigError("the answer cache keeps each credential's entries apart by its secret, and "
+                          "this credential has none: set an API key (start vLLM or SGLang with "
+                          "--api-key and enter it here), OAuth2 or a client certificate, or leave "
+                          "answer_cache off")
+    return settings
 
 
 def _answer_cache(creds: Mapping) -> AnswerCacheSettings:

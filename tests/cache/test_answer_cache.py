@@ -23,7 +23,7 @@ from tests.cache.redisserver import Mute
 
 Q = [{"role": "user", "content": "Classify this ticket: my order never arrived"}]
 DET = {"temperature": 0}
-ON = {"answer_cache": "on"}
+ON = {"answer_cache": "on", "api_key": "sk-team-0000"}
 WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                               "parameters": {"type": "object",
                                                              "properties": {"location": {"type": "string"}}}}}]
@@ -148,7 +148,7 @@ def test_sampled_answers_are_kept_only_when_opted_in(sim, registry, cache, redis
 
 
 def test_shadow_mode_counts_would_be_hits_and_never_serves(sim, registry, cache):
-    shadow = {"answer_cache": "shadow"}
+    shadow = {"answer_cache": "shadow", "api_key": "sk-team-0000"}
     warm(sim, registry, cache, creds=shadow)
     again = ask(sim, registry, cache, creds=shadow)
     assert not again[-1].cached and chats(sim) == 3

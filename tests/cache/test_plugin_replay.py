@@ -50,7 +50,7 @@ def written(server, n: int) -> None:
 
 def test_a_repeat_replays_reasoning_and_tool_calls_streamed_and_blocking(plugin, redis_server):
     with Simulator(SimConfig(served_model="deepseek-r1", shape="reasoning")) as sim:
-        creds = {"endpoint_urls": sim.base_url, "answer_cache": "on"}
+        creds = {"endpoint_urls": sim.base_url, "api_key": "sk-replay-0001", "answer_cache": "on"}
 
         def chat(tools=None, stream=True, credentials=creds):
             r = plugin.invoke_llm(PROVIDER, "deepseek-r1", credentials, [user_message("Is my order late?")],

@@ -15,7 +15,7 @@ from deepseek_engine.settings import parse_settings
 from tests.cache.redisserver import RedisServer
 from tests.security.certs import issue, make_ca
 
-SETTINGS = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "answer_cache": "on"})
+SETTINGS = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "api_key": "sk-store-0001", "answer_cache": "on"})
 BODY = {"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0}
 ENTRY = Entry("<think>\nhm\n</think>\n\nyes", [], "stop", 3, 4)
 PASSWORD = "cache-pw-SECRET-5521"

@@ -115,7 +115,7 @@ def test_the_revision_is_what_the_listing_says_of_the_served_id():
 
 
 def test_the_credential_fields_are_validated():
-    base = {"endpoint_urls": "http://gpu:8000/v1"}
+    base = {"endpoint_urls": "http://gpu:8000/v1", "api_key": "sk-team-a-0001"}
     assert parse_settings(base).answer_cache == AnswerCacheSettings("off", 3600, False)
     s = parse_settings({**base, "answer_cache": "shadow", "answer_cache_ttl": "60", "answer_cache_sampled": "true"})
     assert s.answer_cache == AnswerCacheSettings("shadow", 60, True)
@@ -125,11 +125,22 @@ def test_the_credential_fields_are_validated():
             parse_settings({**base, **bad})
 
 
+@pytest.mark.parametrize("mode", ["on", "shadow"])
+def test_a_credential_without_a_secret_cannot_turn_the_cache_on(mode):
+    # nothing tells two workspaces' keyless credentials apart: their entries would be shared
+    keyless = {"endpoint_urls": "http://gpu:8000/v1", "answer_cache": mode}
+    with pytest.raises(ConfigError, match="has none: set an API key") as e:
+        parse_settings(keyless)
+    assert "answer_cache off" in str(e.value)
+    assert parse_settings({**keyless, "answer_cache": "off"}).answer_cache.mode == "off"
+    assert parse_settings({**keyless, "endpoint_urls": "http://u:pw-0001@gpu:8000/v1"}).answer_cache.mode == mode
+
+
 def test_a_body_json_cannot_hold_exactly_bypasses_the_cache_instead_of_failing():
     from deepseek_engine.answer_cache import AnswerCache
 
     cache = AnswerCache(store=object())  # never reached: the key cannot be made
-    settings = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "answer_cache": "on"})
+    settings = parse_settings({"endpoint_urls": "http://gpu:8000/v1", "api_key": "sk-1", "answer_cache": "on"})
     for odd in (float("nan"), object()):
         assert cache.visit(settings, {**BODY, "top_p": odd}, "deepseek-r1", revision="r") is None
     assert cache.counts["bypass:unkeyable"] == 2
