@@ -4,9 +4,9 @@ a heartbeat while it runs (a silent minute looks like a hang), then the time it 
     with step("starting the plugin as Dify's daemon does", about="5-30 s"):
         ...
 
-prints ``starting the plugin as Dify's daemon does (about 5-30 s)``, then ``  ... still at it, 10 s``
-every ``every`` seconds, then ``  done in 12.3 s``. Standard library only: ``scripts/real_vllm`` runs
-it with whatever ``python3`` it finds.
+prints ``starting the plugin as Dify's daemon does (about 5-30 s) ...``, then
+``  ... starting the plugin as Dify's daemon does: 10 s so far`` every ``every`` seconds, then
+``  done in 12.3 s``. Standard library only: ``scripts/real_vllm`` runs it with whatever ``python3`` it finds.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def step(what: str, about: str | None = None, *, every: float = HEARTBEAT_S,
 
     def beat() -> None:
         while not done.wait(every):
-            say(stream, f"  ... still {what[:1].lower() + what[1:]}, {time.monotonic() - t0:.0f} s so far")
+            say(stream, f"  ... {what}: {time.monotonic() - t0:.0f} s so far")
 
     beater = threading.Thread(target=beat, name="progress", daemon=True)
     beater.start()
