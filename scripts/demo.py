@@ -37,11 +37,11 @@ def main() -> int:
     creds = {"endpoint_urls": args.endpoint or sim.base_url, "api_key": args.api_key, "served_model_name": None}
     t_start = time.monotonic()
     try:
-        with step("starting the plugin as Dify's daemon does (python -m main, INSTALL_METHOD=local)",
+        with step("starting the plugin as Dify's daemon does: python -m main, INSTALL_METHOD=local",
                   about="5-30 s", out=sys.stdout):
             plugin = PluginProcess(ROOT).start(ready_timeout=60)
         with plugin:
-            with step("validating the credentials as Dify's settings page does (every endpoint, then a warm-up)",
+            with step("validating the credentials as Dify's settings page does: every endpoint, then a warm-up",
                       about="2-10 s", out=sys.stdout):
                 v = plugin.validate_provider_credentials("deepseek_selfhosted", creds)
             if v.error:
