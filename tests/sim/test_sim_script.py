@@ -27,12 +27,14 @@ def _start(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
         if line.strip().startswith("URL:"):
             return proc, line.split("URL:", 1)[1].strip(), lines
     proc.kill()
+    proc.stdout.close()
     raise AssertionError(f"scripts/sim printed no URL: {lines}")
 
 
 def _stop(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGINT)
-    out = proc.stdout.read()  # not communicate(timeout=...): it skips what readline() already buffered
+    with proc.stdout:
+        out = proc.stdout.read()  # not communicate(timeout=...): it skips what readline() already buffered
     assert proc.wait(timeout=15) == 0, out
     return out
 
