@@ -122,3 +122,19 @@ def test_scripts_package_ends_with_the_checks_it_made_and_their_result(plugin, t
     assert "WARN" in warned.stdout and "3 of 4 checks passed" in warned.stdout.splitlines()[-1]
     refused = subprocess.run([*cmd, "--review"], capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 1 and "CHANGELOG.md" in refused.stderr, refused.stderr
+
+
+def test_the_readme_reads_in_a_dify_operators_order():
+    """What it is, install, serve, configure, try it without a GPU (its one prerequisite stated there),
+    then the depth; the contributor half last."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    order = ["## Install", "## Serve a model", "## Configure", "## Try it without a GPU", "## Routing",
+             "## Failures", "## Security", "## Metrics", "## For contributors"]
+    at = [next(i for i, h in enumerate(headings) if h.startswith(want)) for want in order]
+    assert at == sorted(at), headings
+    try_it = text.split("## Try it without a GPU", 1)[1].split("\n## ", 1)[0]
+    assert "Python 3.12" in try_it and "scripts/demo" in try_it and "scripts/sim" in try_it
+    install = text.split("## Install", 1)[1].split("\n## ", 1)[0]
+    for way in ("Marketplace", "GitHub", "Local Package File"):  # the three ways Dify documents
+        assert way in install, way
