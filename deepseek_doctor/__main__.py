@@ -100,13 +100,38 @@ def main(argv: list[str] | None = None) -> int:
                        oauth2_client_secret=os.environ.get("DEEPSEEK_OAUTH2_CLIENT_SECRET") or None,
                        oauth2_scope=args.oauth2_scope, oauth2_audience=args.oauth2_audience,
                        strict=args.strict)
-        progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-        report = run(args.urls, opts, progress=progress)
+        status = None if args.quiet else Status(sys.stderr)
+        try:
+            report = run(args.urls, opts, progress=status)
+        finally:
+            if status:
+                status.clear()
     except ConfigError as e:
         print(f"doctor: {e}", file=sys.stderr)
         return 2
     print(report.to_json() if args.json else report.render(), flush=True)
     return report.exit_code
+
+
+class Status:
+    """Progress while probing. On a terminal it is one line rewritten in place and erased before the
+    report, which says it all again; in a log (not a terminal) it is a line per step."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, msg: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + msg)
+            self.stream.flush()
+        else:
+            print(msg, file=self.stream, flush=True)
+
+    def clear(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from deepseek_sim import SimConfig, Simulator
+from scripts.progress import step
 from tests.protocol.harness import PluginProcess, user_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +35,19 @@ def main() -> int:
                                   ttft=0.3, inter_token=0.03)).start()
         print(f"simulator: {sim.base_url} (vLLM-style, reasoning parser on)")
     creds = {"endpoint_urls": args.endpoint or sim.base_url, "api_key": args.api_key, "served_model_name": None}
+    t_start = time.monotonic()
     try:
-        with PluginProcess(ROOT).start(ready_timeout=60) as plugin:
-            print(f"plugin ready in {plugin.ready_after:.2f}s (python -m main, INSTALL_METHOD=local)")
-            v = plugin.validate_provider_credentials("deepseek_selfhosted", creds)
+        with step("starting the plugin as Dify's daemon does: python -m main, INSTALL_METHOD=local",
+                  about="5-30 s", out=sys.stdout):
+            plugin = PluginProcess(ROOT).start(ready_timeout=60)
+        with plugin:
+            with step("validating the credentials as Dify's settings page does: every endpoint, then a warm-up",
+                      about="2-10 s", out=sys.stdout):
+                v = plugin.validate_provider_credentials("deepseek_selfhosted", creds)
             if v.error:
                 print(f"credentials rejected: {v.error['message']}")
                 return 1
-            print("credentials valid\n")
+            print(f"credentials valid; streaming {args.model}'s answer to {args.prompt!r}:\n")
             t0 = time.monotonic()
             first = None
             usage = error = None
@@ -64,6 +70,7 @@ def main() -> int:
             print(f"first token after {first:.2f}s; usage: prompt {usage['prompt_tokens']}, "
                   f"completion {usage['completion_tokens']}, total {usage['total_tokens']} tokens, "
                   f"latency {usage['latency']:.2f}s")
+            print(f"demo done in {time.monotonic() - t_start:.0f}s: the plugin streamed an answer as it will in Dify")
             return 0
     finally:
         if sim:

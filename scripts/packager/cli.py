@@ -1,5 +1,6 @@
 """The command line: ``scripts/package [--out DIR] [--root DIR] [--max-size-mb N] [--check-only]
-[--allow-missing-sources]``; a summary of what was packaged, or one line per violation."""
+[--allow-missing-sources] [--review]``; a summary of what was packaged and the checks made with their
+result, or one line per violation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .build import DEFAULT_MAX_SIZE, MIB, BuildResult, build
 from .errors import PackageError
 from .ignore import collect_files
 from .manifest import check_manifest
+from .review import review
 
 __all__ = ["main"]
 
@@ -44,6 +46,30 @@ def _summary(res: BuildResult) -> str:
     return "\n".join(lines)
 
 
+def _checks(res: BuildResult, max_size: int, findings: list[str]) -> str:
+    """What was checked and how it came out: the last lines a packager prints."""
+    models = sum(1 for f in res.files if f.startswith("models/") and f.endswith(".yaml"))
+    checks = [
+        ("ok", f"manifest.yaml, the provider and {models} model YAMLs against the plugin daemon's rules "
+               "(name, author, version, icons, privacy, runner, entrypoint, sources)"),
+        ("ok", f".difyignore keeps everything the daemon needs; {len(res.files)} files packaged"),
+        ("ok", f"size {_human(res.uncompressed_size)} uncompressed, limit {_human(max_size)}"),
+        ("ok" if not findings else "WARN",
+         "marketplace review checklist (privacy policy, README sections, icons, labels in every declared "
+         "language, version and CHANGELOG.md, release and Auto-PR workflows)"
+         + "".join(f"\n          - {f}" for f in findings)),
+    ]
+    lines = ["Checks:"] + [f"  {status:<6}  {what}" for status, what in checks]
+    passed = sum(status == "ok" for status, _ in checks)
+    if findings:
+        lines.append(f"Result: package written; {passed} of {len(checks)} checks passed. The review findings do "
+                     "not stop a local install; fix them before a release "
+                     "(scripts/package --review makes them errors).")
+    else:
+        lines.append(f"Result: all {len(checks)} checks passed; {res.path.name} is ready to install or submit.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/package",
                                  description="Build and check the Dify plugin package (.difypkg).")
@@ -55,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-only", action="store_true", help="only validate; write nothing")
     ap.add_argument("--allow-missing-sources", action="store_true",
                     help="do not require main.py / provider / model Python sources to exist")
+    ap.add_argument("--review", action="store_true",
+                    help="a marketplace review finding is an error (the release workflows use it)")
     args = ap.parse_args(argv)
     root = Path(args.root)
     require = not args.allow_missing_sources
@@ -66,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             files = collect_files(root)
             print(f"OK: manifest and model declarations valid; {len(files)} files would be packaged.")
             return 0
+        findings = review(root)
+        if findings and args.review:
+            raise PackageError("marketplace review checklist failed:\n  - " + "\n  - ".join(findings))
         res = build(root, args.out, max_size=args.max_size_mb * MIB, require_sources=require)
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(_summary(res))
+    print(_checks(res, args.max_size_mb * MIB, findings))
     return 0

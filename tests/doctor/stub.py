@@ -7,6 +7,7 @@ connection."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -127,7 +128,7 @@ class Stub:
             def _event(self, obj: dict) -> None:
                 self.wfile.write(f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
@@ -135,3 +136,15 @@ class Stub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # the doctor hangs up once it knows enough, or at its deadline on a loaded machine: writing to
+        # that socket is no failure of the test, and socketserver would print its traceback mid-run.
+        # Anything else (a bug in the stub) still prints.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)

@@ -826,3 +826,55 @@ def test_tiny_png_is_a_valid_png():
     assert struct.unpack(">II", chunks[b"IHDR"][:8]) == (4, 4)
     assert zlib.decompress(chunks[b"IDAT"]) == (b"\x00" + b"\xff" * 12) * 4
     assert list(chunks) == [b"IHDR", b"IDAT", b"IEND"]
+
+
+def test_the_stub_is_quiet_when_the_doctor_hangs_up_but_not_about_its_own_bugs(make_stub, capsys):
+    """A client that hangs up mid-answer is normal here (the doctor stops reading once it knows
+    enough); socketserver printed its traceback in the middle of the tier's passing output."""
+    stub = make_stub()
+    for error, printed in ((BrokenPipeError(32, "Broken pipe"), False),
+                           (ConnectionResetError(104, "reset by peer"), False),
+                           (KeyError("a bug in the stub"), True)):
+        try:
+            raise error
+        except Exception:  # noqa: BLE001 - handle_error reads the exception being handled
+            stub.server.handle_error(None, ("127.0.0.1", 1))
+        err = capsys.readouterr().err
+        assert ("Traceback" in err) is printed, (error, err)
+
+
+def _as_a_terminal_shows_it(raw: str) -> list[str]:
+    """The lines a terminal is left showing: \\r returns to the line's start, ESC[K erases the rest."""
+    shown = []
+    for line in raw.replace("\r\n", "\n").split("\n"):
+        shown.append(line.split("\r")[-1].replace("\x1b[K", ""))
+    return [line for line in shown if line.strip()]
+
+
+def test_run_in_a_terminal_it_prints_the_report_once(make_sim):
+    """Interactively the progress is one line rewritten in place and erased; only the report stays.
+    (It printed a line per step, about twenty, then the report repeating them.)"""
+    import pty
+
+    sim = make_sim()
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "deepseek_doctor", sim.base_url, "--requests", "1"],
+                            stdout=follower, stderr=follower, env=env, cwd=ROOT)
+    os.close(follower)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the doctor exited and closed the terminal
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    shown = _as_a_terminal_shows_it(raw.decode())
+    assert "…" in raw.decode()  # progress was shown while it ran
+    assert not [line for line in shown if "…" in line], shown  # and none of it is left
+    assert shown[-1].startswith("passed:"), shown
+    assert sum(line.strip().startswith("ok    connect") for line in shown) == 1, shown

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.progress import step
 from scripts.real_vllm import realvllm as rv
 from tests.protocol.plugin_util import running_plugin
 from tests.real.recorder import VLLM_TOOL_STREAM_LOSSES, RecordingProxy
@@ -91,8 +92,24 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def vllm_servers():
-    """Every server, healthy. Any failure is a loud test error naming the cause."""
+def vllm_servers(request):
+    """Every server, healthy. Any failure is a loud test error naming the cause. What it is doing is
+    shown as it happens (pytest would hold it until the end: a silent first two minutes look hung)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        by_name = _start_servers()
+    try:
+        yield Servers(by_name)
+    finally:
+        rss = [rv.rss_of_group(s.proc.pid) for s in by_name.values() if s.proc is not None]
+        if rss:
+            _TIMINGS["server RSS"] = " + ".join(f"{r / 2**30:.1f} GiB" for r in rss)
+        for srv in by_name.values():
+            srv.stop()
+
+
+def _start_servers() -> dict[str, rv.VllmServer]:
+    print()  # off the line of test dots
     t0 = time.monotonic()
     problem = None
     try:
@@ -115,7 +132,8 @@ def vllm_servers():
         for i, srv in enumerate(by_name.values()):
             srv.start(python, cpu=i % ncpu if ncpu > 1 else None)
             started.append(srv)
-        with ThreadPoolExecutor(len(by_name)) as pool:
+        with step(f"[real_vllm] starting {len(by_name)} vLLM servers ({', '.join(by_name)}) on loopback",
+                  "20-110 s; more on a loaded machine"), ThreadPoolExecutor(len(by_name)) as pool:
             took = dict(zip(by_name, pool.map(lambda s: s.wait_healthy(timeout), by_name.values()),
                             strict=True))
     except rv.RealVllmUnavailable as e:
@@ -129,14 +147,7 @@ def vllm_servers():
             srv.stop()
         _unavailable(problem)
     _TIMINGS["servers healthy after"] = " / ".join(f"{t:.0f}s ({name})" for name, t in took.items())
-    try:
-        yield Servers(by_name)
-    finally:
-        rss = [rv.rss_of_group(s.proc.pid) for s in by_name.values() if s.proc is not None]
-        if rss:
-            _TIMINGS["server RSS"] = " + ".join(f"{r / 2**30:.1f} GiB" for r in rss)
-        for srv in by_name.values():
-            srv.stop()
+    return by_name
 
 
 @pytest.fixture(scope="session")
