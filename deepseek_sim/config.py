@@ -62,6 +62,14 @@ class SimConfig:
     # "v3.2-speciale", "v4", "v4.1"): it thinks as chat_template_kwargs.thinking says, else at the
     # server's default. None: a model that always reasons as ``shape`` says (R1) or never ("plain").
     hybrid: str | None = None
+    # Automatic prefix caching (deepseek_sim.prefix_cache): the prompt's longest cached run of full
+    # ``block_size``-token blocks is reused, ``kv_blocks`` blocks held at most (0 = unlimited), each
+    # uncached prompt token costs ``prefill_per_token`` seconds of this replica's serialised prefill.
+    # Usage then reports prompt_tokens_details.cached_tokens; /metrics the hits and queries.
+    prefix_caching: bool = False
+    kv_blocks: int = 0
+    block_size: int = 16
+    prefill_per_token: float = 0.0
 
     def __post_init__(self) -> None:
         from .script import SHAPES
@@ -82,6 +90,8 @@ class SimConfig:
             raise ValueError(f"tool_markup must be one of {MARKUP_FAMILIES} or None, got {self.tool_markup!r}")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
+        if self.block_size < 1 or self.kv_blocks < 0 or self.prefill_per_token < 0:
+            raise ValueError("block_size must be >= 1, kv_blocks and prefill_per_token >= 0")
 
 
 @dataclass
