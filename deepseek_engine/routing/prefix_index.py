@@ -39,13 +39,19 @@ GROW = 1.1
 
 
 class _Endpoint:
-    __slots__ = ("links", "tokens", "capacity", "ceiling")
+    __slots__ = ("links", "tokens", "capacity", "ceiling", "scale")
 
     def __init__(self) -> None:
         self.links: OrderedDict[int, tuple[float, int]] = OrderedDict()  # hash → (last used, tokens)
         self.tokens = 0
         self.capacity = CAPACITY_TOKENS
-        self.ceiling: int | None = None  # the server's own KV size, when it reports it
+        self.ceiling: int | None = None  # the server's own KV size in its tokens, when it reports it
+        self.scale: float | None = None  # the index's estimated tokens per server token, from usage
+
+    @property
+    def top(self) -> int:
+        """The most the index may assume, in its own token estimate."""
+        return int(self.ceiling * (self.scale or 1.0)) if self.ceiling else CAPACITY_TOKENS
 
 
 class PrefixIndex:
@@ -105,12 +111,14 @@ class PrefixIndex:
             ep = self._by_url.get(url)
             if ep is None:
                 return
-            top = ep.ceiling or CAPACITY_TOKENS
+            scale = estimated / prompt  # characters per token differ by language and tokenizer
+            ep.scale = scale if ep.scale is None else ep.scale + 0.1 * (scale - ep.scale)
             if reused < predicted * MISSED:
                 ep.capacity = max(MIN_CAPACITY_TOKENS, int(ep.capacity * SHRINK))
-                self._evict(ep, time.monotonic())
             elif reused > predicted + max(MIN_CAPACITY_TOKENS // 16, estimated // 10):
-                ep.capacity = min(top, int(ep.capacity * GROW))
+                ep.capacity = int(ep.capacity * GROW)
+            ep.capacity = min(ep.capacity, ep.top)
+            self._evict(ep, time.monotonic())
 
     def set_ceiling(self, url: str, kv_tokens: int | None) -> None:
         """The server's KV cache holds ``kv_tokens`` (None: unknown): the index never assumes more."""
@@ -119,8 +127,8 @@ class PrefixIndex:
             if ep is None:
                 ep = self._by_url[url] = _Endpoint()
             ep.ceiling = kv_tokens
-            if kv_tokens is not None and ep.capacity > kv_tokens:
-                ep.capacity = kv_tokens
+            if ep.capacity > ep.top:
+                ep.capacity = ep.top
                 self._evict(ep, time.monotonic())
 
     def drop(self, url: str) -> None:

@@ -1,7 +1,8 @@
 """The router: the signals behind each endpoint's cost, and the order a request tries endpoints in.
 
 Cost is the endpoint's peak-EWMA time to first token times its queue (this process's in-flight
-requests plus the server's own waiting queue, when its ``/metrics`` says), divided by its weight; a
+requests plus the server's own waiting queue, when its ``/metrics`` says; once the batch's capacity
+is learnt, requests it has room for count a quarter each), divided by its weight; a
 server reporting saturation (KV cache > 80% or more than 5 waiting) costs ten times more, so it is
 avoided while others have room (the scraped figures are moved by the requests this process sent
 since the scrape). Metrics come from a background scraper, never from the request path, and when
@@ -30,6 +31,11 @@ from .prefix import Prefix
 from .prefix_index import PrefixIndex
 
 __all__ = ["Router"]
+
+# What one more request in a batch with room adds to a new one's time to first token, as a share
+# of the whole: continuous batching starts it at the next step, its prefill sharing the step with
+# the others' decoding. Without a learnt capacity each in-flight request counts whole.
+BATCHED = 0.25
 
 
 class _Stats:
@@ -140,6 +146,7 @@ class Router:
             if s.capacity:  # learnt: one more request would wait for a slot
                 waiting = max(0.0, at_server - s.capacity)
                 saturated = at_server + 1 > s.capacity
+                queue = BATCHED * s.in_flight  # with room in the batch it starts at once
             else:
                 waiting = load.waiting + max(0, s.in_flight - s.in_flight_at_load)
                 saturated = load.saturated or waiting > SATURATED_QUEUE

@@ -135,3 +135,21 @@ def test_equal_costs_are_spread_not_all_sent_to_the_first_listed():
     r = _router()  # nothing measured: every cost is the same
     firsts = [r.order((a, b, c))[0] for _ in range(300)]
     assert all(firsts.count(e) > 50 for e in (a, b, c)), [firsts.count(e) for e in (a, b, c)]
+
+
+def test_a_fast_replica_with_room_in_its_batch_beats_an_idle_slow_one():
+    """A server batches: while its learnt capacity has room, a request starts at once and the
+    others slow it only a little, so the 3x faster replica keeps winning with requests in flight
+    until its batch is full (then the slow one with room is next)."""
+    fast, slow = parse_endpoints("http://fast:1/v1, http://slow:1/v1")
+    r = _router()
+    r.observe_ttft(fast.url, 0.05)
+    r.observe_ttft(slow.url, 0.15)
+    for e in (fast, slow):  # each scraped at 4 of 8 slots (KV half full): capacity 8 learnt
+        r.observe_load(e.url, ServerLoad(running=4, waiting=0, kv=0.5, at=1e18))
+        r.observe_load(e.url, ServerLoad(running=0, waiting=0, kv=0.0, at=1e18))
+    for n in range(7):
+        assert r.order((fast, slow))[0] == fast, n
+        r.started(fast.url)
+    r.started(fast.url)  # the eighth: full
+    assert r.order((fast, slow))[0] == slow
