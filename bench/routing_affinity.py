@@ -138,16 +138,28 @@ def start_sims(args_list: list[list[str]]) -> list[tuple[subprocess.Popen, str]]
     return [(p, p.stdout.readline().rsplit(" ", 1)[-1].strip()) for p in procs]
 
 
-def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: float, users: int,
-        nonce: int) -> Result:
-    """One run; ``nonce`` makes its prompts its own (the replicas live on between runs, and what an
-    earlier run left in their caches is never reused, only evicted first)."""
-    urls = [u for _, u in sims]
+def engine(urls: list[str], policy: RoutingPolicy):
+    """``(new client, stop)``: the engine as the plugin runs it (a prober, health, one pool), every
+    credential's requests ordered by ``policy``; one client per user, all sharing it."""
     settings = parse_settings({"endpoint_urls": ",".join(urls), "timeouts": "idle=10 first_token=20"})
     book = HealthBook()
     router = Router(book, policy)
     prober = Prober(book, router, health_interval=1.0, metrics_interval=0.5)
     registry = ClientRegistry()
+
+    def stop() -> None:
+        prober.stop()
+        registry.close()
+
+    return (lambda: ChatClient(settings, registry=registry, health=book, router=router, prober=prober)), stop
+
+
+def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: float, users: int,
+        nonce: int) -> Result:
+    """One run; ``nonce`` makes its prompts its own (the replicas live on between runs, and what an
+    earlier run left in their caches is never reused, only evicted first)."""
+    urls = [u for _, u in sims]
+    client, stop = engine(urls, policy)
     res = Result(share={f"replica {i + 1}": 0 for i in range(len(urls))})
     names = {u: f"replica {i + 1}" for i, u in enumerate(urls)}
     before = [scrape(u) for u in urls]
@@ -158,7 +170,7 @@ def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: fl
 
     def user(uid: int) -> None:
         rng = random.Random(f"{seed}-user-{uid}")
-        client = ChatClient(settings, registry=registry, health=book, router=router, prober=prober)
+        chat = client()
         time.sleep(rng.uniform(0, THINK))  # users do not start in lockstep
         while time.monotonic() < stop_at:
             hot = scn.hot is not None and rng.random() < scn.hot
@@ -173,7 +185,7 @@ def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: fl
                 t = time.monotonic()
                 first, text = None, []
                 try:
-                    for d in client.stream(body):
+                    for d in chat.stream(body):
                         if first is None and d.has_output:
                             first = time.monotonic() - t
                         text.append(d.content)
@@ -186,7 +198,7 @@ def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: fl
                     res.answers += 1
                     res.whole.append(took)
                     res.ttft.setdefault(turn, []).append(first if first is not None else took)
-                    res.share[names[client.last_endpoint.url]] += 1
+                    res.share[names[chat.last_endpoint.url]] += 1
                 history.append({"role": "assistant", "content": "".join(text)})
                 time.sleep(rng.expovariate(1 / THINK))
 
@@ -199,8 +211,7 @@ def run(scn: Scenario, policy: RoutingPolicy, sims: list, seed: int, seconds: fl
     for t in threads:
         t.join()
     res.seconds = time.monotonic() - start
-    prober.stop()
-    registry.close()
+    stop()
     after = [scrape(u) for u in urls]
     for (q0, h0), (q1, h1) in zip(before, after, strict=True):
         if q1 >= q0:  # a killed replica answers nothing
@@ -213,11 +224,7 @@ def run_small(policy: RoutingPolicy, sims: list, seed: int, seconds: float) -> R
     """The mixed fleet (fast, slow, near saturation), 6 users with short think times: the fast
     replica has room most of the time. Time to the whole answer, after a warm-up."""
     urls = [u for _, u in sims]
-    settings = parse_settings({"endpoint_urls": ",".join(urls), "timeouts": "idle=5 first_token=10"})
-    book = HealthBook()
-    router = Router(book, policy)
-    prober = Prober(book, router, health_interval=1.0, metrics_interval=0.5)
-    registry = ClientRegistry()
+    client, stop = engine(urls, policy)
     names = dict(zip(urls, MIXED_FLEET, strict=True))
     res = Result(share=dict.fromkeys(MIXED_FLEET, 0))
     lock = threading.Lock()
@@ -227,11 +234,11 @@ def run_small(policy: RoutingPolicy, sims: list, seed: int, seconds: float) -> R
 
     def user(uid: int) -> None:
         rng = random.Random(f"{seed}-small-{uid}")
-        client = ChatClient(settings, registry=registry, health=book, router=router, prober=prober)
+        chat = client()
         while time.monotonic() < stop_at:
             t = time.monotonic()
             try:
-                list(client.stream(body))
+                list(chat.stream(body))
             except EngineError:
                 with lock:
                     res.errors += 1
@@ -241,7 +248,7 @@ def run_small(policy: RoutingPolicy, sims: list, seed: int, seconds: float) -> R
             with lock:
                 res.answers += 1
                 res.whole.append(time.monotonic() - t)
-                res.share[names[client.last_endpoint.url]] += 1
+                res.share[names[chat.last_endpoint.url]] += 1
             time.sleep(rng.expovariate(1 / 0.1))
 
     threads = [threading.Thread(target=user, args=(u,)) for u in range(6)]
@@ -250,8 +257,7 @@ def run_small(policy: RoutingPolicy, sims: list, seed: int, seconds: float) -> R
     for t in threads:
         t.join()
     res.seconds = time.monotonic() - measure_from
-    prober.stop()
-    registry.close()
+    stop()
     return res
 
 
