@@ -826,3 +826,24 @@ def test_tiny_png_is_a_valid_png():
     assert struct.unpack(">II", chunks[b"IHDR"][:8]) == (4, 4)
     assert zlib.decompress(chunks[b"IDAT"]) == (b"\x00" + b"\xff" * 12) * 4
     assert list(chunks) == [b"IHDR", b"IDAT", b"IEND"]
+
+
+# -- a gateway in front of the GPU servers ------------------------------------------------------
+
+def test_a_gateway_is_recognised_and_its_missing_metrics_are_no_fault(make_stub, run_doctor):
+    stub = make_stub(gateway=True, tools="ignore")
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    g = _check(rep, "gateway")
+    assert g["status"] == "ok" and "SGLang Model Gateway in front of 3 worker(s)" in g["detail"]
+    assert "this one URL" in g["detail"]
+    m = _check(rep, "metrics")
+    assert m["status"] == "ok" and "gateway" in m["detail"]
+    assert code == 0
+
+
+def test_a_gateway_listed_beside_servers_it_balances_is_flagged(make_stub, make_sim, run_doctor):
+    stub, sim = make_stub(gateway=True, tools="ignore"), make_sim()
+    _, rep, _ = _json(run_doctor, stub.base_url, sim.base_url)
+    g = _check(rep, "gateway", 0)
+    assert g["status"] == "warn" and "alone" in g["detail"]
+    assert not [c for c in rep["endpoints"][1]["checks"] if c["name"] == "gateway"]  # a plain server

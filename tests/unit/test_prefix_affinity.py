@@ -231,3 +231,15 @@ def test_with_affinity_off_it_is_the_load_policy_draw_for_draw():
 def test_weight_outside_its_range_is_refused():
     with pytest.raises(ValueError, match="weight"):
         Affinity(weight=1.0)
+
+
+def test_one_gateway_url_is_left_to_the_gateway():
+    """Given one URL (a gateway that routes by prefix itself), the policy has nothing to decide:
+    nothing is hashed, recorded or learnt, whatever the server reports."""
+    (gw,) = parse_endpoints("http://gateway:30000/v1")
+    router = Router(HealthBook())
+    p = Prefix(turns(3), "s")
+    assert router.order((gw,), "s", "prefix_affinity", p) == [gw]
+    router.served(gw.url, p)
+    router.reused(gw.url, p, {"prompt_tokens": 4000, "prompt_tokens_details": {"cached_tokens": 0}})
+    assert not p.computed and router.prefixes.held(gw.url) == 0
