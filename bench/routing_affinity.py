@@ -115,7 +115,9 @@ class Result:
     share: dict[str, int] = field(default_factory=dict)
 
     def all_ttft(self, since: int = 1) -> list[float]:
-        return [x for t, xs in self.ttft.items() if t >= since for x in xs]
+        """TTFTs from turn ``since`` on; all of them for single-turn runs (no prefix reuse)."""
+        got = [x for t, xs in self.ttft.items() if t >= since for x in xs]
+        return got or [x for xs in self.ttft.values() for x in xs]
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -148,8 +150,7 @@ def engine(urls: list[str], policy: RoutingPolicy):
     registry = ClientRegistry()
 
     def stop() -> None:
-        prober.stop()
-        registry.close()
+        prober.stop()  # the pool is left to the collector: a last scrape may still be reading
 
     return (lambda: ChatClient(settings, registry=registry, health=book, router=router, prober=prober)), stop
 

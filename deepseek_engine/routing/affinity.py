@@ -6,9 +6,10 @@ policy (``PowerOfTwo``) ranks the candidates first; then each endpoint's cost is
 the share ``r`` of the prompt it probably holds (``prefix_index.py``): ``cost × (1 − weight × r)``,
 counted only from ``min_match_tokens`` on and never for a saturated server. The best-matching
 endpoint thus wins while its cost stays within ``1 / (1 − weight × r)`` of the least loaded one
-(2× for a full match at the default weight 0.5), else load decides: affinity alone makes hot
-spots (llm-d saw about 55% of requests succeed with prefix scoring alone, 100% with a load term).
-With ``weight`` 0 it is the load policy itself, draw for draw.
+(4× for a full match at the default weight 0.75, chosen by bench/routing_affinity: docs/routing.md),
+else load decides: affinity alone makes hot spots (llm-d saw about 55% of requests succeed with
+prefix scoring alone, 100% with a load term). With ``weight`` 0 it is the load policy itself,
+draw for draw.
 
 Anchors: SGLang Model Gateway's ``cache_aware`` (match share over ``cache_threshold`` 0.3–0.5,
 unless the load spread exceeds ``balance_abs_threshold`` and ``balance_rel_threshold`` 1.1–1.5);
@@ -25,7 +26,7 @@ from .power_of_two import PowerOfTwo
 
 __all__ = ["Affinity", "WEIGHT", "MIN_MATCH_TOKENS"]
 
-WEIGHT = 0.5  # a full match tolerates twice the least loaded's cost (SMG's rel threshold 1.5, AIBrix's mean + 2σ)
+WEIGHT = 0.75  # a full match tolerates 4x the least loaded's cost; 0.5 (2x) measured worse in every scenario
 MIN_MATCH_TOKENS = 256  # below, a match saves less prefill than routing noise (GIE: 16 blocks of 16 tokens)
 
 

@@ -209,13 +209,15 @@ def first(policy, fleet):
 
 def test_the_best_match_wins_while_its_cost_stays_within_the_guard():
     costs = {A.url: 1.0, B.url: 1.5, C.url: 3.0}
-    assert first(Affinity(), Fleet(costs, {B.url: 4000})) == B  # 1.5 × (1 − 0.5) < 1.0
-    assert first(Affinity(), Fleet(costs, {C.url: 4000})) == A  # 3.0: beyond twice the least loaded
-    assert first(Affinity(), Fleet(costs, {B.url: 1000})) == A  # a quarter matched: 1.5 × 0.875
-    assert first(Affinity(), Fleet(costs, {B.url: 4000}, saturated={B.url})) == A
-    assert first(Affinity(min_match_tokens=5000), Fleet(costs, {B.url: 4000})) == A
-    assert first(Affinity(weight=0.75), Fleet(costs, {C.url: 4000})) == C  # 3.0 × 0.25 < 1.0
-    ranked = Affinity().rank(list(EPS), Fleet(costs, {B.url: 4000}))
+    half = Affinity(weight=0.5)  # a full match tolerates twice the least loaded's cost
+    assert first(half, Fleet(costs, {B.url: 4000})) == B  # 1.5 × (1 − 0.5) < 1.0
+    assert first(half, Fleet(costs, {C.url: 4000})) == A  # 3.0: beyond twice the least loaded
+    assert first(half, Fleet(costs, {B.url: 1000})) == A  # a quarter matched: 1.5 × 0.875
+    assert first(half, Fleet(costs, {B.url: 4000}, saturated={B.url})) == A
+    assert first(Affinity(weight=0.5, min_match_tokens=5000), Fleet(costs, {B.url: 4000})) == A
+    assert first(Affinity(), Fleet(costs, {C.url: 4000})) == C  # the default 0.75: 3.0 × 0.25 < 1.0
+    assert first(Affinity(), Fleet({**costs, C.url: 4.5}, {C.url: 4000})) == A  # beyond 4x
+    ranked = half.rank(list(EPS), Fleet(costs, {B.url: 4000}))
     assert ranked == [B, A, C]  # the rest by load, for failover
 
 

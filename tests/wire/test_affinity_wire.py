@@ -50,11 +50,11 @@ def test_the_next_turn_goes_where_the_conversation_is_cached_while_within_the_gu
             assert load.last_endpoint.url == fast.base_url, (n, router.cost(load.settings.endpoints[0], 0),
                                                              router.cost(load.settings.endpoints[1], 0))
 
-        for _ in range(2):  # the slower one now 3x busier than the fast one: beyond the guard
+        for _ in range(3):  # the slower one busy: 6x the fast one's cost, beyond the guard (4x)
             router.started(slower.base_url)
         list(affinity.stream(body(4)))
         assert affinity.last_endpoint.url == fast.base_url
-        for _ in range(2):
+        for _ in range(3):
             router.finished(slower.base_url)
     finally:
         fast.stop()
