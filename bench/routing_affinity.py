@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import re
@@ -302,9 +303,11 @@ def decision_cost(prompt_tokens: int = 32_000, n_endpoints: int = 8, rounds: int
         part = Prefix(build_body(MODEL, msgs[:1 + (len(msgs) - 1) * i // n_endpoints], {}), "scope")
         router.prefixes.record(e.url, *part.chain)
     hashing, deciding, both = [], [], []
+    wire = json.dumps(body)
     for _ in range(rounds):
+        fresh = json.loads(wire)  # new strings, as each request's are: no hash cached on them
         t = time.perf_counter_ns()
-        p = Prefix(body, "scope")
+        p = Prefix(fresh, "scope")
         p.chain  # noqa: B018 - the hashing being timed
         t1 = time.perf_counter_ns()
         router.order(eps, "scope", None, p)
