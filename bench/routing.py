@@ -57,7 +57,7 @@ class RandomChoice(RoutingPolicy):
         return c
 
 
-POLICIES = {"load-aware (P2C)": PowerOfTwo, "round robin": RoundRobin, "random": RandomChoice}
+POLICIES = {"load-aware": PowerOfTwo, "round robin": RoundRobin, "random": RandomChoice}
 
 
 def start_sim(args: list[str]) -> tuple[subprocess.Popen, str]:
@@ -215,6 +215,9 @@ def _commit() -> str:
         return "?"
 
 
+AFFINITY_BEGIN = "<!-- bench/routing_affinity: begin"  # its section and the prose after it stay
+
+
 def write_report(rows, a, seconds, cost) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     lines = ["# Routing benchmark", "",
@@ -234,7 +237,7 @@ def write_report(rows, a, seconds, cost) -> None:
         lines.append(f"| {scenario} | {name} | {r['p50']*1000:.1f} | {r['p99']*1000:.1f} | {r['rps']:.2f} "
                      f"| {r['errors']} ({r['mid_stream']}) |")
     base = {n: r for s, n, r in rows if s == "mixed fleet"}
-    ours, rr = base["load-aware (P2C)"], base["round robin"]
+    ours, rr = base["load-aware"], base["round robin"]
     lines += ["", f"On the mixed fleet the load-aware router's p99 TTFT is **{ours['p99']/rr['p99']:.2f}x** round "
               f"robin's (target ≤ 0.5x) and its throughput **{ours['rps']/rr['rps']:.2f}x** (target ≥ 1.25x).", "",
               "Where the answers went (mixed fleet; count, TTFT p99):", ""]
@@ -243,7 +246,10 @@ def write_report(rows, a, seconds, cost) -> None:
     lines += ["", f"One routing decision (`Router.order` over 8 endpoints, every signal populated) costs "
               f"{cost[0]:.1f} µs median, {cost[1]:.1f} µs p99, in this process.", "",
               NOTES.format(cores=os.cpu_count()), ""]
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    out = Path(a.out)
+    kept = out.read_text() if out.exists() else ""
+    tail = kept[kept.index(AFFINITY_BEGIN):] if AFFINITY_BEGIN in kept else ""  # bench/routing_affinity's
+    out.write_text("\n".join(lines) + "\n" + (("\n" + tail) if tail else ""))
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -258,7 +264,8 @@ def write_report(rows, a, seconds, cost) -> None:
             ax.tick_params(axis="x", labelsize=8)
         fig.tight_layout()
         fig.savefig(Path(a.out).with_suffix(".png"), dpi=100)
-        Path(a.out).write_text(Path(a.out).read_text() + f"\n![routing]({Path(a.out).with_suffix('.png').name})\n")
+        out.write_text("\n".join(lines) + f"\n\n![routing]({out.with_suffix('.png').name})\n"
+                       + (("\n" + tail) if tail else ""))
     except ImportError:
         pass
 

@@ -50,6 +50,8 @@ class Probe:
         self.shape: str | None = None
         self.thinks: bool | None = None  # reasoning seen when asked to think (check_reasoning)
         self.usage_seen: bool | None = None
+        self.gateway: str | None = None  # a gateway's name when the endpoint is one (check_gateway)
+        self.listed = 1  # endpoints given to the doctor, this one included
 
     @property
     def family(self) -> Family:

@@ -17,6 +17,7 @@ from deepseek_engine.transport import ClientRegistry
 
 from .cache import check_cache
 from .chat import check_continue, check_reasoning, check_speed, check_tools, check_usage
+from .gateway import check_gateway
 from .images import check_images
 from .network import check_connect, check_tls
 from .probe import Options, Probe
@@ -33,6 +34,7 @@ CHECKS: list[tuple[Callable[[Probe], Check | None], tuple[str, ...]]] = [
     (check_tls, ("connect",)),
     (check_auth, ("connect", "tls")),
     (check_models, ("auth",)),
+    (check_gateway, ("connect", "tls")),
     (check_health, ("connect", "tls")),
     (check_metrics, ("connect", "tls")),
     (check_reasoning, ("models",)),
@@ -106,6 +108,7 @@ def run(urls: list[str], opts: Options | None = None, *,
             client = ChatClient(single, registry=registry, health=HealthBook(), policy=one_try,
                                 prober=None)
             p = Probe(ep, single, client, opts)
+            p.listed = len(settings.endpoints)
             checks = []
             for fn, needs in CHECKS:
                 name = fn.__name__.removeprefix("check_")

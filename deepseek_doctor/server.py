@@ -139,6 +139,10 @@ def check_metrics(p: Probe) -> Check:
         return Check("metrics", WARN, _failed("/metrics", e, p))
     flavor_hint = ("SGLang exposes it only with --enable-metrics" if p.flavor != "vllm"
                    else "expose the server's /metrics at the same address")
+    if p.gateway and r.status_code != 200:
+        return Check("metrics", OK, f"/metrics answers {r.status_code}: a gateway balances its workers "
+                     "by their metrics itself; the plugin needs none for its one URL",
+                     {"status": r.status_code, "gateway": p.gateway})
     if r.status_code != 200:
         return Check("metrics", WARN, f"/metrics answers {r.status_code}: {flavor_hint}. Without it "
                      "the plugin routes on its own in-flight counts and measured time to first "

@@ -48,7 +48,7 @@ from .resume import (
     unless_started_over,
 )
 from .retry import RetryPolicy
-from .routing import ROUTER, Router
+from .routing import ROUTER, Prefix, Router
 from .settings import Endpoint, Settings
 from .telemetry import TELEMETRY
 from .tls import build_context
@@ -129,7 +129,8 @@ class ChatClient:
         endpoints = settings.endpoints
         self.unbroken = True
         deadline = time.monotonic() + settings.timeouts.total
-        order = self.router.order(endpoints, self.scope, settings.routing_policy)
+        prefix = Prefix(body, self.scope)  # hashed only if the credential's policy looks at it
+        order = self.router.order(endpoints, self.scope, settings.routing_policy, prefix)
         self.policy.budget.record_request()
         headers = self.headers()
         if request_id:  # vLLM and SGLang log it: one id from Dify's logs to the GPU server's
@@ -140,9 +141,12 @@ class ChatClient:
             opened = failover.open(opener, body, order, headers, settings.timeouts)
         else:
             opened = failover.trial(opener, body, order[0], headers, settings.timeouts)
+        self.router.served(opened.endpoint.url, prefix)  # its first token came: it holds the prompt
         idle = settings.timeouts.idle
         if buffered:  # read whole before the caller saw anything: retried from scratch instead
             self.last_endpoint = opened.endpoint
+            self.router.reused(opened.endpoint.url, prefix, next(
+                (d.usage for d in opened.pre if isinstance(d, ChatDelta) and d.usage), None))
             yield from relay(opened, deadline, self, idle, self.health, self.scope, self.router)
             return
         progress = Progress()
@@ -156,6 +160,8 @@ class ChatClient:
                     if resumes:
                         d = relabel(d, progress)
                     progress.record(d)
+                    if d.usage:  # the last delta: how much of the prompt the server had cached
+                        self.router.reused(ep.url, prefix if not resumes else None, d.usage)
                     yield d
                 else:
                     return

@@ -31,7 +31,9 @@ reply reasons as ``chat_template_kwargs.thinking`` says, else at the server's
 default for that family (thinking.HYBRID_DEFAULTS); thinking off, a plain answer),
 tool_markup (None, or "v3" | "v31" | "v32" | "v4" | "v41": tool calls arrive
 as that family's raw markup in content, as from a server with no tool parser
-for it; see deepseek_sim/markup.py).
+for it; see deepseek_sim/markup.py), prefix_caching, kv_blocks, block_size,
+prefill_per_token (automatic prefix caching as vLLM v1 keeps it, deepseek_sim/prefix_cache.py:
+cached_tokens in usage; vllm:prefix_cache_hits/_queries and cache_config_info in /metrics).
 
 Every request is recorded with its parsed JSON body (``sim.requests``), so tests
 check what a client sent (``chat_template_kwargs``, reasoning in the history, ...).

@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=None, help="vLLM's --limit-mm-per-prompt image count")
     ap.add_argument("--hybrid", default=None, choices=tuple(HYBRID_DEFAULTS),
                     help="a thinking-on-demand model of this family (chat_template_kwargs.thinking)")
+    ap.add_argument("--prefix-caching", action="store_true",
+                    help="automatic prefix caching: reuse cached full blocks, report cached_tokens")
+    ap.add_argument("--kv-blocks", type=int, default=0, help="prefix cache capacity in blocks (0 = unlimited)")
+    ap.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    ap.add_argument("--prefill-per-token", type=float, default=0.0,
+                    help="seconds per uncached prompt token (prefill serialised per replica)")
     a = ap.parse_args(argv)
 
     cfg = SimConfig(served_model=a.model, max_model_len=a.max_model_len, flavor=a.flavor, shape=a.shape,
@@ -47,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                     usage=a.usage, send_done=not a.no_done, sse_quirks=a.sse_quirks,
                     max_running=a.max_running, tool_parser=not a.no_tool_parser, model_path=a.model_path,
                     vision=a.vision, max_images=a.max_images, hybrid=a.hybrid,
-                    tool_markup=a.tool_markup)
+                    tool_markup=a.tool_markup, prefix_caching=a.prefix_caching, kv_blocks=a.kv_blocks,
+                    block_size=a.block_size, prefill_per_token=a.prefill_per_token)
     sim = Simulator(cfg, host=a.host, port=a.port)
     sim.start()
 

@@ -113,24 +113,40 @@ async def answer(sim: Simulator, req: Request, body: Any, reader: asyncio.Stream
         body = {k: v for k, v in body.items() if k != "response_format"}
     pieces = Limited(as_markup(script.generate(body, shape, vllm), cfg.tool_markup), limit)
     await sim.batch.enter(lambda: sim.config.max_running)
+    kv, blocks, cached = sim.kv, [], None
     try:
+        if cfg.prefix_caching:
+            blocks, cached = kv.admit(body, n_prompt)
+            await kv.prefill(n_prompt - cached, cfg.prefill_per_token)
         if body.get("stream") is True:
             opts = body.get("stream_options") or {}
             include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-            return await _stream(sim, reader, writer, keep, pieces, n_prompt, include_usage, fault, tool_reply, t0)
+            return await _stream(sim, reader, writer, keep, pieces, n_prompt, include_usage, fault, tool_reply, t0,
+                                 cached)
         sim.metrics.observe_ttft(asyncio.get_running_loop().time() - t0 + cfg.ttft)
-        return await _complete(sim, reader, writer, keep, pieces, n_prompt, fault)
+        return await _complete(sim, reader, writer, keep, pieces, n_prompt, fault, cached)
     except (ConnectionError, OSError):
         sim.metrics.finished["abort"] += 1  # the client went away mid-request
         raise
     finally:
+        kv.release(blocks)
         await sim.batch.leave()
         sim.metrics.prompt_total += n_prompt
         sim.metrics.gen_total += pieces.n
 
 
+def _usage(prompt: int, completion: int, cached: int | None) -> dict[str, Any]:
+    """Token counts; with prefix caching, the prompt tokens reused (vLLM with
+    --enable-prompt-tokens-details, SGLang with --enable-cache-report)."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                             "completion_tokens": completion}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
 async def _complete(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool,
-                    pieces: Limited, n_prompt: int, fault: Fault | None) -> bool:
+                    pieces: Limited, n_prompt: int, fault: Fault | None, cached: int | None) -> bool:
     cfg = sim.config
     items = list(pieces)
     n = len(items)
@@ -178,7 +194,7 @@ async def _complete(sim: Simulator, reader: asyncio.StreamReader, writer: asynci
             message[cfg.shape] = thought
         message["tool_calls"] = tool_calls
     choice["message"] = message
-    out["usage"] = {"prompt_tokens": n_prompt, "total_tokens": n_prompt + n, "completion_tokens": n}
+    out["usage"] = _usage(n_prompt, n, cached)
     if cfg.flavor == "vllm":
         out.update(prompt_logprobs=None, prompt_token_ids=None, prompt_text=None, kv_transfer_params=None,
                    ec_transfer_params=None, metrics=None)
@@ -187,7 +203,7 @@ async def _complete(sim: Simulator, reader: asyncio.StreamReader, writer: asynci
 
 async def _stream(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool,
                   pieces: Limited, n_prompt: int, include_usage: bool, fault: Fault | None, tool_reply: bool,
-                  t0: float) -> bool:
+                  t0: float, cached: int | None) -> bool:
     cfg = sim.config
     vllm = cfg.flavor == "vllm"
     loop = asyncio.get_running_loop()
@@ -225,8 +241,7 @@ async def _stream(sim: Simulator, reader: asyncio.StreamReader, writer: asyncio.
             return keep and out.result == "end"
 
     sim.metrics.finished[finish] += 1
-    usage = dumps({"prompt_tokens": n_prompt, "total_tokens": n_prompt + pieces.n,
-                   "completion_tokens": pieces.n})
+    usage = dumps(_usage(n_prompt, pieces.n, cached))
     no_done = out.kind == "no_done"
     usage_chunk = cfg.usage == "on_request" and include_usage and not no_done
     final = pre + delta + ',"logprobs":null,"finish_reason":"%s"' % finish

@@ -66,6 +66,14 @@ class SimConfig:
     # refuses the schema keys xgrammar lacks); "none" refuses any constraint (SGLang started with
     # --grammar-backend none); "ignored" answers as if it had not been asked (a proxy that drops it).
     grammar_backend: str = "xgrammar"
+    # Automatic prefix caching (deepseek_sim.prefix_cache): the prompt's longest cached run of full
+    # ``block_size``-token blocks is reused, ``kv_blocks`` blocks held at most (0 = unlimited), each
+    # uncached prompt token costs ``prefill_per_token`` seconds of this replica's serialised prefill.
+    # Usage then reports prompt_tokens_details.cached_tokens; /metrics the hits and queries.
+    prefix_caching: bool = False
+    kv_blocks: int = 0
+    block_size: int = 16
+    prefill_per_token: float = 0.0
 
     def __post_init__(self) -> None:
         from .script import SHAPES
@@ -90,6 +98,8 @@ class SimConfig:
             raise ValueError(f"grammar_backend must be one of {GRAMMAR_BACKENDS}, got {self.grammar_backend!r}")
         if self.chunk_tokens < 1:
             raise ValueError("chunk_tokens must be >= 1")
+        if self.block_size < 1 or self.kv_blocks < 0 or self.prefill_per_token < 0:
+            raise ValueError("block_size must be >= 1, kv_blocks and prefill_per_token >= 0")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import bisect
 from collections import Counter
 
 from .config import SimConfig
+from .prefix_cache import PrefixCache
 
 # vLLM's buckets of vllm:time_to_first_token_seconds
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -25,13 +26,18 @@ class Metrics:
         self._ttft_counts[bisect.bisect_left(TTFT_BUCKETS, seconds)] += 1
         self._ttft_sum += seconds
 
-    def render(self, cfg: SimConfig, in_flight: int, queued: int) -> str:
+    def render(self, cfg: SimConfig, in_flight: int, queued: int, kv_cache: PrefixCache | None = None,
+               started: float | None = None) -> str:
         """The Prometheus text; ``in_flight`` and ``queued``: the batch now (added to the
-        configured ``num_running`` and ``num_waiting``)."""
+        configured ``num_running`` and ``num_waiting``); ``kv_cache``: the prefix cache, when
+        ``cfg.prefix_caching``; ``started``: the server process's start (Unix time)."""
         model = cfg.served_model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         running = float(cfg.num_running + in_flight)
         waiting = float(cfg.num_waiting + queued)
         kv = max(float(cfg.kv_usage), in_flight / cfg.max_running if cfg.max_running else 0.0)
+        caching = cfg.prefix_caching and kv_cache is not None
+        if caching:
+            kv = max(kv, kv_cache.pinned_share)
         if cfg.flavor == "vllm":
             lab = f'engine="0",model_name="{model}"'
             rows = [
@@ -67,11 +73,27 @@ class Metrics:
                 ("sglang:num_requests_total", "counter", "Number of requests processed.",
                  [(lab, float(sum(self.finished.values())))]),
             ]
+        if caching and cfg.flavor == "vllm":
+            rows += [
+                ("vllm:prefix_cache_queries_total", "counter",
+                 "Prefix cache queries, in terms of number of queried tokens.", [(lab, float(kv_cache.queries))]),
+                ("vllm:prefix_cache_hits_total", "counter",
+                 "Prefix cache hits, in terms of number of cached tokens.", [(lab, float(kv_cache.hits))]),
+                ("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig",
+                 [(f'block_size="{cfg.block_size}",enable_prefix_caching="True",engine="0",'
+                   f'num_gpu_blocks="{cfg.kv_blocks or "None"}"', 1.0)]),
+            ]
+        elif caching:
+            rows.append(("sglang:cache_hit_rate", "gauge", "The prefix cache hit rate.",
+                         [(lab, kv_cache.hits / kv_cache.queries if kv_cache.queries else 0.0)]))
+        if started is not None:
+            rows.append(("process_start_time_seconds", "gauge",
+                         "Start time of the process since unix epoch in seconds.", [("", started)]))
         out = []
         for name, typ, help_, samples in rows:
             out.append(f"# HELP {name} {help_}")
             out.append(f"# TYPE {name} {typ}")
-            out.extend(f"{name}{{{labels}}} {value!r}" for labels, value in samples)
+            out.extend(f"{name}{{{labels}}} {value!r}" if labels else f"{name} {value!r}" for labels, value in samples)
         if cfg.flavor == "vllm":
             name = "vllm:time_to_first_token_seconds"
             out += [f"# HELP {name} Histogram of time to first token in seconds.", f"# TYPE {name} histogram"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import zlib
 from typing import Any
 
@@ -16,6 +17,7 @@ from .errors import error_body, send_error
 from .faults import FaultQueue
 from .httpio import BadRequest, dumps, read_request, response_head, send
 from .metrics import Metrics
+from .prefix_cache import PrefixCache
 from .validation import authorized
 
 
@@ -40,6 +42,8 @@ class Simulator:
         self.batch = Batch()
         self.faults = FaultQueue()
         self.metrics = Metrics()
+        self.kv = PrefixCache(self.config.kv_blocks, self.config.block_size)
+        self.started_at = time.time()
         cfg = self.config
         self.fingerprint = "vllm-0.32.0-%08x" % zlib.crc32(f"{cfg.served_model}/{cfg.max_model_len}".encode())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,6 +69,9 @@ class Simulator:
         """Bind and serve in a background thread. After stop(), start() binds the same port again."""
         if self.running:
             return self
+        # a (re)started server process: its prefix cache starts empty
+        self.kv = PrefixCache(self.config.kv_blocks, self.config.block_size)
+        self.started_at = time.time()
         ready = threading.Event()
         error: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(ready, error), name="deepseek-sim", daemon=True)
@@ -216,7 +223,7 @@ class Simulator:
             if self.config.metrics_status != 200:
                 return await send(writer, self.config.metrics_status,
                                   b"<html><body><h1>Bad Gateway</h1></body></html>", keep, ctype="text/html")
-            metrics = self.metrics.render(cfg, self.batch.in_flight, self.batch.waiting)
+            metrics = self.metrics.render(cfg, self.batch.in_flight, self.batch.waiting, self.kv, self.started_at)
             return await send(writer, 200, metrics.encode(), keep, ctype="text/plain; version=0.0.4; charset=utf-8")
         if path == "/tokenize" and method == "POST":
             status, payload = endpoints.tokenize(cfg, parsed)

@@ -6,6 +6,7 @@ Adding one: a module beside this one with a ``RoutingPolicy`` subclass, and its 
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .affinity import Affinity
 from .policy import RoutingPolicy
 from .power_of_two import PowerOfTwo
 from .round_robin import RoundRobin
@@ -15,6 +16,7 @@ __all__ = ["POLICIES", "DEFAULT_POLICY", "policy_class"]
 POLICIES: dict[str, type[RoutingPolicy]] = {
     "power_of_two": PowerOfTwo,
     "round_robin": RoundRobin,
+    "prefix_affinity": Affinity,
 }
 DEFAULT_POLICY = "power_of_two"
 

@@ -18,16 +18,32 @@ class ServerLoad:
     waiting: float
     kv: float | None
     at: float
+    # for the prefix index (prefix_index.py): when the server process started, its prefix-cache
+    # lookups so far (a counter: lower than before means a restart), its KV cache in tokens
+    started: float | None = None
+    queries: float | None = None
+    kv_tokens: int | None = None
 
     @property
     def saturated(self) -> bool:
         return (self.kv is not None and self.kv > SATURATED_KV) or self.waiting > SATURATED_QUEUE
 
+    def restarted_since(self, before: ServerLoad) -> bool:
+        """A different server process answers than at ``before``'s scrape."""
+        if self.started is not None and before.started is not None:
+            return self.started != before.started
+        return self.queries is not None and before.queries is not None and self.queries < before.queries
+
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEInfa]+)", re.MULTILINE)
 _SUMS = {"vllm:num_requests_running": "running", "sglang:num_running_reqs": "running",
          "vllm:num_requests_waiting": "waiting", "sglang:num_queue_reqs": "waiting"}
-_MAXES = {"vllm:kv_cache_usage_perc": "kv", "vllm:gpu_cache_usage_perc": "kv", "sglang:token_usage": "kv"}
+_MAXES = {"vllm:kv_cache_usage_perc": "kv", "vllm:gpu_cache_usage_perc": "kv", "sglang:token_usage": "kv",
+          "process_start_time_seconds": "started"}
+_COUNTERS = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_queries": "queries"}
+# vLLM's cache_config_info carries the cache's size in its labels (num_gpu_blocks × block_size)
+_BLOCKS = re.compile(r'^vllm:cache_config_info\{([^}]*)\}', re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def parse_metrics(text: str, now: float | None = None) -> ServerLoad | None:
@@ -39,11 +55,24 @@ def parse_metrics(text: str, now: float | None = None) -> ServerLoad | None:
             v = float(value)
         except ValueError:
             continue
-        if key:
+        if key or (key := _COUNTERS.get(name)):
             got[key] = got.get(key, 0.0) + v
         elif (key := _MAXES.get(name)) is not None:
             got[key] = max(got.get(key, 0.0), v)
     if "running" not in got and "waiting" not in got:
         return None
     return ServerLoad(got.get("running", 0.0), got.get("waiting", 0.0), got.get("kv"),
-                      time.monotonic() if now is None else now)
+                      time.monotonic() if now is None else now, got.get("started"), got.get("queries"),
+                      _kv_tokens(text))
+
+
+def _kv_tokens(text: str) -> int | None:
+    """The KV cache's size in tokens, from vLLM's ``cache_config_info`` labels (the sum over engines)."""
+    total = 0
+    for labels in _BLOCKS.findall(text):
+        kv = dict(_LABEL.findall(labels))
+        try:
+            total += int(kv["num_gpu_blocks"]) * int(kv["block_size"])
+        except (KeyError, ValueError):
+            continue
+    return total or None

@@ -8,16 +8,26 @@ policy only orders the healthy endpoints of the group that takes the traffic.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from typing import Protocol
 
 from ..settings import Endpoint
 
 __all__ = ["Assess", "RoutingPolicy"]
 
-Assess = Callable[[Endpoint], tuple[float, bool]]
-"""An endpoint's ``(cost, saturated)`` for one more request, now. The cost is the expected time to
-first token (peak-EWMA TTFT times the queue there, over the endpoint's weight), ten times more when
-the server reports saturation; computed on demand, so a policy that never asks pays nothing."""
+
+class Assess(Protocol):
+    """What a policy may ask about an endpoint for the request being routed, computed on demand
+    (a policy that never asks pays nothing)."""
+
+    def __call__(self, endpoint: Endpoint) -> tuple[float, bool]:
+        """``(cost, saturated)`` of one more request there, now. The cost is the expected time to
+        first token (peak-EWMA TTFT times the queue there, over the endpoint's weight), ten times
+        more when the server reports saturation."""
+
+    def match(self, endpoint: Endpoint) -> tuple[int, int]:
+        """``(matched, prompt)``: estimated tokens of this request's prompt the endpoint probably
+        still holds in its prefix cache (``prefix_index.py``), and of the whole prompt; ``(0, 0)``
+        when the request is unknown (a model listing)."""
 
 
 class RoutingPolicy(ABC):

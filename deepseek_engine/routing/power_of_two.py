@@ -1,7 +1,11 @@
-"""Power of two choices, the default: load-aware, and cheap whatever the number of endpoints.
+"""Load-aware, the default: the best of all candidates on a small fleet, power of two choices above.
 
-Two candidates drawn at random (by weight), the one with the lower cost wins; the rest follow by
-cost, for failover. A server reporting saturation is drawn only when none has room.
+On a fleet an operator lists by hand (up to ``FULL_SCAN_MAX`` endpoints) every candidate's cost is
+compared (microseconds): a draw of two would leave the fastest replica out of a large share of
+draws even while it has room. Above that size two candidates drawn at random (by weight) are
+compared, which stays cheap and keeps many senders with stale signals from herding onto one
+replica. The rest follow by cost, for failover. A server reporting saturation is chosen only when
+none has room.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import random
 from ..settings import Endpoint
 from .policy import Assess, RoutingPolicy
 
-__all__ = ["PowerOfTwo"]
+__all__ = ["PowerOfTwo", "FULL_SCAN_MAX"]
+
+FULL_SCAN_MAX = 12  # the issue's "two to a dozen replicas" listed by hand
 
 
 class PowerOfTwo(RoutingPolicy):
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(self, rng: random.Random | None = None, full_scan_max: int = FULL_SCAN_MAX) -> None:
         self.rng = rng or random.Random()
+        self.full_scan_max = full_scan_max
 
     def rank(self, candidates: list[Endpoint], assess: Assess) -> list[Endpoint]:
         if len(candidates) == 1:
@@ -25,10 +32,19 @@ class PowerOfTwo(RoutingPolicy):
         costs = {u: c for u, (c, _) in assessed.items()}
         roomy = [e for e in candidates if not assessed[e.url][1]]
         pool = roomy or candidates  # saturated replicas only when no other has room
-        a, b = self._two(pool) if len(pool) >= 2 else (pool[0], pool[0])
-        best = a if costs[a.url] <= costs[b.url] else b
+        best = self._cheapest(pool, costs) if len(pool) <= self.full_scan_max else self._better_of_two(pool, costs)
         rest = sorted((e for e in candidates if e is not best), key=lambda e: costs[e.url])
         return [best, *rest]
+
+    def _cheapest(self, pool: list[Endpoint], costs: dict[str, float]) -> Endpoint:
+        low = min(costs[e.url] for e in pool)
+        tied = [e for e in pool if costs[e.url] == low]
+        # equal costs (nothing measured yet, idle twins): by weight, not always the first listed
+        return tied[0] if len(tied) == 1 else self.rng.choices(tied, [e.weight for e in tied])[0]
+
+    def _better_of_two(self, pool: list[Endpoint], costs: dict[str, float]) -> Endpoint:
+        a, b = self._two(pool)
+        return a if costs[a.url] <= costs[b.url] else b
 
     def _two(self, c: list[Endpoint]) -> tuple[Endpoint, Endpoint]:
         """Two different candidates, by weight: the second drawn from the others (redrawing until

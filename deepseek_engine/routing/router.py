@@ -1,7 +1,8 @@
 """The router: the signals behind each endpoint's cost, and the order a request tries endpoints in.
 
 Cost is the endpoint's peak-EWMA time to first token times its queue (this process's in-flight
-requests plus the server's own waiting queue, when its ``/metrics`` says), divided by its weight; a
+requests plus the server's own waiting queue, when its ``/metrics`` says; once the batch's capacity
+is learnt, requests it has room for count a quarter each), divided by its weight; a
 server reporting saturation (KV cache > 80% or more than 5 waiting) costs ten times more, so it is
 avoided while others have room (the scraped figures are moved by the requests this process sent
 since the scrape). Metrics come from a background scraper, never from the request path, and when
@@ -26,12 +27,19 @@ from ..telemetry import TELEMETRY
 from .factory import DEFAULT_POLICY, policy_class
 from .load import SATURATED_QUEUE, ServerLoad
 from .policy import RoutingPolicy
+from .prefix import Prefix
+from .prefix_index import PrefixIndex
 
 __all__ = ["Router"]
 
+# What one more request in a batch with room adds to a new one's time to first token, as a share
+# of the whole: continuous batching starts it at the next step, its prefill sharing the step with
+# the others' decoding. Without a learnt capacity each in-flight request counts whole.
+BATCHED = 0.25
+
 
 class _Stats:
-    __slots__ = ("in_flight", "ewma", "ewma_at", "load", "in_flight_at_load", "capacity")
+    __slots__ = ("in_flight", "ewma", "ewma_at", "load", "in_flight_at_load", "capacity", "seen")
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -40,6 +48,7 @@ class _Stats:
         self.load: ServerLoad | None = None
         self.in_flight_at_load = 0  # our own in-flight count when the load was scraped
         self.capacity: float | None = None  # requests that fill the KV cache, learnt from scrapes
+        self.seen: ServerLoad | None = None  # the last scrape that answered, kept across failed ones
 
 
 class Router:
@@ -55,6 +64,7 @@ class Router:
         self._stats: dict[str, _Stats] = {}
         self._policies: dict[tuple[str | None, str], RoutingPolicy] = {}
         self._lock = threading.Lock()
+        self.prefixes = PrefixIndex()  # what each endpoint probably holds cached (affinity)
 
     def _s(self, url: str) -> _Stats:
         s = self._stats.get(url)
@@ -88,6 +98,12 @@ class Router:
 
     def observe_load(self, url: str, load: ServerLoad | None) -> None:
         s = self._s(url)
+        if load is not None:
+            if s.seen is not None and load.restarted_since(s.seen):
+                self.prefixes.drop(url)  # a new server process: its prefix cache is empty
+            s.seen = load
+            if load.kv_tokens:
+                self.prefixes.set_ceiling(url, load.kv_tokens)
         s.load = load
         s.in_flight_at_load = s.in_flight
         if load is not None and load.kv and load.kv >= 0.05 and load.running >= 1:
@@ -95,6 +111,23 @@ class Router:
 
     def in_flight(self, url: str) -> int:
         return self._s(url).in_flight
+
+    def served(self, url: str, prefix: Prefix | None) -> None:
+        """``url`` sent the first token of ``prefix``'s request: it now holds that prompt (recorded
+        only if the request's policy looked at its prefix)."""
+        if prefix is not None and prefix.computed:
+            self.prefixes.record(url, *prefix.chain)
+
+    def reused(self, url: str, prefix: Prefix | None, usage: dict | None) -> None:
+        """The server's usage of ``prefix``'s request: how much of its prompt it really had
+        cached (vLLM ``--enable-prompt-tokens-details``, SGLang ``--enable-cache-report``)."""
+        if prefix is None or not prefix.computed or not usage:
+            return
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        prompt = usage.get("prompt_tokens")
+        if isinstance(cached, int) and isinstance(prompt, int):
+            self.prefixes.observe_cached(url, prefix.predicted.get(url, 0), cached, prompt, prefix.tokens)
 
     # -- decisions -----------------------------------------------------------------------
     def cost(self, endpoint: Endpoint, now: float) -> float:
@@ -113,6 +146,7 @@ class Router:
             if s.capacity:  # learnt: one more request would wait for a slot
                 waiting = max(0.0, at_server - s.capacity)
                 saturated = at_server + 1 > s.capacity
+                queue = BATCHED * s.in_flight  # with room in the batch it starts at once
             else:
                 waiting = load.waiting + max(0, s.in_flight - s.in_flight_at_load)
                 saturated = load.saturated or waiting > SATURATED_QUEUE
@@ -140,17 +174,48 @@ class Router:
         return policy
 
     def order(self, endpoints: tuple[Endpoint, ...], scope: str | None = None,
-              policy: str | None = None) -> list[Endpoint]:
+              policy: str | None = None, prefix: Prefix | None = None) -> list[Endpoint]:
         """Where a request of the credential ``scope`` goes: healthy endpoints by its routing
-        ``policy`` (a name, see factory.py), then those set aside, soonest back first."""
+        ``policy`` (a name, see factory.py), then those set aside, soonest back first. ``prefix``:
+        the request's prompt, for a policy that routes by what each endpoint holds cached."""
         now = time.monotonic()
         up, down = [], []
         for e in endpoints:
-            (up if self.health.available(e.url, scope, now) else down).append(e)
+            if self.health.available(e.url, scope, now):
+                up.append(e)
+            else:
+                down.append(e)
+                if not self.health.available(e.url, None, now):
+                    self.prefixes.drop(e.url)  # ejected: it may come back restarted
         down.sort(key=lambda e: self.health.back_at(e.url, scope))
         if not up:
             return down
         top = min(e.priority for e in up)
         primary = [e for e in up if e.priority == top]
         backup = sorted((e for e in up if e.priority != top), key=lambda e: e.priority)
-        return self.policy_for(scope, policy).rank(primary, lambda e: self.assess(e, now)) + backup + down
+        return self.policy_for(scope, policy).rank(primary, _Assessment(self, now, prefix)) + backup + down
+
+
+class _Assessment:
+    """``Assess`` for one request (``policy.py``), each answer computed once."""
+
+    __slots__ = ("router", "now", "prefix", "_costs")
+
+    def __init__(self, router: Router, now: float, prefix: Prefix | None) -> None:
+        self.router, self.now, self.prefix = router, now, prefix
+        self._costs: dict[str, tuple[float, bool]] = {}
+
+    def __call__(self, endpoint: Endpoint) -> tuple[float, bool]:
+        got = self._costs.get(endpoint.url)
+        if got is None:
+            got = self._costs[endpoint.url] = self.router.assess(endpoint, self.now)
+        return got
+
+    def match(self, endpoint: Endpoint) -> tuple[int, int]:
+        p = self.prefix
+        if p is None:
+            return 0, 0
+        got = p.predicted.get(endpoint.url)
+        if got is None:
+            got = p.predicted[endpoint.url] = self.router.prefixes.match(endpoint.url, *p.chain, self.now)
+        return got, p.tokens

@@ -340,3 +340,30 @@ def test_docs_endpoint_examples_match_the_manifests(overlays):
     text = (ROOT / "docs" / "operators.md").read_text()
     assert addr in text
     assert addr in (mz / "kustomization.yaml").read_text()
+
+
+def test_gateway_overlay_finds_the_replicas_it_balances(overlays):
+    """SGLang Model Gateway in front of the fleet: it discovers exactly the vLLM pods (selector,
+    namespace, port), may watch them (RBAC), is probed on its own routes, and the plugin's one
+    URL in the overlay's comment is the gateway's Service."""
+    (gw,) = [o for o in overlays if o.name == "gateway"]
+    docs = build(gw)
+    sts = _one(docs, "StatefulSet", "vllm")
+    dep = _one(docs, "Deployment", "smg")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in c["args"] if "=" in a)
+    key, _, value = args["selector"].partition("=")
+    assert sts["spec"]["template"]["metadata"]["labels"][key] == value
+    assert args["service-discovery-namespace"] == sts["metadata"]["namespace"] == "llm"
+    assert int(args["service-discovery-port"]) == _one_container(sts)["ports"][0]["containerPort"]
+    assert "--service-discovery" in c["args"] and args["policy"] == "cache_aware"
+    role, binding = _one(docs, "Role", "smg-discovery"), _one(docs, "RoleBinding", "smg-discovery")
+    assert {"list", "watch"} <= set(role["rules"][0]["verbs"]) and role["rules"][0]["resources"] == ["pods"]
+    assert binding["subjects"][0]["name"] == dep["spec"]["template"]["spec"]["serviceAccountName"]
+    probes = (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"])
+    assert probes == ("/liveness", "/readiness")
+    svc = _one(docs, "Service", "smg")
+    meta = svc["metadata"]
+    url = f"http://{meta['name']}.{meta['namespace']}.svc:{svc['spec']['ports'][0]['port']}/v1"
+    assert url in (gw / "kustomization.yaml").read_text()
+    assert int(args["port"]) == c["ports"][0]["containerPort"]

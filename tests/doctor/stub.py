@@ -44,7 +44,8 @@ class Stub:
     def __init__(self, *, owned_by: str = "vllm", model: str = "deepseek-v3",
                  max_model_len: int | None = 16384, tools: str = "reject", markup_in: str = "content",
                  thinking: str = "never", images: str = "refuse",
-                 metrics: bool = True, health: int = 200, continuation: bool = True) -> None:
+                 metrics: bool = True, health: int = 200, continuation: bool = True,
+                 gateway: bool = False) -> None:
         """tools: "reject" (vLLM's 400), "ignore" (a plain answer), or a key of TOOL_MARKUP (the
         call as raw text: "text" V3 with DeepSeek's special tokens, "stripped" the same with
         special tokens skipped, "dsml32" V3.2's DSML), written in the ``markup_in``
@@ -52,11 +53,14 @@ class Stub:
         whatever the switch says), "honour" (reasoning when chat_template_kwargs.thinking is
         true); reasoning arrives in ``reasoning``. images: "refuse" (vLLM's 400 for a model
         without multimodal support), "limit0" (--limit-mm-per-prompt image 0), "accept".
-        continuation: False refuses continue_final_message as a strict OpenAI schema does."""
+        continuation: False refuses continue_final_message as a strict OpenAI schema does.
+        gateway: answers as SGLang Model Gateway does besides (``/liveness``, ``/readiness``,
+        ``/workers``) with no /metrics on its port."""
         self.owned_by, self.model, self.max_model_len = owned_by, model, max_model_len
         self.tools, self.markup_in, self.metrics, self.health = tools, markup_in, metrics, health
         self.thinking, self.images = thinking, images
         self.continuation = continuation
+        self.gateway = gateway
         self.bodies: list[dict] = []
         stub = self
 
@@ -79,7 +83,12 @@ class Stub:
                     self._send(200, json.dumps({"object": "list", "data": [card]}).encode())
                 elif self.path == "/health":
                     self._send(stub.health, b"")
-                elif self.path == "/metrics" and stub.metrics:
+                elif stub.gateway and self.path in ("/liveness", "/readiness"):
+                    self._send(200, b'{"status":"ok"}')
+                elif stub.gateway and self.path == "/workers":
+                    self._send(200, json.dumps({"workers": [{"url": f"http://gpu-{i}:8000"} for i in range(3)],
+                                                "total": 3}).encode())
+                elif self.path == "/metrics" and stub.metrics and not stub.gateway:
                     self._send(200, b"# TYPE vllm:num_requests_waiting gauge\n"
                                     b'vllm:num_requests_waiting{model_name="m"} 2.0\n'
                                     b'vllm:num_requests_running{model_name="m"} 1.0\n', "text/plain")

@@ -878,3 +878,24 @@ def test_run_in_a_terminal_it_prints_the_report_once(make_sim):
     assert not [line for line in shown if "…" in line], shown  # and none of it is left
     assert shown[-1].startswith("passed:"), shown
     assert sum(line.strip().startswith("ok    connect") for line in shown) == 1, shown
+
+
+# -- a gateway in front of the GPU servers ------------------------------------------------------
+
+def test_a_gateway_is_recognised_and_its_missing_metrics_are_no_fault(make_stub, run_doctor):
+    stub = make_stub(gateway=True, tools="ignore")
+    code, rep, _ = _json(run_doctor, stub.base_url)
+    g = _check(rep, "gateway")
+    assert g["status"] == "ok" and "SGLang Model Gateway in front of 3 worker(s)" in g["detail"]
+    assert "this one URL" in g["detail"]
+    m = _check(rep, "metrics")
+    assert m["status"] == "ok" and "gateway" in m["detail"]
+    assert code == 0
+
+
+def test_a_gateway_listed_beside_servers_it_balances_is_flagged(make_stub, make_sim, run_doctor):
+    stub, sim = make_stub(gateway=True, tools="ignore"), make_sim()
+    _, rep, _ = _json(run_doctor, stub.base_url, sim.base_url)
+    g = _check(rep, "gateway", 0)
+    assert g["status"] == "warn" and "alone" in g["detail"]
+    assert not [c for c in rep["endpoints"][1]["checks"] if c["name"] == "gateway"]  # a plain server

@@ -2,6 +2,7 @@ import random
 
 from deepseek_engine.health import HealthBook
 from deepseek_engine.routing import PowerOfTwo, Router, ServerLoad, parse_metrics
+from deepseek_engine.routing.power_of_two import FULL_SCAN_MAX
 from deepseek_engine.routing.round_robin import RoundRobin
 from deepseek_engine.settings import parse_endpoints
 
@@ -112,3 +113,43 @@ def test_p2c_draws_two_distinct_candidates_in_two_draws_whatever_the_weights():
     assert rng.draws == 400  # redrawing until different took a million draws per choice here
     r = Router(HealthBook(), p2c)
     assert r.order((heavy, light))[0] == heavy
+
+
+def test_small_fleet_compares_every_candidate_large_fleet_draws_two():
+    """Up to FULL_SCAN_MAX endpoints the cheapest always wins (a draw of two left it out half the
+    time with four); above, power of two choices: the cheapest of 20 wins only when drawn."""
+    small = parse_endpoints(", ".join(f"http://s{i}:1/v1" for i in range(FULL_SCAN_MAX)))
+    r = _router()
+    for i, e in enumerate(small):
+        r.observe_ttft(e.url, 0.1 + i / 100)
+    assert {r.order(small)[0] for _ in range(200)} == {small[0]}
+    large = parse_endpoints(", ".join(f"http://l{i}:1/v1" for i in range(20)))
+    for i, e in enumerate(large):
+        r.observe_ttft(e.url, 0.1 + i / 100)
+    firsts = [r.order(large)[0] for _ in range(400)]
+    assert 20 < firsts.count(large[0]) < 80  # drawn in 2 of 20 draws: about 10%
+
+
+def test_equal_costs_are_spread_not_all_sent_to_the_first_listed():
+    a, b, c = parse_endpoints("http://a:1/v1, http://b:1/v1, http://c:1/v1")
+    r = _router()  # nothing measured: every cost is the same
+    firsts = [r.order((a, b, c))[0] for _ in range(300)]
+    assert all(firsts.count(e) > 50 for e in (a, b, c)), [firsts.count(e) for e in (a, b, c)]
+
+
+def test_a_fast_replica_with_room_in_its_batch_beats_an_idle_slow_one():
+    """A server batches: while its learnt capacity has room, a request starts at once and the
+    others slow it only a little, so the 3x faster replica keeps winning with requests in flight
+    until its batch is full (then the slow one with room is next)."""
+    fast, slow = parse_endpoints("http://fast:1/v1, http://slow:1/v1")
+    r = _router()
+    r.observe_ttft(fast.url, 0.05)
+    r.observe_ttft(slow.url, 0.15)
+    for e in (fast, slow):  # each scraped at 4 of 8 slots (KV half full): capacity 8 learnt
+        r.observe_load(e.url, ServerLoad(running=4, waiting=0, kv=0.5, at=1e18))
+        r.observe_load(e.url, ServerLoad(running=0, waiting=0, kv=0.0, at=1e18))
+    for n in range(7):
+        assert r.order((fast, slow))[0] == fast, n
+        r.started(fast.url)
+    r.started(fast.url)  # the eighth: full
+    assert r.order((fast, slow))[0] == slow

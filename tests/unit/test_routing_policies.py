@@ -26,11 +26,17 @@ def test_each_name_in_the_factory_builds_a_policy_honouring_the_interface():
     eps = list(parse_endpoints(URLS + ", http://d:1/v1 weight=3"))
     asked = []
 
-    def assess(e):
-        asked.append(e)
-        return {"a": (0.3, False), "b": (0.1, False), "c": (5.0, True)}.get(e.url[7], (0.2, False))
+    class Assessment:
+        def __call__(self, e):
+            asked.append(e)
+            return {"a": (0.3, False), "b": (0.1, False), "c": (5.0, True)}.get(e.url[7], (0.2, False))
 
-    assert DEFAULT_POLICY in POLICIES and set(POLICIES) == {"power_of_two", "round_robin"}
+        def match(self, e):
+            asked.append(e)
+            return {"a": (900, 1000), "c": (1000, 1000)}.get(e.url[7], (0, 1000))
+
+    assess = Assessment()
+    assert DEFAULT_POLICY in POLICIES and set(POLICIES) == {"power_of_two", "round_robin", "prefix_affinity"}
     for name, cls in POLICIES.items():
         policy = policy_class(name)()
         assert isinstance(policy, RoutingPolicy) and type(policy) is cls
@@ -52,10 +58,10 @@ def test_a_class_without_rank_is_no_policy():
 
 
 def test_an_unknown_name_is_refused_naming_the_choices():
-    with pytest.raises(ConfigError, match=r"^routing_policy must be one of power_of_two, round_robin, "
+    with pytest.raises(ConfigError, match=r"^routing_policy must be one of power_of_two, round_robin, prefix_affinity, "
                                           r"got 'least_conn'$"):
         policy_class("least_conn")
-    with pytest.raises(ConfigError, match="must be one of power_of_two, round_robin"):
+    with pytest.raises(ConfigError, match="must be one of power_of_two, round_robin, prefix_affinity"):
         Router(HealthBook()).order(parse_endpoints(URLS), "scope", "least_conn")
 
 

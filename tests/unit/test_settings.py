@@ -198,7 +198,8 @@ def test_credential_secrets_cover_every_form_a_secret_is_sent_in():
 
 
 @pytest.mark.parametrize("raw,expected", [(None, None), ("", None), ("  ", None), ("power_of_two", "power_of_two"),
-                                          (" round_robin ", "round_robin")])
+                                          (" round_robin ", "round_robin"),
+                                          ("prefix_affinity", "prefix_affinity")])
 def test_routing_policy_field(raw, expected):
     creds = {"endpoint_urls": "http://a:1/v1"} if raw is None else {"endpoint_urls": "http://a:1/v1",
                                                                     "routing_policy": raw}
@@ -207,7 +208,8 @@ def test_routing_policy_field(raw, expected):
 
 @pytest.mark.parametrize("raw", ["least_conn", "Round_Robin", "random"])
 def test_routing_policy_names_the_choices(raw):
-    with pytest.raises(ConfigError, match=f"^routing_policy must be one of power_of_two, round_robin, got '{raw}'$"):
+    with pytest.raises(ConfigError, match=f"^routing_policy must be one of power_of_two, round_robin, prefix_affinity, "
+                                          f"got '{raw}'$"):
         parse_settings({"endpoint_urls": "http://a:1/v1", "routing_policy": raw})
 
 
