@@ -47,13 +47,13 @@ def prefix_chain(body: Mapping, scope: str = "", chunk: int = CHUNK_CHARS) -> tu
         text = content if isinstance(content, str) else _text(content) if content is not None else ""
         # fields beside role and content (tool calls, names, reasoning kept in the history)
         extra = () if len(m) <= 2 else tuple(_text(m[k]) for k in sorted(m) if k not in ("role", "content"))
-        h = hash((h, m.get("role"), extra))  # a message's start: a turn boundary
-        if len(text) <= chunk:  # most messages: one link, no copy
-            h = hash((h, text))
+        if len(text) <= chunk:  # most messages: one link, one hash, no copy
+            h = hash((h, m.get("role"), extra, text))
             chars += len(text)
             hashes.append(h)
             ends.append(chars // CHARS_PER_TOKEN)
             continue
+        h = hash((h, m.get("role"), extra))  # a long message's start: a turn boundary
         for i in range(0, len(text), chunk):
             piece = text[i:i + chunk]
             h = hash((h, piece))
