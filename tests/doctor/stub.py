@@ -46,7 +46,9 @@ class Stub:
                  thinking: str = "never", images: str = "refuse",
                  metrics: bool = True, health: int = 200, continuation: bool = True,
                  gateway: bool = False) -> None:
-        """tools: "reject" (vLLM's 400), "ignore" (a plain answer), or a key of TOOL_MARKUP (the
+        """tools: "reject" (vLLM's 400), "ignore" (a plain answer), "lost-once" (a parsed call,
+        but the first answer lost it, as vLLM's streamed parser now and then does: nothing but
+        finish_reason tool_calls), or a key of TOOL_MARKUP (the
         call as raw text: "text" V3 with DeepSeek's special tokens, "stripped" the same with
         special tokens skipped, "dsml32" V3.2's DSML), written in the ``markup_in``
         field ("content" or "reasoning"). thinking: "never" (no reasoning), "always" (reasoning
@@ -62,6 +64,7 @@ class Stub:
         self.continuation = continuation
         self.gateway = gateway
         self.bodies: list[dict] = []
+        self.tool_asks = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,7 +115,14 @@ class Stub:
                 switch = (body.get("chat_template_kwargs") or {}).get("thinking")
                 thinks = stub.thinking == "always" or (stub.thinking == "honour" and switch is True)
                 reasoning, text = REASONING if thinks else "", "Hello! How can I help?"
-                if body.get("tools"):
+                calls, finish = None, "stop"
+                if body.get("tools") and stub.tools == "lost-once":
+                    stub.tool_asks += 1
+                    text, finish = "", "tool_calls"
+                    if stub.tool_asks > 1:
+                        calls = [{"index": 0, "id": "call-1", "type": "function", "function": {
+                            "name": "get_weather", "arguments": '{"location": "Paris"}'}}]
+                elif body.get("tools"):
                     if stub.tools == "reject":
                         return self._refuse(VLLM_NO_TOOLS)
                     text = TOOL_MARKUP.get(stub.tools, "I cannot check the weather.")
@@ -127,7 +137,10 @@ class Stub:
                             if piece:
                                 self._event({"choices": [{"index": 0, "delta": {key: piece},
                                                           "finish_reason": None}]})
-                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    if calls:
+                        self._event({"choices": [{"index": 0, "delta": {"tool_calls": calls},
+                                                  "finish_reason": None}]})
+                    self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                     self._event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
                                                           "total_tokens": 7}})
                     self.wfile.write(b"data: [DONE]\n\n")

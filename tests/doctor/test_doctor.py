@@ -126,12 +126,22 @@ def test_tool_call_written_as_text_is_explained(make_stub, run_doctor, written):
     assert "--tool-call-parser deepseekv3" in c["detail"]  # SGLang's spelling
 
 
+def test_a_call_the_server_lost_once_is_asked_again_before_any_verdict(make_stub, run_doctor):
+    # real vLLM's streamed parser now and then drops a call it parsed: one answer is no verdict
+    stub = make_stub(tools="lost-once")
+    _, rep, _ = _json(run_doctor, stub.base_url)
+    c = _check(rep, "tools")
+    assert c["status"] == "ok" and "get_weather" in c["detail"], c
+    assert stub.tool_asks == 2
+
+
 def test_tool_ignored_on_r1_mentions_r1(make_stub, run_doctor):
     stub = make_stub(tools="ignore", model="deepseek-r1-distill-qwen-7b")
     _, rep, _ = _json(run_doctor, stub.base_url)
     c = _check(rep, "tools")
     assert c["status"] == "warn" and "answered in text" in c["detail"]
     assert "r1 models are not trained for tool calls" in c["detail"]
+    assert sum(1 for b in stub.bodies if b.get("tools")) == 2  # asked twice before saying so
 
 
 # -- auth ----------------------------------------------------------------------------------------
