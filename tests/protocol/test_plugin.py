@@ -179,6 +179,18 @@ def test_token_count_offline(plugin, r1):
     assert res.chunks[0]["num_tokens"] == text_tokens + 2 + 2
 
 
+def test_token_count_offline_is_in_the_vocabulary_of_the_models_family(plugin, r1):
+    """V4's tokenizer holds DSML's markers as single tokens, V3's does not: a V4 model's count is
+    in V4's vocabulary, a V3 model's in V3's (the text and the credentials are the same)."""
+    text = "<｜DSML｜tool_calls>"
+    counts = {}
+    for model in ("deepseek-v3", "deepseek-v4-flash", "deepseek-v4.1-flash"):
+        res = plugin.get_llm_num_tokens(PROVIDER, model, creds(r1), [user_message(text)])
+        assert res.error is None, res.error
+        counts[model] = res.chunks[0]["num_tokens"] - 2 - 2
+    assert counts == {"deepseek-v3": 9, "deepseek-v4-flash": 6, "deepseek-v4.1-flash": 6}
+
+
 def test_customizable_model_reads_context_from_server(plugin):
     with Simulator(SimConfig(served_model="my-distill", max_model_len=12345)) as sim:
         res = plugin.get_ai_model_schemas(PROVIDER, "my-distill", creds(sim, function_calling="tool_call"))

@@ -26,3 +26,24 @@ def test_reasoning_sent_back_counts_once():
     with_reasoning = [{"role": "assistant", "content": "ok", "reasoning_content": "I think so",
                        "reasoning": "I think so"}]
     assert count_messages(with_reasoning) == count_messages(plain) + count_text(["I think so"])
+
+
+def test_each_vocabulary_is_its_own():
+    import hashlib
+    import lzma
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    import deepseek_engine.tokens as tokens
+
+    assert tokenizer("v3").get_vocab_size() == 128815 and tokenizer("v4").get_vocab_size() == 129280
+    assert tokenizer("v4") is tokenizer("v4")  # loaded once
+    dsml = "<｜DSML｜tool_calls>"
+    assert count_text([dsml], "v3") == 9 and count_text([dsml], "v4") == 6  # DSML's marker: V4's own token
+    notice = (Path(tokens.__file__).parent / "vocab" / "NOTICE.md").read_text()
+    want = re.search(r"`([0-9a-f]{64})`", notice).group(1)
+    assert hashlib.sha256(lzma.decompress(tokens._V4.read_bytes())).hexdigest() == want
+    with pytest.raises(ValueError, match="v3 or v4"):
+        tokenizer("v5")
