@@ -56,7 +56,9 @@ def llm(toy, params=None, prompt=None, **kw):
 # ---------------------------------------------------------------------------------------------
 def test_ready_within_a_few_seconds(toy):
     assert toy.alive()
-    assert toy.ready_after is not None and 0 < toy.ready_after < 5, toy.ready_after
+    # a start that hangs, not a slow one: an idle machine takes 1-3 s, a loaded CI machine more
+    # (how fast it starts is the benchmark's to say, not a test's)
+    assert toy.ready_after is not None and 0 < toy.ready_after < 30, toy.ready_after
     assert toy.heartbeats >= 1
     assert len(toy.heartbeat_times) == toy.heartbeats
 
