@@ -223,6 +223,21 @@ def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
         for c in calls]
 
 
+class _Catalogue:
+    """The predefined models by name and those that take images, as of one list of schemas
+    (``of``: still that list, same object and length)."""
+
+    __slots__ = ("by_name", "schemas", "size", "vision")
+
+    def __init__(self, schemas: list[AIModelEntity]) -> None:
+        self.schemas, self.size = schemas, len(schemas)
+        self.by_name = {m.model: m for m in schemas}  # the last of a name wins, as in the SDK's lookup
+        self.vision = tuple(m.model for m in schemas if ModelFeature.VISION in (m.features or ()))
+
+    def of(self, schemas: list[AIModelEntity]) -> bool:
+        return schemas is self.schemas and len(schemas) == self.size
+
+
 class DeepSeekSelfHostedLLM(LargeLanguageModel):
     # -- invoke --------------------------------------------------------------------------
     def _invoke(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
@@ -307,12 +322,21 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         return result
 
     # -- model resolution ----------------------------------------------------------------
+    def _catalogue(self) -> _Catalogue:
+        """The catalogue as a request reads it, worked out once per list of schemas (the SDK
+        gives this instance one at start-up), not scanned again for every request."""
+        schemas = self.predefined_models()
+        seen = self.__dict__.get("_catalogue_view")
+        if seen is None or not seen.of(schemas):
+            seen = self.__dict__["_catalogue_view"] = _Catalogue(schemas)
+        return seen
+
     def _is_predefined(self, model: str) -> bool:
-        return any(m.model == model for m in self.predefined_models())
+        return model in self._catalogue().by_name
 
     def _vision_models(self) -> tuple[str, ...]:
         """The catalogue entries that take images: those whose YAML declares vision."""
-        return tuple(m.model for m in self.predefined_models() if ModelFeature.VISION in (m.features or ()))
+        return self._catalogue().vision
 
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
@@ -401,7 +425,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         max_tokens, by the schema's context size: a replica started with a smaller
         ``--max-model-len`` than the model card's is announced with its own, or long
         conversations would be packed past it and refused."""
-        schema = super().get_model_schema(model, credentials)
+        schema = self._catalogue().by_name.get(model) or super().get_model_schema(model, credentials)
         if schema is None or not credentials or schema.fetch_from != FetchFrom.PREDEFINED_MODEL:
             return schema
         with secret_scope(secrets_for(credentials)):
