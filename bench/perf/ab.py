@@ -1,13 +1,13 @@
 """A/B of this plugin against another checkout of it (the baseline), the runtime floor alongside,
 all three alternated in every round of one run: the comparison a loaded, shared machine allows.
 
-    bench/python -m bench.perf.ab /path/to/baseline/checkout [--rounds 3] [--level 256]
+    "$(bench/python)" -m bench.perf.ab /path/to/baseline/checkout [--rounds 3] [--level 256]
 
 Measures what issue 16 reads for a request's fixed cost: short requests through stdio (time and
 the plugin process's CPU per request) and, at ``--level`` R1-paced steady streams of 40-token
 answers, added time to first token, the gaps a reader sees and CPU per token (section 4 of
-``bench/run``, same load generator). Prints one JSON document (raw per-round figures and
-medians); the report is written by hand (bench/perf/findings.md).
+``bench/run``, same load generator). Prints progress lines, then one JSON document (raw
+per-round figures and medians); the report is written by hand (bench/perf/findings.md).
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="short or concurrency")
     a = ap.parse_args()
     roots = {"floor": stdio.PLUGINS["floor"], "baseline": a.baseline.resolve(), "plugin": stdio.PLUGINS["plugin"]}
+
+    def order(rnd: int) -> list[tuple[str, Path]]:  # baseline and this tree swap places each round
+        names = ["floor", "baseline", "plugin"] if rnd % 2 == 0 else ["floor", "plugin", "baseline"]
+        return [(n, roots[n]) for n in names]
     kind_of = {"floor": "floor", "baseline": "plugin", "plugin": "plugin"}
     out: dict = {"load_before": os.getloadavg(), "cores": sorted(os.sched_getaffinity(0)),
                  "baseline": str(roots["baseline"]), "short": {}, "steady": {}}
@@ -51,7 +55,7 @@ def main() -> int:
         sim = SimProc()
         try:
             for rnd in range(a.rounds):
-                for name, root in roots.items():
+                for name, root in order(rnd):
                     log(f"short round {rnd + 1}/{a.rounds}: {name}")
                     t = stdio.Target(kind_of[name], sim.url)
                     p = _start(name, root)
@@ -70,7 +74,7 @@ def main() -> int:
         sim = SimProc("--ttft", str(ttft), "--inter-token", str(itl))
         try:
             for rnd in range(a.rounds):
-                for name, root in roots.items():
+                for name, root in order(rnd):
                     log(f"steady round {rnd + 1}/{a.rounds}: {name}, {a.level} streams")
                     t = stdio.Target(kind_of[name], sim.url, pace=(ttft, itl) if name == "floor" else None)
                     p = _start(name, root)

@@ -1,8 +1,8 @@
 """Where one short request's CPU goes in the Dify class, function by function (cProfile with the
 process CPU clock, so waiting on the server counts nothing).
 
-    bench/python -m bench.perf.setup_profile [--n 500] [--out FILE]
-    BENCH_PLUGIN_ROOT=/other/checkout bench/python -m bench.perf.setup_profile   # another tree
+    "$(bench/python)" -m bench.perf.setup_profile [--n 500] [--out FILE]
+    BENCH_PLUGIN_ROOT=/other/checkout "$(bench/python)" -m bench.perf.setup_profile  # another tree
 
 Runs ``DeepSeekSelfHostedLLM.invoke`` (gevent-patched, as in a plugin process; ``worker.py``'s
 "dify" contender) for ``--n`` short answers against the simulator in a process of its own and

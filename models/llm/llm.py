@@ -225,17 +225,21 @@ def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
 
 class _Catalogue:
     """The predefined models by name and those that take images, as of one list of schemas
-    (``of``: still that list, same object and length)."""
+    (``of``: a list of the same schema objects, in the same order)."""
 
-    __slots__ = ("by_name", "schemas", "size", "vision")
+    __slots__ = ("by_name", "ids", "schemas", "vision")
 
     def __init__(self, schemas: list[AIModelEntity]) -> None:
-        self.schemas, self.size = schemas, len(schemas)
+        self.schemas = tuple(schemas)  # held, so that no other object takes one of their ids
+        self.ids = tuple(map(id, schemas))
         self.by_name = {m.model: m for m in schemas}  # the last of a name wins, as in the SDK's lookup
         self.vision = tuple(m.model for m in schemas if ModelFeature.VISION in (m.features or ()))
 
     def of(self, schemas: list[AIModelEntity]) -> bool:
-        return schemas is self.schemas and len(schemas) == self.size
+        return tuple(map(id, schemas)) == self.ids
+
+
+_LAST_CATALOGUE: _Catalogue | None = None
 
 
 class DeepSeekSelfHostedLLM(LargeLanguageModel):
@@ -323,12 +327,15 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
 
     # -- model resolution ----------------------------------------------------------------
     def _catalogue(self) -> _Catalogue:
-        """The catalogue as a request reads it, worked out once per list of schemas (the SDK
-        gives this instance one at start-up), not scanned again for every request."""
+        """The catalogue as a request reads it, worked out once per list of schemas, not scanned
+        again for every request: the SDK makes an instance per request, each given a new list of
+        the provider's same schema objects (``ModelFactory.get_instance``), so the view is kept
+        process-wide for the last schemas seen (others, e.g. a test's, are read afresh)."""
+        global _LAST_CATALOGUE
         schemas = self.predefined_models()
-        seen = self.__dict__.get("_catalogue_view")
+        seen = _LAST_CATALOGUE
         if seen is None or not seen.of(schemas):
-            seen = self.__dict__["_catalogue_view"] = _Catalogue(schemas)
+            seen = _LAST_CATALOGUE = _Catalogue(schemas)
         return seen
 
     def _is_predefined(self, model: str) -> bool:

@@ -33,8 +33,11 @@ def test_catalogue_answers_are_those_of_a_scan_and_a_new_list_is_read_again() ->
     assert llm._is_predefined(vision[0]) and llm._vision_models() == (vision[0],)
 
 
-def test_each_instance_keeps_its_own_catalogue() -> None:
+def test_instances_of_one_list_share_its_view_and_another_list_gets_its_own() -> None:
     schemas = _schemas()
+    # the SDK makes an instance per request, each given the provider's one list
+    first, second = DeepSeekSelfHostedLLM(schemas), DeepSeekSelfHostedLLM(schemas)
+    assert first._catalogue() is second._catalogue()
     full, empty = DeepSeekSelfHostedLLM(schemas), DeepSeekSelfHostedLLM([])
     assert full._is_predefined(schemas[0].model) and not empty._is_predefined(schemas[0].model)
-    assert empty._vision_models() == ()
+    assert empty._vision_models() == () and full._vision_models() != ()
