@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from functools import lru_cache
 
 from ..health import HealthBook
 from ..settings import Endpoint, display_url
@@ -29,10 +28,6 @@ from .load import SATURATED_QUEUE, ServerLoad
 from .policy import RoutingPolicy
 
 __all__ = ["Router"]
-
-# an endpoint's name in the in-flight gauge, worked out once per URL: display_url took about a
-# tenth of a request's own setup, twice a request (bench/perf/findings.md); keyed by the whole URL
-_shown = lru_cache(maxsize=1024)(display_url)
 
 
 class _Stats:
@@ -73,13 +68,13 @@ class Router:
         s = self._s(url)
         with self._lock:
             s.in_flight += 1
-        TELEMETRY.in_flight(_shown(url), +1)
+        TELEMETRY.in_flight(display_url(url), +1)
 
     def finished(self, url: str) -> None:
         s = self._s(url)
         with self._lock:
             s.in_flight = max(0, s.in_flight - 1)
-        TELEMETRY.in_flight(_shown(url), -1)
+        TELEMETRY.in_flight(display_url(url), -1)
 
     def observe_ttft(self, url: str, seconds: float) -> None:
         s = self._s(url)

@@ -9,7 +9,6 @@ import select
 
 from deepseek_engine import families, transport
 from deepseek_engine.attempt import chat_url
-from deepseek_engine.routing import router
 from deepseek_engine.settings import display_url
 
 
@@ -25,12 +24,15 @@ def test_a_chat_url_is_parsed_once_per_base_url_and_never_shared_between_endpoin
     assert chat_url.cache_info().maxsize == 1024  # bounded: endpoints come and go with credentials
 
 
-def test_an_endpoints_gauge_name_is_display_url_kept_per_whole_url_and_bounded() -> None:
+def test_an_endpoints_shown_name_is_kept_per_whole_url_and_bounded() -> None:
+    display_url.cache_clear()
     for url in ("http://gpu-1:8000/v1", "http://bob:secret@gpu-1:8000/v1", "gpu-9:8000/v1?x=1"):
-        assert router._shown(url) == display_url(url)
-        assert router._shown(url) is router._shown(url)
-    assert "secret" not in router._shown("http://bob:secret@gpu-1:8000/v1")
-    assert router._shown.cache_info().maxsize == 1024
+        assert display_url(url) is display_url(url)
+    assert display_url.cache_info().hits == 3  # each URL worked out once
+    assert display_url("http://bob:secret@gpu-1:8000/v1") == "gpu-1:8000/v1"  # never user:password
+    assert display_url("http://gpu-1:8000/v1") == "gpu-1:8000/v1"
+    assert display_url("gpu-9:8000/v1?x=1") == "gpu-9:8000/v1"
+    assert display_url.cache_info().maxsize == 1024
 
 
 def test_family_matching_is_kept_per_name_and_bounded() -> None:
