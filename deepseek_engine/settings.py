@@ -13,6 +13,7 @@ import secrets as _secrets
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -166,6 +167,8 @@ def credential_secrets(creds: Mapping) -> frozenset[str]:
     return frozenset(s for s in out if len(s) >= 4)
 
 
+# pure, and asked for per request (the router's in-flight gauge, twice): kept per whole URL
+@lru_cache(maxsize=1024)
 def display_url(url: str) -> str:
     """``host:port/path`` without user:password, query or scheme noise. Safe to echo whatever an
     operator typed: text without a scheme (``user:pw@gpu-1:8000``) is read as starting with a host."""

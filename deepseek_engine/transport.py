@@ -20,6 +20,7 @@ tests/wire/test_transport_internals.py.
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import ssl
@@ -96,12 +97,18 @@ def readable_now(sock) -> bool:
     return bool(_poller(sock).poll(0))
 
 
+@functools.cache
+def _os_poll():
+    """The OS's ``select.poll``, looked up once: gevent's ``get_original`` costs more than the
+    poll object itself. Once taken it stays the OS's, whatever is patched later."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey.get_original("select", "poll") if monkey is not None else select.poll
+
+
 def _poller(sock):
     """The OS's own ``poll`` object for reads of ``sock`` (kept by a stream's ``arrival_check``:
     made once, a check is then one syscall, a quarter of the time)."""
-    monkey = sys.modules.get("gevent.monkey")
-    poll = monkey.get_original("select", "poll") if monkey is not None else select.poll
-    p = poll()
+    p = _os_poll()()
     p.register(sock.fileno(), select.POLLIN)
     return p
 

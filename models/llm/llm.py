@@ -223,6 +223,25 @@ def _tool_calls(calls: list[dict]) -> list[AssistantPromptMessage.ToolCall]:
         for c in calls]
 
 
+class _Catalogue:
+    """The predefined models by name and those that take images, as of one list of schemas
+    (``of``: a list of the same schema objects, in the same order)."""
+
+    __slots__ = ("by_name", "ids", "schemas", "vision")
+
+    def __init__(self, schemas: list[AIModelEntity]) -> None:
+        self.schemas = tuple(schemas)  # held, so that no other object takes one of their ids
+        self.ids = tuple(map(id, schemas))
+        self.by_name = {m.model: m for m in schemas}  # the last of a name wins, as in the SDK's lookup
+        self.vision = tuple(m.model for m in schemas if ModelFeature.VISION in (m.features or ()))
+
+    def of(self, schemas: list[AIModelEntity]) -> bool:
+        return tuple(map(id, schemas)) == self.ids
+
+
+_LAST_CATALOGUE: _Catalogue | None = None
+
+
 class DeepSeekSelfHostedLLM(LargeLanguageModel):
     # -- invoke --------------------------------------------------------------------------
     def _invoke(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
@@ -307,12 +326,24 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         return result
 
     # -- model resolution ----------------------------------------------------------------
+    def _catalogue(self) -> _Catalogue:
+        """The catalogue as a request reads it, worked out once per list of schemas, not scanned
+        again for every request: the SDK makes an instance per request, each given a new list of
+        the provider's same schema objects (``ModelFactory.get_instance``), so the view is kept
+        process-wide for the last schemas seen (others, e.g. a test's, are read afresh)."""
+        global _LAST_CATALOGUE
+        schemas = self.predefined_models()
+        seen = _LAST_CATALOGUE
+        if seen is None or not seen.of(schemas):
+            seen = _LAST_CATALOGUE = _Catalogue(schemas)
+        return seen
+
     def _is_predefined(self, model: str) -> bool:
-        return any(m.model == model for m in self.predefined_models())
+        return model in self._catalogue().by_name
 
     def _vision_models(self) -> tuple[str, ...]:
         """The catalogue entries that take images: those whose YAML declares vision."""
-        return tuple(m.model for m in self.predefined_models() if ModelFeature.VISION in (m.features or ()))
+        return self._catalogue().vision
 
     # -- tokens --------------------------------------------------------------------------
     def get_num_tokens(self, model: str, credentials: dict, prompt_messages: list[PromptMessage],
@@ -403,7 +434,7 @@ class DeepSeekSelfHostedLLM(LargeLanguageModel):
         max_tokens, by the schema's context size: a replica started with a smaller
         ``--max-model-len`` than the model card's is announced with its own, or long
         conversations would be packed past it and refused."""
-        schema = super().get_model_schema(model, credentials)
+        schema = self._catalogue().by_name.get(model) or super().get_model_schema(model, credentials)
         if schema is None or not credentials or schema.fetch_from != FetchFrom.PREDEFINED_MODEL:
             return schema
         with secret_scope(secrets_for(credentials)):
