@@ -80,14 +80,29 @@ def pick_served_model(served: list[dict], *, wanted: str | None, catalogue: str 
                              endpoint=endpoint)
 
 
-class ModelDirectory:
-    """``/v1/models`` answers cached per endpoint set for ``ttl`` seconds (process-wide)."""
+class _Flight:
+    """One fetch in progress, which the callers that arrive meanwhile wait for."""
 
-    def __init__(self, ttl: float = 60.0, retry: float = 5.0) -> None:
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[Endpoint, list[dict]] | None = None
+        self.error: BaseException | None = None
+
+
+class ModelDirectory:
+    """``/v1/models`` answers cached per endpoint set for ``ttl`` seconds (process-wide). Callers
+    that find no answer while one is being fetched wait for that fetch (a burst of first requests
+    after a restart asks the server once), at most ``wait`` seconds, then fetch on their own."""
+
+    def __init__(self, ttl: float = 60.0, retry: float = 5.0, wait: float = 60.0) -> None:
         self.ttl = ttl
         self.retry = retry  # seconds between background fetches that failed
+        self.wait = wait
         self._cache: dict[tuple, tuple[float, Endpoint, list[dict]]] = {}
         self._tried: dict[tuple, float] = {}  # key -> when a background fetch last started
+        self._flights: dict[tuple, _Flight] = {}
         self._lock = threading.Lock()
 
     def known(self, key: tuple, fetch) -> tuple[Endpoint, list[dict]] | None:
@@ -117,10 +132,33 @@ class ModelDirectory:
         now = time.monotonic()
         if hit and now - hit[0] < self.ttl:
             return hit[1], hit[2]
-        ep, models = fetch()
         with self._lock:
-            self._cache[key] = (now, ep, models)
-        return ep, models
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if not leader:  # the key holds one credential's scope: its answer or error is its own
+            if flight.done.wait(self.wait):
+                if flight.error is not None:
+                    raise flight.error
+                if flight.result is not None:
+                    return flight.result
+            # that fetch takes too long to wait for, or its caller was stopped: ask on our own
+            return fetch()
+        try:
+            ep, models = fetch()
+        except Exception as e:  # the server's answer to this credential: shared with the waiters
+            flight.error = e
+            raise
+        else:
+            flight.result = (ep, models)
+            with self._lock:
+                self._cache[key] = (now, ep, models)
+            return ep, models
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
 
     def clear(self) -> None:
         with self._lock:

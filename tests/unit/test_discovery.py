@@ -65,3 +65,71 @@ def test_a_failing_fetch_is_retried_after_a_pause_not_on_every_call():
     time.sleep(0.25)
     assert d.known(("k",), fetch) is None
     assert _until(lambda: fetch.calls == 2)
+
+
+def _together(d, fetch, n: int = 8) -> list:
+    """``n`` callers of ``get`` at once (a burst after a restart); what each got or raised."""
+    out: list = [None] * n
+
+    def one(i):
+        try:
+            out[i] = d.get(("k",), fetch)
+        except Exception as e:  # noqa: BLE001 - what each caller saw is the result under test
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def _burst(d, fetch) -> list:
+    """Eight callers while the server is slow to answer: every one arrives while it is asked."""
+    fetch.go.clear()
+    threads, out = _together(d, fetch)
+    assert _until(lambda: fetch.calls >= 1)
+    time.sleep(0.05)
+    fetch.go.set()
+    for t in threads:
+        t.join(5)
+    return out
+
+
+def test_a_burst_of_first_requests_lists_the_models_once():
+    d, fetch = ModelDirectory(), Fetch()
+    assert _burst(d, fetch) == [(EP, MODELS)] * 8 and fetch.calls == 1
+
+
+def test_a_burst_shares_the_one_failure_and_the_next_call_asks_again():
+    d, fetch = ModelDirectory(), Fetch(down=True)
+    out = _burst(d, fetch)
+    assert fetch.calls == 1 and all(isinstance(e, UnreachableError) for e in out), out
+    fetch.down = False
+    assert d.get(("k",), fetch) == (EP, MODELS) and fetch.calls == 2  # a failure is not cached
+
+
+def test_a_waiter_whose_fetch_was_stopped_asks_on_its_own():
+    d = ModelDirectory()
+    started, release = threading.Event(), threading.Event()
+
+    def stopped():  # the first caller's request is cancelled mid-fetch (gevent's GreenletExit)
+        started.set()
+        release.wait(5)
+        raise KeyboardInterrupt
+
+    def leader():
+        try:
+            d.get(("k",), stopped)
+        except KeyboardInterrupt:
+            pass
+
+    t = threading.Thread(target=leader)
+    t.start()
+    assert started.wait(5)
+    fetch = Fetch()
+    threads, out = _together(d, fetch, n=2)
+    time.sleep(0.05)
+    release.set()
+    for th in (t, *threads):
+        th.join(5)
+    assert out == [(EP, MODELS)] * 2 and 1 <= fetch.calls <= 2  # not the other caller's stop
