@@ -22,7 +22,7 @@ from .settings import Endpoint, Settings
 log = logging.getLogger(__name__)
 
 __all__ = ["DIRECTORY", "ModelDirectory", "ServedModel", "context_size_of", "discovered_context",
-           "endpoint_set", "known_context", "normalise", "pick_served_model", "served_model",
+           "endpoint_set", "known_context", "known_models", "normalise", "pick_served_model", "served_model",
            "served_models"]
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +192,17 @@ def served_model(model: str, settings: Settings, *, catalogue: bool) -> str:
     return pick_served_model(served, wanted=None, catalogue=model, endpoint=ep.name).id
 
 
-def known_context(model: str, settings: Settings) -> int | None:
-    """The served context of catalogue ``model`` as last read, without waiting on a server: a
+def known_models(settings: Settings) -> tuple[Endpoint, list[dict]] | None:
+    """``/v1/models`` of ``settings``' endpoints as last read, without waiting on a server: a
     missing or stale answer is refreshed in the background (by a client that neither reads nor
     feeds the shared health book, so requests still meet and report their own errors)."""
-    known = DIRECTORY.known(endpoint_set(settings), carry_scope(  # fetched in a background thread
+    return DIRECTORY.known(endpoint_set(settings), carry_scope(  # fetched in a background thread
         lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models()))
+
+
+def known_context(model: str, settings: Settings) -> int | None:
+    """The served context of catalogue ``model`` as last read (``known_models``)."""
+    known = known_models(settings)
     if known is None:
         return None
     ep, served = known

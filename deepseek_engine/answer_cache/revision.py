@@ -5,10 +5,7 @@ in place need ``DEEPSEEK_CACHE_EPOCH`` bumped (docs/cache.md)."""
 
 from __future__ import annotations
 
-from ..client import ChatClient
-from ..discovery import DIRECTORY, endpoint_set
-from ..errors import carry_scope
-from ..health import HealthBook
+from ..discovery import known_models
 from ..settings import Settings
 
 __all__ = ["revision_of", "served_revision"]
@@ -25,6 +22,5 @@ def served_revision(served_id: str, listing: list[dict] | None) -> str:
 def revision_of(settings: Settings, served_id: str) -> str | None:
     """``served_id``'s revision as last read, or None while ``/v1/models`` was never read for
     these endpoints (its first read starts in the background: the request bypasses the cache)."""
-    known = DIRECTORY.known(endpoint_set(settings), carry_scope(
-        lambda: ChatClient(settings, health=HealthBook(), prober=None).list_models()))
+    known = known_models(settings)
     return served_revision(served_id, known[1]) if known else None
