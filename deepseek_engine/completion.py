@@ -236,8 +236,8 @@ class Completion:
             # arrives in its own field): constrained text before any tag is the answer, not reasoning
             answer = AnswerAssembler(thinking.on and not output.constrained, tool_markup=bool(self.tools))
             client = self.make_client(settings)
-            held = Batch(pressure=self.pressure, record=visit is not None)
-            shown: list[str] = []  # the text, for the check of a constrained answer
+            # what went out is kept for the answer cache and for the check of a constrained answer
+            held = Batch(pressure=self.pressure, record=visit is not None or output.constrained)
             try:
                 # a grammar starts afresh in a continuation: a cut constrained answer is not continued
                 for delta in client.stream(body, buffered=self.buffered, request_id=self.request_id,
@@ -245,8 +245,6 @@ class Completion:
                     piece = answer.feed(delta)
                     if piece is not None:
                         held.add(piece)
-                        if output.constrained:
-                            shown.append(piece.text)
                     if held.due(client.more_ready):
                         if ttft is None:
                             ttft = time.monotonic() - started
@@ -265,7 +263,7 @@ class Completion:
                 yield from sized(held.take(), self.max_chars)
             last = answer.finish()
             if output.constrained:  # never an unconstrained answer passed off as constrained
-                output.check(split_reasoning("".join(shown) + last.text)[1], answer.finish_reason,
+                output.check(split_reasoning("".join(p.text for p in held.taken) + last.text)[1], answer.finish_reason,
                              client.last_endpoint.name if client.last_endpoint else None)
             usage = answer.usage or {}
             prompt_tokens = usage.get("prompt_tokens")
