@@ -142,6 +142,8 @@ class ReasoningFormatter:
             return ""
         if self._block_start:
             text = text.lstrip(_WS)
+            if text.startswith(OPEN):  # vLLM's parser keeps a model-written <think> merged into one delta
+                text = text[len(OPEN):].lstrip(_WS)
             if not text:
                 return ""
             self._block_start = False

@@ -26,6 +26,13 @@ def test_inline_think_tags():
     assert run(False, [(None, f"<think>\n{R}\n</think>\n\n{A}")]) == WANT
 
 
+def test_a_model_written_open_tag_in_the_reasoning_field_is_dropped():
+    # vLLM 0.32's R1 parser: <think> alone in a delta is dropped, merged with the next tokens it is kept
+    merged = [("<think>\nOkay, the user", None), (" sent me a message. I should reply.\n", None), (None, f"\n\n{A}")]
+    alone = [("<think>", None), ("\n", None), (R, None), (None, f"\n\n{A}")]
+    assert run(True, merged) == run(True, alone) == WANT
+
+
 def test_bare_close_tag_for_a_reasoner():
     assert run(True, [(None, f"{R}\n</think>\n\n{A}")]) == WANT
 
