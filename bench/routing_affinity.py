@@ -79,6 +79,7 @@ class Sticky(RoutingPolicy):
 POLICIES = {
     "round robin": RoundRobin,
     "load-aware": PowerOfTwo,
+    "P2C (draw of two, before)": lambda: PowerOfTwo(full_scan_max=0),  # the load-aware policy the issue measured
     "sticky": Sticky,
     "affinity 0.5": lambda: Affinity(weight=0.5),
     "affinity 0.75": lambda: Affinity(weight=0.75),
@@ -426,19 +427,22 @@ def write_report(table, small, cost, a, seconds, seeds, took) -> None:
         if len(r.ttft) > 1:
             L.append(f"| {scn} | {name} | " + " | ".join(ms(pct(r.ttft.get(t, []), .5)) for t in range(1, TURNS + 1))
                      + " |")
-    L += ["", "Ratios against today's load-aware policy (90% bootstrap interval over requests):", ""]
     by = {(s, n): r for s, n, r in table}
-    for scn in dict.fromkeys(s for s, _, _ in table):
-        base = by.get((scn, "load-aware"))
-        for name in ("affinity 0.5", "affinity 0.75", "sticky", "round robin"):
-            r = by.get((scn, name))
-            if base is None or r is None:
-                continue
-            p50 = ratio_ci(r.all_ttft(2), base.all_ttft(2), .5, rng)
-            p99 = ratio_ci(r.all_ttft(), base.all_ttft(), .99, rng)
-            L.append(f"- {scn}, {name}: TTFT p50 from turn 2 **{p50[0]:.2f}x** [{p50[1]:.2f}, {p50[2]:.2f}], "
-                     f"p99 **{p99[0]:.2f}x** [{p99[1]:.2f}, {p99[2]:.2f}], answers/s "
-                     f"**{(r.answers / r.seconds) / (base.answers / base.seconds):.2f}x**, errors {r.errors}")
+    baselines = {"load-aware": "today's load-aware policy (best of all)",
+                 "P2C (draw of two, before)": "the load-aware policy before issue 15 (a draw of two)"}
+    for base_name, title in baselines.items():
+        L += ["", f"Ratios against {title} (90% bootstrap interval over requests):", ""]
+        for scn in dict.fromkeys(s for s, _, _ in table):
+            base = by.get((scn, base_name))
+            for name in ("affinity 0.5", "affinity 0.75", "sticky", "round robin", *baselines):
+                r = by.get((scn, name))
+                if base is None or r is None or name == base_name:
+                    continue
+                p50 = ratio_ci(r.all_ttft(2), base.all_ttft(2), .5, rng)
+                p99 = ratio_ci(r.all_ttft(), base.all_ttft(), .99, rng)
+                L.append(f"- {scn}, {name}: TTFT p50 from turn 2 **{p50[0]:.2f}x** [{p50[1]:.2f}, {p50[2]:.2f}], "
+                         f"p99 **{p99[0]:.2f}x** [{p99[1]:.2f}, {p99[2]:.2f}], answers/s "
+                         f"**{(r.answers / r.seconds) / (base.answers / base.seconds):.2f}x**, errors {r.errors}")
     if small:
         rr = dict(small)["round robin"]
         L += ["", "Small mixed fleet (fast / slow 3x / near saturation, no caching, 6 users, think 0.1 s), "
