@@ -1,7 +1,7 @@
 """How requests prove who they are: nothing, a static bearer (an API key or a JWT issued
 elsewhere), or OAuth2 client credentials.
 
-OAuth2 tokens come from the token endpoint through Authlib, once: cached until shortly before
+OAuth2 tokens come from the token endpoint (the client credentials grant), once: cached until shortly before
 they expire, shared by every invocation in the process (model instances are per request, so the
 cache is process-wide), fetched by one caller while concurrent ones wait (no stampede), and
 dropped once when an endpoint answers 401 so the next attempt fetches a fresh one (only the
@@ -11,32 +11,21 @@ refused token: N requests refused together cause one refetch).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
+from urllib.parse import quote
 
 import httpx
 
+from .body import ERROR_CAP, Body, read_capped
 from .errors import AuthError, ConnectError, connection_reason, remember_secret, scrub
 from .settings import display_url
+from .transport import one_shot_transport, read_budget
 
 __all__ = ["Auth", "NoAuth", "StaticBearer", "OAuth2ClientCredentials", "oauth2_source"]
 
 REFRESH_MARGIN = 30.0  # seconds before expiry at which a token counts as expired
-
-
-def _httpx_errors(name: str) -> tuple[type[Exception], ...]:
-    """httpx's exception class ``name``, and httpx2's: Authlib uses httpx2 when it is installed
-    (huggingface_hub, which tokenizers needs, brings it), so its transport errors are httpx2's."""
-    types = [getattr(httpx, name)]
-    try:
-        import httpx2
-    except ImportError:
-        return tuple(types)
-    return (*types, getattr(httpx2, name))
-
-
-_STATUS_ERRORS = _httpx_errors("HTTPStatusError")
-_HTTP_ERRORS = _httpx_errors("HTTPError")
 
 
 class Auth:
@@ -101,44 +90,67 @@ class OAuth2ClientCredentials(Auth):
                 self._token = None
 
     def _fetch(self) -> None:
-        from authlib.integrations.base_client.errors import OAuthError
-        from authlib.integrations.httpx_client import OAuth2Client
-
+        """The client credentials grant (RFC 6749 section 4.4), the client authenticated with
+        HTTP Basic (``client_secret_basic``, section 2.3.1: both parts form-encoded first)."""
         where = display_url(self.token_url)
-        extra = {"audience": self.audience} if self.audience else {}
+        form = {"grant_type": "client_credentials"}
+        form |= {k: v for k, v in (("scope", self.scope), ("audience", self.audience)) if v}
+        basic = httpx.BasicAuth(quote(self.client_id), quote(self._secret))  # as Authlib did
         try:
-            with OAuth2Client(self.client_id, self._secret, scope=self.scope, verify=self.verify,
-                              timeout=self.timeout, trust_env=False) as session:
-                token = session.fetch_token(self.token_url, grant_type="client_credentials", **extra)
-        except OAuthError as e:
-            raise AuthError(f"the OAuth2 token endpoint refused the client ({e.error}"
-                            f"{': ' + scrub(str(e.description))[:200] if e.description else ''}). Check "
-                            "oauth2_client_id, oauth2_client_secret and the scope.",
-                            endpoint=where) from None
-        except _STATUS_ERRORS as e:
-            raise AuthError(f"the OAuth2 token endpoint answered HTTP {e.response.status_code}",
-                            endpoint=where) from None
-        except _HTTP_ERRORS as e:
-            reason = connection_reason(e)
+            # one deadline for the whole fetch: httpx's timeouts are per read, and a trickling
+            # token endpoint would hold this credential's lock, so every request that uses it
+            with read_budget(None, time.monotonic() + self.timeout), \
+                    httpx.Client(transport=one_shot_transport(self.verify), timeout=self.timeout,
+                                 trust_env=False) as session, \
+                    session.stream("POST", self.token_url, data=form, auth=basic,
+                                   headers={"accept": "application/json"}) as r:
+                status, body = r.status_code, read_capped(r, ERROR_CAP)
+        except httpx.HTTPError as e:
+            reason = (f"timed out (no token within {self.timeout:g}s)" if isinstance(e, httpx.TimeoutException)
+                      else connection_reason(e))
             hint = ("its certificate is checked like the endpoints': put the CA that signed it in "
                     "tls_ca_bundle" if "certificate" in reason else
                     "check oauth2_token_url and that the identity provider is reachable from the plugin")
             raise ConnectError(f"could not reach the OAuth2 token endpoint: {reason}", endpoint=where,
                                hint=hint) from None
-        except ValueError:
+        token = _json_object(body)
+        if token is not None and "error" in token:  # section 5.2, whatever the status
+            said = token.get("error_description")
+            raise AuthError(f"the OAuth2 token endpoint refused the client ({scrub(str(token['error']))[:100]}"
+                            f"{': ' + scrub(str(said))[:200] if said else ''}). Check "
+                            "oauth2_client_id, oauth2_client_secret and the scope.", endpoint=where)
+        if status != 200:
+            raise AuthError(f"the OAuth2 token endpoint answered HTTP {status}", endpoint=where)
+        if token is None:
             raise AuthError("the OAuth2 token endpoint did not answer a token (JSON with "
-                            "access_token)", endpoint=where) from None
+                            "access_token)", endpoint=where)
         access = token.get("access_token")
         if not access:
             raise AuthError("the OAuth2 token endpoint answered without an access_token", endpoint=where)
         if not (isinstance(access, str) and access.isascii() and access.isprintable()):
             raise AuthError("the OAuth2 token endpoint answered an access_token that cannot be sent in "
                             "an HTTP header (not printable ASCII)", endpoint=where)
+        ttl = token.get("expires_in") or 3600
+        if isinstance(ttl, str) and ttl.isdigit():
+            ttl = int(ttl)
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl == ttl:  # NaN
+            raise AuthError(f"the OAuth2 token endpoint answered an expires_in that is not a number "
+                            f"({scrub(str(ttl))[:40]!r})", endpoint=where)
         self.fetches += 1
         remember_secret(access)  # before any server can quote it back
         self._token = access
-        ttl = float(token.get("expires_in") or 3600)
         self._expires_at = time.monotonic() + max(1.0, ttl - min(REFRESH_MARGIN, ttl / 2))
+
+
+def _json_object(body: Body) -> dict | None:
+    """A token endpoint's JSON object, or None (not JSON, not an object, cut at the cap)."""
+    if not body.whole:
+        return None
+    try:
+        value = json.loads(body.data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 _SOURCES: dict[tuple, OAuth2ClientCredentials] = {}

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -157,10 +157,11 @@ def credential_secrets(creds: Mapping) -> frozenset[str]:
     out = {text("api_key"), text("oauth2_client_secret")}
     for url in (*_SPLIT.split(text("endpoint_urls")), text("oauth2_token_url")):
         out.update(_userinfo(url))
-    if text("oauth2_client_secret"):  # Authlib's client_secret_basic: Latin-1, as is
-        pair = f"{text('oauth2_client_id')}:{text('oauth2_client_secret')}"
+    if text("oauth2_client_secret"):  # the Basic value of the token request (auth._fetch), and unquoted
+        cid, secret = text("oauth2_client_id"), text("oauth2_client_secret")
+        out.add(base64.b64encode(f"{quote(cid)}:{quote(secret)}".encode()).decode())
         try:
-            out.add(base64.b64encode(pair.encode("latin-1")).decode())
+            out.add(base64.b64encode(f"{cid}:{secret}".encode("latin-1")).decode())
         except UnicodeEncodeError:
             pass  # never sent: parsing refuses it
     out.add(_key_body(text("tls_client_key")))
@@ -292,7 +293,8 @@ def _check_host(parts, where: str) -> None:
 
 def _sendable(value: str, field_name: str, *, latin1: bool = False) -> None:
     """``value`` fits where it is sent: an HTTP header (printable ASCII: what httpx encodes) or,
-    ``latin1``, Authlib's Basic header to the token endpoint. The value itself is never shown."""
+    ``latin1``, the client secret (sent percent-encoded in the token request's Basic header). The
+    value itself is never shown."""
     for pos, c in enumerate(value, 1):
         if unicodedata.category(c) == "Cc" or ord(c) > (0xFF if latin1 else 0x7E):
             kind = "a line break, control" if unicodedata.category(c) == "Cc" else \

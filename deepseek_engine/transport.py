@@ -44,8 +44,8 @@ from .errors import (
     connection_reason,
 )
 
-__all__ = ["read_budget", "set_read_budget", "idle_budget", "pooled_client", "ClientRegistry", "CLIENTS",
-           "DEFAULT_LIMITS", "connection_error", "connect_timeout", "Words", "SENDING", "ANSWER", "STREAM",
+__all__ = ["read_budget", "set_read_budget", "idle_budget", "pooled_client", "one_shot_transport", "ClientRegistry",
+           "CLIENTS", "DEFAULT_LIMITS", "connection_error", "connect_timeout", "Words", "SENDING", "ANSWER", "STREAM",
            "drain", "InternalsChanged", "sender", "ssl_context_of", "receive_buffer", "arrival_check"]
 
 log = logging.getLogger(__name__)
@@ -353,6 +353,12 @@ def _transport(limits: httpx.Limits, verify: object = True) -> httpx.HTTPTranspo
         network_backend=_DeadlineBackend(),
     )
     return transport
+
+
+def one_shot_transport(verify: object = True) -> httpx.HTTPTransport:
+    """A transport for a rare call made outside the pools (an OAuth2 token fetch), on the
+    deadline-aware backend so ``read_budget`` bounds it as a whole."""
+    return _transport(httpx.Limits(max_connections=1, max_keepalive_connections=0), verify)
 
 
 class ClientRegistry:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from deepseek_engine import ChatClient, parse_settings
+from deepseek_engine.auth import OAuth2ClientCredentials
 from deepseek_engine.errors import ConnectError
 from deepseek_engine.health import HealthBook
 from deepseek_engine.probe import Prober
@@ -132,3 +133,17 @@ def test_a_probe_asked_for_at_once_is_not_held_by_another_endpoints_probe():
             assert sum(r.path == "/health" for r in b.requests) > probed
         finally:
             prober.stop()
+
+
+def test_a_trickling_oauth2_token_endpoint_fails_at_its_deadline():
+    """The token fetch holds the credential's lock (concurrent callers wait for its token): a token
+    endpoint that trickles must not hold it, nor the request, past the fetch's timeout."""
+    token = b'{"access_token":"tok","token_type":"Bearer","expires_in":3600}'
+    with Loopback(_trickling("/token", token)) as idp:
+        source = OAuth2ClientCredentials(f"{idp.base_url}/token", "client", "secret", timeout=1.0)
+        t = time.monotonic()
+        with pytest.raises(ConnectError, match="OAuth2 token endpoint.*timed out") as e:
+            source.headers()
+        took = time.monotonic() - t
+    assert "secret" not in str(e.value)
+    assert took < 4.0, f"{took:.1f}s: a per-read timeout, not a deadline for the whole fetch?"
