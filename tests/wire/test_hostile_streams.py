@@ -11,7 +11,7 @@ from deepseek_engine import AnswerAssembler, build_body
 from deepseek_engine.errors import BadRequestError, FirstTokenTimeout, IdleTimeout, StreamBrokenError, TotalTimeout
 from deepseek_engine.sse import MAX_EVENT_CHARS
 from tests.loopback import Loopback, response, sse
-from tests.wire.wireutil import WANT, make_client, run
+from tests.wire.wireutil import ROLE, WANT, chat_only, chunk, make_client, run
 
 CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
@@ -22,17 +22,6 @@ def framed(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def chunk(content=None, *, role=None, finish=None, tool_calls=None, usage=None) -> dict:
-    delta = {k: v for k, v in (("role", role), ("content", content), ("tool_calls", tool_calls))
-             if v is not None}
-    out = {"id": "c", "object": "chat.completion.chunk", "model": "m",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    if usage is not None:
-        out = {**out, "choices": [], "usage": usage}
-    return out
-
-
-ROLE = chunk("", role="assistant")
 USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 
 
@@ -48,11 +37,6 @@ def assemble(client, **params):
         if p := a.feed(d):
             text += p.text
     return text + a.finish().text, a
-
-
-def chat_only(answer):
-    """A Loopback answer for chat completions; anything else (probes) is a 404."""
-    return lambda req: answer(req) if req.path.endswith("/chat/completions") else response(404, b"{}")
 
 
 # -- 2: one huge line ends quickly with a typed error, and fails over ----------------------

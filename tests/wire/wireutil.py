@@ -5,6 +5,7 @@ import socket
 from deepseek_engine import AnswerAssembler, ChatClient, build_body, parse_settings
 from deepseek_engine.health import HealthBook
 from deepseek_engine.retry import RetryBudget, RetryPolicy
+from tests.loopback import response
 
 REASONING = "Okay, the user sent me a message. I should reply with a short, friendly greeting."
 ANSWER = "Hello! I am a simulated DeepSeek model. How can I help you today?"
@@ -37,3 +38,21 @@ def run(client, content="hi", expect_reasoning=True, **params):
             text += p.text
     text += a.finish().text
     return text, a
+
+
+def chunk(content=None, *, role=None, finish=None, tool_calls=None, usage=None) -> dict:
+    delta = {k: v for k, v in (("role", role), ("content", content), ("tool_calls", tool_calls))
+             if v is not None}
+    out = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage is not None:
+        out = {**out, "choices": [], "usage": usage}
+    return out
+
+
+ROLE = chunk("", role="assistant")
+
+
+def chat_only(answer):
+    """A Loopback answer for chat completions; anything else (probes) is a 404."""
+    return lambda req: answer(req) if req.path.endswith("/chat/completions") else response(404, b"{}")
