@@ -252,9 +252,13 @@ def _scrape(at, queries, hits):
     return ServerLoad(0, 0, None, at, started=1.0, queries=queries, hits=hits)
 
 
-def _served_turns(router, a, b, n):
-    """``n`` conversations' third turns ordered and served on ``a``, each predicted a hit there."""
-    for i in range(n):
+def _router_after_a_window():
+    """A router that scraped A, then served 6 conversations' third turns there, each predicted a
+    hit on A."""
+    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
+    router = Router(HealthBook())
+    router.observe_load(a.url, _scrape(1.0, 10_000, 5_000))
+    for i in range(6):
         first = Prefix(turns(2, who=f"u{i}"), "s")
         router.order((a, b), "s", "prefix_affinity", first)
         router.served(a.url, first)
@@ -262,6 +266,7 @@ def _served_turns(router, a, b, n):
         router.order((a, b), "s", "prefix_affinity", nxt)
         assert nxt.predicted[a.url] > 0
         router.served(a.url, nxt)
+    return router, a, b
 
 
 def test_metrics_give_the_prefix_cache_hits():
@@ -278,10 +283,7 @@ def test_metrics_give_the_prefix_cache_hits():
 def test_router_learns_from_the_servers_hit_counters_when_usage_is_silent():
     """vLLM reports cached tokens in usage only with --enable-prompt-tokens-details (off by default):
     its prefix-cache counters between two scrapes say how much it really reused."""
-    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
-    router = Router(HealthBook())
-    router.observe_load(a.url, _scrape(1.0, 10_000, 5_000))
-    _served_turns(router, a, b, 6)
+    router, a, b = _router_after_a_window()
     before = router.prefixes.capacity(a.url)
     router.observe_load(a.url, _scrape(2.0, 40_000, 5_000))  # 30k tokens looked up, none hit
     assert router.prefixes.capacity(a.url) < before
@@ -291,10 +293,7 @@ def test_router_learns_from_the_servers_hit_counters_when_usage_is_silent():
 
 
 def test_usage_reports_take_precedence_over_the_counters():
-    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
-    router = Router(HealthBook())
-    router.observe_load(a.url, _scrape(1.0, 10_000, 5_000))
-    _served_turns(router, a, b, 6)
+    router, a, b = _router_after_a_window()
     p = Prefix(turns(3, who="u0"), "s")
     router.order((a, b), "s", "prefix_affinity", p)
     cached = int(4000 * p.predicted[a.url] / p.tokens)
@@ -306,10 +305,7 @@ def test_usage_reports_take_precedence_over_the_counters():
 
 
 def test_a_restart_between_scrapes_is_no_verdict_on_the_cache():
-    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
-    router = Router(HealthBook())
-    router.observe_load(a.url, _scrape(1.0, 10_000, 5_000))
-    _served_turns(router, a, b, 6)
+    router, a, b = _router_after_a_window()
     router.observe_load(a.url, ServerLoad(0, 0, None, 2.0, started=9.0, queries=500, hits=0))
     assert router.prefixes.held(a.url) == 0  # dropped, as before
     assert router.prefixes.capacity(a.url) == PrefixIndex().capacity(a.url)
