@@ -23,6 +23,8 @@ class ServerLoad:
     started: float | None = None
     queries: float | None = None
     kv_tokens: int | None = None
+    hits: float | None = None  # vLLM's prefix-cache hits so far (a counter, in tokens, as queries)
+    hit_rate: float | None = None  # SGLang's recent hit rate (a gauge)
 
     @property
     def saturated(self) -> bool:
@@ -34,13 +36,24 @@ class ServerLoad:
             return self.started != before.started
         return self.queries is not None and before.queries is not None and self.queries < before.queries
 
+    def hit_share_since(self, before: ServerLoad | None) -> float | None:
+        """The share of prompt tokens the server found cached since ``before``'s scrape (vLLM's
+        counters), or its own recent rate (SGLang's gauge); None when there is nothing to say."""
+        if self.queries is not None and self.hits is not None:
+            if before is None or before.queries is None or before.hits is None or self.restarted_since(before):
+                return None
+            looked = self.queries - before.queries
+            return min(1.0, max(0.0, (self.hits - before.hits) / looked)) if looked > 0 else None
+        return self.hit_rate
+
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+([-+0-9.eEInfa]+)", re.MULTILINE)
 _SUMS = {"vllm:num_requests_running": "running", "sglang:num_running_reqs": "running",
          "vllm:num_requests_waiting": "waiting", "sglang:num_queue_reqs": "waiting"}
 _MAXES = {"vllm:kv_cache_usage_perc": "kv", "vllm:gpu_cache_usage_perc": "kv", "sglang:token_usage": "kv",
-          "process_start_time_seconds": "started"}
-_COUNTERS = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_queries": "queries"}
+          "process_start_time_seconds": "started", "sglang:cache_hit_rate": "hit_rate"}
+_COUNTERS = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_queries": "queries",
+             "vllm:prefix_cache_hits_total": "hits", "vllm:prefix_cache_hits": "hits"}
 # vLLM's cache_config_info carries the cache's size in its labels (num_gpu_blocks × block_size)
 _BLOCKS = re.compile(r'^vllm:cache_config_info\{([^}]*)\}', re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -63,7 +76,7 @@ def parse_metrics(text: str, now: float | None = None) -> ServerLoad | None:
         return None
     return ServerLoad(got.get("running", 0.0), got.get("waiting", 0.0), got.get("kv"),
                       time.monotonic() if now is None else now, got.get("started"), got.get("queries"),
-                      _kv_tokens(text))
+                      _kv_tokens(text), got.get("hits"), got.get("hit_rate"))
 
 
 def _kv_tokens(text: str) -> int | None:

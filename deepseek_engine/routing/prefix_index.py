@@ -10,10 +10,11 @@ three ways, as the server's own cache is:
 - **TTL**: a link not used for ``ttl`` seconds is forgotten (others' traffic may have evicted it).
 - **entries**: at most ``max_entries`` links per endpoint, whatever their size (memory).
 
-The capacity corrects itself from what the server reports it reused (``cached_tokens``): a
-prediction that the server did not honour shrinks it (multiplicatively), one it honoured grows it
-back (additively), so the index converges to the share of the server's cache this process's
-traffic really keeps. A server reporting its KV size (vLLM's ``cache_config_info``) caps it.
+The capacity corrects itself from what the server reports it reused (``cached_tokens`` in usage,
+else its prefix-cache counters between two ``/metrics`` scrapes): a prediction that the server
+did not honour shrinks it (multiplicatively), one it honoured grows it back, so the index
+converges to the share of the server's cache this process's traffic really keeps. A server
+reporting its KV size (vLLM's ``cache_config_info``) caps it.
 An endpoint ejected or restarted (``drop``) starts empty.
 
 Links are seeded with the credential's scope: one credential's entries never match another's
@@ -118,12 +119,26 @@ class PrefixIndex:
                 return
             scale = estimated / prompt  # characters per token differ by language and tokenizer
             ep.scale = scale if ep.scale is None else ep.scale + 0.1 * (scale - ep.scale)
-            if reused < predicted * MISSED:
-                ep.capacity = max(MIN_CAPACITY_TOKENS, int(ep.capacity * SHRINK))
-            elif reused > predicted + max(MIN_CAPACITY_TOKENS // 16, estimated // 10):
-                ep.capacity = int(ep.capacity * GROW)
-            ep.capacity = min(ep.capacity, ep.top)
-            self._evict(ep, time.monotonic())
+            self._correct(ep, predicted, reused, estimated)
+
+    def observe_share(self, url: str, predicted: int, share: float, estimated: int) -> None:
+        """Requests of ``estimated`` tokens in all, predicted to find ``predicted`` of them cached,
+        were served while the server found ``share`` of the prompt tokens it looked up cached (its
+        counters: every client's requests, so only a clear miss or surplus moves the capacity)."""
+        if estimated <= 0:
+            return
+        with self._lock:
+            ep = self._by_url.get(url)
+            if ep is not None:
+                self._correct(ep, predicted, share * estimated, estimated)
+
+    def _correct(self, ep: _Endpoint, predicted: float, reused: float, estimated: int) -> None:
+        if reused < predicted * MISSED:
+            ep.capacity = max(MIN_CAPACITY_TOKENS, int(ep.capacity * SHRINK))
+        elif reused > predicted + max(MIN_CAPACITY_TOKENS // 16, estimated // 10):
+            ep.capacity = int(ep.capacity * GROW)
+        ep.capacity = min(ep.capacity, ep.top)
+        self._evict(ep, time.monotonic())
 
     def set_ceiling(self, url: str, kv_tokens: int | None) -> None:
         """The server's KV cache holds ``kv_tokens`` (None: unknown): the index never assumes more."""

@@ -36,10 +36,13 @@ __all__ = ["Router"]
 # of the whole: continuous batching starts it at the next step, its prefill sharing the step with
 # the others' decoding. Without a learnt capacity each in-flight request counts whole.
 BATCHED = 0.25
+# requests served on an endpoint between two scrapes before its hit counters are a verdict on them
+WINDOW_REQUESTS = 4
 
 
 class _Stats:
-    __slots__ = ("in_flight", "ewma", "ewma_at", "load", "in_flight_at_load", "capacity", "seen")
+    __slots__ = ("in_flight", "ewma", "ewma_at", "load", "in_flight_at_load", "capacity", "seen",
+                 "window", "usage_says")
 
     def __init__(self) -> None:
         self.in_flight = 0
@@ -49,6 +52,9 @@ class _Stats:
         self.in_flight_at_load = 0  # our own in-flight count when the load was scraped
         self.capacity: float | None = None  # requests that fill the KV cache, learnt from scrapes
         self.seen: ServerLoad | None = None  # the last scrape that answered, kept across failed ones
+        # since that scrape, the prefixes served here: [requests, tokens predicted cached, tokens]
+        self.window = [0, 0, 0]
+        self.usage_says = False  # the server reports cached tokens in usage: its counters are not needed
 
 
 class Router:
@@ -101,7 +107,12 @@ class Router:
         if load is not None:
             if s.seen is not None and load.restarted_since(s.seen):
                 self.prefixes.drop(url)  # a new server process: its prefix cache is empty
+            elif not s.usage_says and s.window[0] >= WINDOW_REQUESTS:
+                share = load.hit_share_since(s.seen)
+                if share is not None:
+                    self.prefixes.observe_share(url, s.window[1], share, s.window[2])
             s.seen = load
+            s.window = [0, 0, 0]
             if load.kv_tokens:
                 self.prefixes.set_ceiling(url, load.kv_tokens)
         s.load = load
@@ -117,6 +128,10 @@ class Router:
         only if the request's policy looked at its prefix)."""
         if prefix is not None and prefix.computed:
             self.prefixes.record(url, *prefix.chain)
+            w = self._s(url).window
+            w[0] += 1
+            w[1] += prefix.predicted.get(url, 0)
+            w[2] += prefix.tokens
 
     def reused(self, url: str, prefix: Prefix | None, usage: dict | None) -> None:
         """The server's usage of ``prefix``'s request: how much of its prompt it really had
@@ -127,6 +142,7 @@ class Router:
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
         prompt = usage.get("prompt_tokens")
         if isinstance(cached, int) and isinstance(prompt, int):
+            self._s(url).usage_says = True
             self.prefixes.observe_cached(url, prefix.predicted.get(url, 0), cached, prompt, prefix.tokens)
 
     # -- decisions -----------------------------------------------------------------------

@@ -245,3 +245,67 @@ def test_one_gateway_url_is_left_to_the_gateway():
     router.served(gw.url, p)
     router.reused(gw.url, p, {"prompt_tokens": 4000, "prompt_tokens_details": {"cached_tokens": 0}})
     assert not p.computed and router.prefixes.held(gw.url) == 0
+
+
+# -- the correction from /metrics, when usage does not say -----------------------------------------
+def _scrape(at, queries, hits):
+    return ServerLoad(0, 0, None, at, started=1.0, queries=queries, hits=hits)
+
+
+def _router_after_a_window():
+    """A router that scraped A, then served 6 conversations' third turns there, each predicted a
+    hit on A."""
+    a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
+    router = Router(HealthBook())
+    router.observe_load(a.url, _scrape(1.0, 10_000, 5_000))
+    for i in range(6):
+        first = Prefix(turns(2, who=f"u{i}"), "s")
+        router.order((a, b), "s", "prefix_affinity", first)
+        router.served(a.url, first)
+        nxt = Prefix(turns(3, who=f"u{i}"), "s")
+        router.order((a, b), "s", "prefix_affinity", nxt)
+        assert nxt.predicted[a.url] > 0
+        router.served(a.url, nxt)
+    return router, a, b
+
+
+def test_metrics_give_the_prefix_cache_hits():
+    vllm = parse_metrics('vllm:num_requests_running{engine="0"} 1\n'
+                         'vllm:prefix_cache_queries_total{engine="0"} 1000\n'
+                         'vllm:prefix_cache_hits_total{engine="0"} 250\n', now=1.0)
+    assert (vllm.queries, vllm.hits, vllm.hit_share_since(None)) == (1000.0, 250.0, None)
+    assert vllm.hit_share_since(_scrape(0.0, 600, 50)) == pytest.approx(0.5)  # 200 of 400 since
+    assert vllm.hit_share_since(_scrape(0.0, 1000, 250)) is None  # no lookups since: nothing to say
+    sglang = parse_metrics('sglang:num_running_reqs{tp_rank="0"} 1\nsglang:cache_hit_rate{tp_rank="0"} 0.75\n')
+    assert sglang.hit_share_since(None) == 0.75  # SGLang's own recent rate
+
+
+def test_router_learns_from_the_servers_hit_counters_when_usage_is_silent():
+    """vLLM reports cached tokens in usage only with --enable-prompt-tokens-details (off by default):
+    its prefix-cache counters between two scrapes say how much it really reused."""
+    router, a, b = _router_after_a_window()
+    before = router.prefixes.capacity(a.url)
+    router.observe_load(a.url, _scrape(2.0, 40_000, 5_000))  # 30k tokens looked up, none hit
+    assert router.prefixes.capacity(a.url) < before
+    shrunk = router.prefixes.capacity(a.url)
+    router.observe_load(a.url, _scrape(3.0, 70_000, 5_000))  # nothing served since: no verdict
+    assert router.prefixes.capacity(a.url) == shrunk
+
+
+def test_usage_reports_take_precedence_over_the_counters():
+    router, a, b = _router_after_a_window()
+    p = Prefix(turns(3, who="u0"), "s")
+    router.order((a, b), "s", "prefix_affinity", p)
+    cached = int(4000 * p.predicted[a.url] / p.tokens)
+    usage = {"prompt_tokens": 4000, "prompt_tokens_details": {"cached_tokens": cached}}
+    router.reused(a.url, p, usage)  # as predicted
+    before = router.prefixes.capacity(a.url)
+    router.observe_load(a.url, _scrape(2.0, 40_000, 5_000))  # counters say "no hits": others' traffic, say
+    assert router.prefixes.capacity(a.url) == before
+
+
+def test_a_restart_between_scrapes_is_no_verdict_on_the_cache():
+    router, a, b = _router_after_a_window()
+    router.observe_load(a.url, ServerLoad(0, 0, None, 2.0, started=9.0, queries=500, hits=0))
+    assert router.prefixes.held(a.url) == 0  # dropped, as before
+    assert router.prefixes.capacity(a.url) == PrefixIndex().capacity(a.url)
