@@ -32,9 +32,14 @@ def test_the_next_turn_goes_where_the_conversation_is_cached_while_within_the_gu
         router = Router(HealthBook())
         affinity, load = clients(f"{fast.base_url}, {slower.base_url}", registry, router,
                                  "prefix_affinity", "power_of_two")
-        for c in (affinity, load):  # both measured
-            for n in (1, 1):
-                list(c.stream(body(n) | {"messages": [{"role": "user", "content": "warm-up"}]}))
+        # both measured, each by a client of its own: warm-ups through the two-endpoint clients
+        # all went to the slower one now and then (a tie is drawn at random), leaving the fast
+        # one unmeasured and priced as the slower one
+        for sim in (fast, slower):
+            (one,) = clients(sim.base_url, registry, router, "power_of_two")
+            for _ in range(2):
+                list(one.stream(body(1) | {"messages": [{"role": "user", "content": "warm-up"}]}))
+        assert router._s(fast.base_url).ewma < router._s(slower.base_url).ewma
         for _ in range(8):  # the fast replica busy for a moment: turn 1 lands on the slower one
             router.started(fast.base_url)
         list(affinity.stream(body(1)))
