@@ -32,7 +32,9 @@ class PowerOfTwo(RoutingPolicy):
         costs = {u: c for u, (c, _) in assessed.items()}
         roomy = [e for e in candidates if not assessed[e.url][1]]
         pool = roomy or candidates  # saturated replicas only when no other has room
-        best = self._cheapest(pool, costs) if len(pool) <= self.full_scan_max else self._better_of_two(pool, costs)
+        # a draw of two from two or fewer is the whole pool: compare them all
+        scan = len(pool) <= max(self.full_scan_max, 2)
+        best = self._cheapest(pool, costs) if scan else self._better_of_two(pool, costs)
         rest = sorted((e for e in candidates if e is not best), key=lambda e: costs[e.url])
         return [best, *rest]
 

@@ -53,6 +53,18 @@ def test_saturated_server_avoided_while_others_have_room():
     assert r.order((a, b, c))[-1] == c  # still there for failover
 
 
+def test_a_draw_of_two_with_one_replica_left_with_room_takes_it():
+    """A pure draw of two (``full_scan_max=0``, the benchmark's pre-issue-15 baseline) once drew
+    its second candidate from an empty list when every replica but one was saturated."""
+    a, b, c = parse_endpoints("http://a:1/v1, http://b:1/v1, http://c:1/v1")
+    r = Router(HealthBook(), PowerOfTwo(random.Random(5), full_scan_max=0))
+    for e in (a, b, c):
+        r.observe_ttft(e.url, 0.1)
+    for e in (b, c):
+        r.observe_load(e.url, ServerLoad(running=8, waiting=9, kv=0.95, at=1e18))
+    assert {r.order((a, b, c))[0] for _ in range(50)} == {a}
+
+
 def test_stale_metrics_are_ignored():
     a, b = parse_endpoints("http://a:1/v1, http://b:1/v1")
     r = _router()
